@@ -1,0 +1,178 @@
+"""The artefact store: atomic writes, ``summary.json`` files and exact histogram I/O.
+
+Rules (see DESIGN.md, "Artefacts and the runner"):
+
+* every file is written to a temporary name in the same directory and renamed into place, so a
+  crash never leaves a half-written file that a later chapter would trust;
+* scalars go to JSON with a schema version, histograms to HDF5 with their axes, storage,
+  variances and metadata; nothing is pickled.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary file keeps the target's suffix (``.h5``, ``.root`` ...) so libraries that
+    look at extensions behave.  On any exception the temporary file is removed and ``path`` is
+    left untouched (the previous version, if any, survives).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=(suffix if suffix is not None else path.suffix) + ".tmp",
+        dir=path.parent,
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; swap it in only if the block succeeds.
+
+    An existing directory at ``path`` is replaced as a whole, so readers see either the old or
+    the new complete content, never a mixture.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (_dt.datetime, _dt.date)):
+        return obj.isoformat()
+    raise TypeError(f"cannot store object of type {type(obj).__name__} in JSON: {obj!r}")
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """JSON has no NaN/inf: store them as null so every reader can parse the file."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as indented JSON, atomically. Numpy scalars/arrays are converted."""
+    text = json.dumps(
+        _finite_or_none(json.loads(json.dumps(data, default=_json_default))), indent=2,
+        sort_keys=False,
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(text + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON artefact with a clear error if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"artefact {path} does not exist: run the chapter that writes it first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"artefact {path} is not valid JSON ({err}); delete it and rerun its chapter") from err
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the libraries whose behaviour shapes the results."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("wmnb", "numpy", "scipy", "awkward", "uproot", "hist", "boost-histogram",
+                 "iminuit", "tensorflow-cpu", "tensorflow", "xgboost-cpu", "xgboost", "h5py"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
+    """Hex digest of a file's bytes (streamed, for large files)."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_summary(
+    chapter_dir: str | os.PathLike,
+    headline: Mapping[str, Any],
+    parameters: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``<chapter_dir>/summary.json``: the chapter's headline numbers plus provenance.
+
+    ``headline`` holds the numbers that tests and the results page read (flat keys; values
+    numbers, strings, booleans or small dicts).  ``parameters`` are the notebook parameters,
+    ``inputs`` maps input artefact names to their hashes.  Versions and a timestamp are added.
+    """
+    chapter_dir = Path(chapter_dir)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "chapter": chapter_dir.name,
+        "headline": dict(headline),
+        "parameters": dict(parameters or {}),
+        "inputs": dict(inputs or {}),
+        "versions": package_versions(),
+        "written_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        doc.update(extra)
+    return write_json(chapter_dir / "summary.json", doc)
+
+
+def read_summary(chapter_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``<chapter_dir>/summary.json`` (see :func:`write_summary`)."""
+    return read_json(Path(chapter_dir) / "summary.json")

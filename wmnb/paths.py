@@ -1,0 +1,45 @@
+"""Where things live: the project root, profiles and the results store.
+
+Everything is relative to the project root (the directory holding ``pyproject.toml`` and
+``params/``), so notebooks never hard-code paths.  ``WMNB_ROOT`` overrides the root, which the
+tests use to run chapters in a temporary copy.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_root() -> Path:
+    """Return the project root: ``$WMNB_ROOT`` if set, else the checkout holding this package,
+    else the current directory (an installed, non-editable package)."""
+    env = os.environ.get("WMNB_ROOT")
+    if env:
+        return Path(env).resolve()
+    candidate = PACKAGE_DIR.parent
+    if (candidate / "params").is_dir():
+        return candidate
+    return Path.cwd().resolve()
+
+
+def results_root() -> Path:
+    """Top of the artefact store, ``<root>/results`` unless ``$WMNB_RESULTS`` says otherwise."""
+    env = os.environ.get("WMNB_RESULTS")
+    return Path(env).resolve() if env else project_root() / "results"
+
+
+def profile_results(profile: str) -> Path:
+    """``results/<profile>/``: all artefacts of one run profile."""
+    return results_root() / profile
+
+
+def chapter_dir(profile: str, chapter: str) -> Path:
+    """``results/<profile>/<chapter>/``, e.g. ``results/smoke/02_calibration``."""
+    return profile_results(profile) / chapter
+
+
+def universe_dir(profile: str) -> Path:
+    """Where chapter 00 writes the generated samples of a profile."""
+    return chapter_dir(profile, "00_universe")
