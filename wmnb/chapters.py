@@ -6,6 +6,7 @@ exists and works; the book's table of contents is built from this list.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -38,23 +39,26 @@ def chapter_ids() -> list[str]:
     return [c.id for c in CHAPTERS]
 
 
-def get_chapter(chapter_id: str) -> Chapter:
+def get_chapter(chapter_id: str, chapters: Sequence[Chapter] | None = None) -> Chapter:
     """Look a chapter up by id (or by its number prefix, e.g. ``"02"``)."""
-    for c in CHAPTERS:
+    chapters = CHAPTERS if chapters is None else chapters
+    for c in chapters:
         if c.id == chapter_id or c.id.split("_", 1)[0] == chapter_id:
             return c
-    raise KeyError(f"unknown chapter {chapter_id!r}; chapters are {chapter_ids()}")
+    raise KeyError(f"unknown chapter {chapter_id!r}; chapters are {[c.id for c in chapters]}")
 
 
-def dependency_order(selected: list[str] | None = None) -> list[Chapter]:
+def dependency_order(selected: Sequence[str] | None = None,
+                     chapters: Sequence[Chapter] | None = None) -> list[Chapter]:
     """Chapters to run for ``selected`` (ids or number prefixes) plus everything they need, in
     order; all chapters when ``selected`` is None."""
+    chapters = CHAPTERS if chapters is None else chapters
     if not selected:
-        return list(CHAPTERS)
+        return list(chapters)
     wanted: set[str] = set()
 
     def add(cid: str) -> None:
-        c = get_chapter(cid)
+        c = get_chapter(cid, chapters)
         if c.id in wanted:
             return
         wanted.add(c.id)
@@ -63,4 +67,4 @@ def dependency_order(selected: list[str] | None = None) -> list[Chapter]:
 
     for cid in selected:
         add(cid)
-    return [c for c in CHAPTERS if c.id in wanted]
+    return [c for c in chapters if c.id in wanted]

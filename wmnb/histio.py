@@ -41,8 +41,9 @@ _STORAGES: dict[str, type] = {
 def _axis_spec(ax: Any) -> dict[str, Any]:
     traits = ax.traits
     spec: dict[str, Any] = {
-        "name": ax.name,
-        "label": ax.label,
+        # the raw axis metadata (name, label as given, any extra keys); ax.label falls back to
+        # the name, which would not round-trip
+        "metadata": dict(vars(ax)),
         "underflow": bool(traits.underflow),
         "overflow": bool(traits.overflow),
         "growth": bool(traits.growth),
@@ -50,15 +51,17 @@ def _axis_spec(ax: Any) -> dict[str, Any]:
     }
     if isinstance(ax, bh.axis.Regular):
         transform = ax.transform
+        spec["type"] = "Regular"
         if transform is None:
-            spec["type"] = "Regular"
+            pass
         elif isinstance(transform, bh.axis.transform.Pow):
-            spec["type"], spec["power"] = "Regular", float(transform.power)
-        elif isinstance(transform, bh.axis.transform.Function):
-            raise TypeError(f"axis {ax.name!r}: custom transforms cannot be stored; use a Variable axis")
+            spec["power"] = float(transform.power)
+        elif transform == bh.axis.transform.log:
+            spec["transform"] = "log"
+        elif transform == bh.axis.transform.sqrt:
+            spec["transform"] = "sqrt"
         else:
-            spec["type"] = "Regular"
-            spec["transform"] = type(transform).__name__.lower()  # log / sqrt
+            raise TypeError(f"axis {ax.name!r}: custom transforms cannot be stored; use a Variable axis")
         spec["bins"] = int(ax.size)
         # the edges of a transformed axis are in data space; invert to get the original limits
         spec["start"], spec["stop"] = float(ax.edges[0]), float(ax.edges[-1])
@@ -79,7 +82,14 @@ def _axis_spec(ax: Any) -> dict[str, Any]:
 
 
 def _axis_from_spec(spec: dict[str, Any], values: np.ndarray | None) -> Any:
-    common = {"name": spec["name"], "label": spec["label"]}
+    ax = _make_axis(spec, values)
+    ax.__dict__.update(spec["metadata"])
+    return ax
+
+
+def _make_axis(spec: dict[str, Any], values: np.ndarray | None) -> Any:
+    meta = spec["metadata"]
+    common = {"name": meta.get("name", ""), "label": meta.get("label", "")}
     kind = spec["type"]
     if kind == "Regular":
         transform = None
@@ -122,11 +132,9 @@ def _write_one(group: h5py.Group, h: hist.Hist) -> None:
     if storage_name not in _STORAGES:
         raise TypeError(f"storage {storage_name} is not supported by histio")
     group.attrs["storage"] = storage_name
-    group.attrs["name"] = json.dumps(getattr(h, "name", None))
-    group.attrs["label"] = json.dumps(getattr(h, "label", None))
-    meta = h.metadata
     try:
-        group.attrs["metadata"] = json.dumps(meta)
+        # name, label and metadata of the histogram, exactly as set
+        group.attrs["hist_attrs"] = json.dumps(vars(h))
     except TypeError as err:
         raise TypeError(f"histogram metadata must be JSON-serialisable to be stored: {err}") from err
     axes = group.create_group("axes")
@@ -161,10 +169,8 @@ def _read_one(group: h5py.Group, where: str) -> hist.Hist:
         ds = group["axes"][f"axis{i}"]
         axes.append(_axis_from_spec(json.loads(ds.attrs["spec"]), ds[()]))
     storage = _STORAGES[group.attrs["storage"]]()
-    name = json.loads(group.attrs["name"])
-    label = json.loads(group.attrs["label"])
-    h = hist.Hist(*axes, storage=storage, name=name, label=label,
-                  metadata=json.loads(group.attrs["metadata"]))
+    h = hist.Hist(*axes, storage=storage)
+    h.__dict__.update(json.loads(group.attrs["hist_attrs"]))
     view = h.view(flow=True)
     content = group["content"]
     if isinstance(content, h5py.Group):

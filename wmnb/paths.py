@@ -6,10 +6,14 @@ tests use to run chapters in a temporary copy.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: Set by the runner while a chapter executes: {"profile", "chapter", "dir"}.  The chapter then
+#: writes into a staging directory that replaces its results only if the notebook succeeds.
+STAGE_ENV = "WMNB_STAGE"
 
 
 def project_root() -> Path:
@@ -36,7 +40,16 @@ def profile_results(profile: str) -> Path:
 
 
 def chapter_dir(profile: str, chapter: str) -> Path:
-    """``results/<profile>/<chapter>/``, e.g. ``results/smoke/02_calibration``."""
+    """``results/<profile>/<chapter>/``, e.g. ``results/smoke/02_calibration``.
+
+    While the runner executes ``chapter`` this is its staging directory (see
+    :mod:`wmnb.runner`), so a failing notebook never overwrites good results.
+    """
+    stage = os.environ.get(STAGE_ENV)
+    if stage:
+        info = json.loads(stage)
+        if info.get("profile") == profile and info.get("chapter") == chapter:
+            return Path(info["dir"])
     return profile_results(profile) / chapter
 
 

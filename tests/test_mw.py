@@ -1,0 +1,236 @@
+"""Unit and closure tests of chapter 08's machinery (wmnb.mw) on toy W events.
+
+The toy: W -> mu nu with a running-width Breit-Wigner line shape (sampled by accept-reject,
+so "data" at a different mass are generated independently, not reweighted), a gamma-distributed
+q_T, a (1 -+ cos)^2 decay, a 1 % pT resolution, plus a Z-like background.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wmnb.mw import binning, blinding, model, reffit
+from wmnb.mw.breitwigner import breit_wigner, mass_weights, width_for_mass
+from wmnb.mw.systematics import MwConfig
+from wmnb.mw.templates import build_templates
+
+M0, G0 = 80.379, 2.085          # simulation line shape (GeV)
+
+
+def toy_sample(n: int, charge: int, mass: float, width: float, rng: np.random.Generator,
+               weight: float = 1.0) -> dict[str, np.ndarray]:
+    """Toy W events with generator mass drawn from the running-width BW(mass, width)."""
+    lo, hi = 50.0, 110.0
+    out = []
+    need = n
+    grid = np.linspace(lo, hi, 20001)
+    cauchy = lambda m: 1.0 / ((m - mass) ** 2 + width**2 / 4)
+    bound = 1.05 * np.max(breit_wigner(grid, mass, width) / cauchy(grid))
+    while need > 0:
+        m = mass + width / 2 * np.tan(rng.uniform(np.arctan((lo - mass) * 2 / width),
+                                                  np.arctan((hi - mass) * 2 / width), 2 * need))
+        keep = rng.uniform(size=m.size) * bound < breit_wigner(m, mass, width) / cauchy(m)
+        out.append(m[keep][:need])
+        need -= out[-1].size
+    m = np.concatenate(out)
+    qt = rng.gamma(1.6, 4.5, n)
+    y = rng.normal(0, 1.9, n)
+    c = 2 * np.cbrt(rng.uniform(size=n)) - 1
+    c = -c if charge > 0 else c
+    s = np.sqrt(1 - c**2)
+    phi = rng.uniform(0, 2 * np.pi, n)
+    p = m / 2
+    px, py, pz, e = p * s * np.cos(phi), p * s * np.sin(phi), p * c, p
+    et = np.sqrt(m**2 + qt**2)
+    bx, gx = qt / et, et / m
+    px2, e2 = gx * (px + bx * e), gx * (e + bx * px)
+    pz2 = np.cosh(y) * (pz + np.tanh(y) * e2)
+    pt_true = np.hypot(px2, py)
+    pt = pt_true * rng.normal(1, 0.01, n)
+    eta = np.arcsinh(pz2 / pt_true)
+    r, f = np.meshgrid([0.5, 1, 2], [0.5, 1, 2], indexing="ij")
+    scale = 1 + 0.05 * np.log2(r.ravel())[None, :] * (qt[:, None] / 20) + 0.02 * np.log2(f.ravel())[None, :]
+    pdf = np.column_stack([np.ones(n), 1 + 0.01 * y, 1 - 0.01 * y, 1 + 0.003 * qt / 10, 1 - 0.003 * qt / 10])
+    return {"mu_pt": pt, "mu_eta": eta, "mu_charge": np.full(n, charge, dtype=np.int32),
+            "weight": np.full(n, weight), "gen_mass": m, "gen_qt": qt, "lhe_scale": scale, "lhe_pdf": pdf, **_passing(n)}
+
+
+def _passing(n: int) -> dict[str, np.ndarray]:
+    """Columns of the final cuts that the toys do not model: every event passes them."""
+    return {"mu_iso": np.zeros(n), "mt": np.full(n, 80.0), "veto_pass": np.ones(n, dtype=bool)}
+
+
+def toy_background(n: int, rng: np.random.Generator, weight: float = 1.0) -> dict[str, np.ndarray]:
+    """A smooth Z-like background falling in pT."""
+    pt = 26 + rng.exponential(12.0, n)
+    return {"mu_pt": pt, "mu_eta": rng.uniform(-2.4, 2.4, n),
+            "mu_charge": np.where(rng.uniform(size=n) < 0.5, -1, 1).astype(np.int32),
+            "weight": np.full(n, weight), **_passing(n)}
+
+
+def toy_universe(n_data: int, data_mass: float, seed: int, mc_factor: float = 2.0):
+    """(simulation samples, data columns): data generated at ``data_mass``, simulation at M0."""
+    rng = np.random.default_rng(seed)
+    n_bkg = n_data // 20
+    gw = width_for_mass(data_mass, M0, G0)
+    parts = [toy_sample(int(0.57 * n_data), 1, data_mass, gw, rng),
+             toy_sample(int(0.43 * n_data), -1, data_mass, gw, rng), toy_background(n_bkg, rng)]
+    data = {k: np.concatenate([p[k] for p in parts]) for k in ("mu_pt", "mu_eta", "mu_charge", "mu_iso", "mt", "veto_pass")}
+    n_mc = int(mc_factor * n_data)
+    samples = {
+        "wplus_munu": toy_sample(int(0.57 * n_mc), 1, M0, G0, rng, 1 / mc_factor),
+        "wminus_munu": toy_sample(int(0.43 * n_mc), -1, M0, G0, rng, 1 / mc_factor),
+        "z_mumu": toy_background(int(mc_factor * n_bkg), rng, 1 / mc_factor),
+    }
+    return samples, data
+
+
+CONFIG = MwConfig(ref_mass_gev=M0, ref_width_gev=G0, qt_edges=(0.0, 5.0, 10.0, np.inf))
+
+
+# ---------------------------------------------------------------- Breit-Wigner weights
+def test_bw_reweighting_matches_a_sample_generated_at_the_new_mass():
+    """Reweighting M0 -> M0 + 100 MeV must reproduce the mass distribution of an independent
+    sample generated at M0 + 100 MeV (mean shift within statistics, chi2 of the shapes)."""
+    rng = np.random.default_rng(1)
+    m1 = M0 + 0.1
+    a = toy_sample(400_000, 1, M0, G0, rng)["gen_mass"]
+    b = toy_sample(400_000, 1, m1, width_for_mass(m1, M0, G0), rng)["gen_mass"]
+    w = mass_weights(a, M0, G0, m1)
+    mean_a = np.average(a, weights=w)
+    err = np.std(b) / np.sqrt(b.size) * np.sqrt(2)
+    assert abs(mean_a - b.mean()) < 4 * err
+    assert abs(np.mean(a) - b.mean()) > 0.07        # without the weights the shift is visible
+    edges = np.linspace(76, 85, 31)
+    ha, _ = np.histogram(a, edges, weights=w)
+    ha2, _ = np.histogram(a, edges, weights=w**2)
+    hb, _ = np.histogram(b, edges)
+    chi2 = np.sum((ha - hb) ** 2 / (ha2 + hb))
+    assert chi2 < 30 + 4 * np.sqrt(60)
+
+
+def test_bw_weights_are_normalised_and_width_follows_mass():
+    assert width_for_mass(2 * M0, M0, G0) == pytest.approx(8 * G0)
+    m = np.linspace(10, 300, 2_000_001)
+    for new in (M0 - 0.1, M0 + 0.1, M0 + 0.5):
+        w = mass_weights(m, M0, G0, new)
+        bw = breit_wigner(m, M0, G0)
+        assert np.sum(w * bw) / np.sum(bw) == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(mass_weights(m[:10], M0, G0, M0), 1.0)
+    with pytest.raises(ValueError, match="gen_mass"):
+        mass_weights(np.array([80.0, 0.0]), M0, G0, M0 + 0.1)
+
+
+# ---------------------------------------------------------------- binning and templates
+def test_bin_index_agrees_with_numpy_histogramdd():
+    rng = np.random.default_rng(2)
+    n = 50_000
+    eta, pt = rng.uniform(-2.6, 2.6, n), rng.uniform(24, 58, n)
+    q = rng.choice([-1, 1], n)
+    w = rng.uniform(0.5, 1.5, n)
+    vals, sumw2 = binning.fill(binning.bin_index(eta, pt, q), w)
+    keep = pt < 56                                  # numpy's last bin is closed; ours is not
+    ref, _ = np.histogramdd((eta[keep], pt[keep], q[keep]), bins=(binning.ETA_EDGES, binning.PT_EDGES,
+                            binning.CHARGE_EDGES), weights=w[keep])
+    assert np.allclose(vals, ref)
+    ref2, _ = np.histogramdd((eta[keep], pt[keep], q[keep]), bins=(binning.ETA_EDGES, binning.PT_EDGES,
+                             binning.CHARGE_EDGES), weights=w[keep] ** 2)
+    assert np.allclose(sumw2, ref2)
+    h = binning.to_hist(vals, sumw2)
+    assert np.allclose(h.values(), vals) and np.allclose(h.variances(), sumw2)
+
+
+def test_regions_partition_the_bins():
+    for a, b in (("plus", "minus"), ("etapos", "etaneg"), ("central", "forward")):
+        ma, mb = binning.region_mask(a), binning.region_mask(b)
+        assert not (ma & mb).any() and (ma | mb).all()
+    assert binning.region_mask("pt27-55").sum() == 48 * 28 * 2
+    with pytest.raises(ValueError, match="unknown region"):
+        binning.region_mask("pt20-60")
+
+
+@pytest.fixture(scope="module")
+def toy_templates():
+    samples, data = toy_universe(200_000, M0, seed=3)
+    return build_templates(samples, data, CONFIG, mass_shifts_mev=np.linspace(-100, 100, 20))
+
+
+def test_templates_hold_every_builtin_variation(toy_templates):
+    ts = toy_templates
+    assert set(ts.processes) == {"wplus_munu", "wminus_munu", "z_mumu"}
+    wp = ts.processes["wplus_munu"]
+    names = set(wp.shapes)
+    assert {"widthW", "pdf1", "pdf2"} <= names
+    assert {f"scale{k}_qT{j}" for k in ("MuR", "MuF", "MuRMuF") for j in range(3)} <= names
+    assert ts.processes["z_mumu"].shapes == {}
+    # the q_T-decorrelated scale pieces add up to the inclusive variation (linear in the weight)
+    inclusive = sum(wp.shapes[f"scaleMuR_qT{j}"][1] - wp.nominal for j in range(3)) + wp.nominal
+    assert inclusive.sum() > wp.nominal.sum()
+    # W+ and W- muons land in their charge bins only
+    assert wp.nominal[..., 0].sum() == 0 and wp.nominal[..., 1].sum() > 0
+    # +100 MeV moves the Jacobian peak up: more events above 38 GeV, fewer below
+    pt = binning.pt_centers()
+    ratio = ts.mass_up["wplus_munu"].sum(axis=(0, 2)) / wp.nominal.sum(axis=(0, 2))
+    assert ratio[pt > 42].mean() > 1.0 > ratio[(pt > 30) & (pt < 36)].mean()
+    assert ts.n_data == pytest.approx(ts.data.sum())
+
+
+def test_missing_columns_give_clear_errors():
+    samples, data = toy_universe(2_000, M0, seed=4)
+    del samples["wplus_munu"]["gen_mass"]
+    with pytest.raises(KeyError, match="gen_mass"):
+        build_templates(samples, data, CONFIG)
+    samples, data = toy_universe(2_000, M0, seed=4)
+    del samples["wminus_munu"]
+    with pytest.raises(KeyError, match="both charges"):
+        build_templates(samples, data, CONFIG)
+
+
+# ---------------------------------------------------------------- fits
+def test_mass_injection_closure_at_20_points(toy_templates):
+    """Asimov data with the signal reweighted *exactly* to M0 + δ (20 points in ±100 MeV) are
+    fitted with the interpolated ±100 MeV templates and full systematics: δ comes back."""
+    ts = toy_templates
+    residuals = []
+    for shift in sorted(ts.mass_scan):
+        spec = model.make_spec(ts, data=model.asimov(ts, shift))
+        res = reffit.fit(spec)
+        assert res.converged
+        residuals.append(res.value("mass") * ts.config.mass_step_mev - shift)
+    assert len(residuals) == 20
+    assert np.max(np.abs(residuals)) < 0.1, residuals          # MeV, as in the paper
+
+
+def test_closure_on_independently_generated_data():
+    """Data generated at M0 + 70 MeV (their own BW sampling, not reweighted) must give back
+    +70 MeV within 3 sigma; sigma is ~25 MeV, so a sign or unit error fails."""
+    truth = 70.0
+    samples, data = toy_universe(1_000_000, M0 + truth * 1e-3, seed=5)
+    ts = build_templates(samples, data, CONFIG)
+    res = reffit.fit(model.make_spec(ts))
+    mw, err = res.value("mass") * 100, res.error("mass") * 100
+    assert 10 < err < 45
+    assert abs(mw - truth) < 3 * err, (mw, err)
+
+
+def test_split_pois_and_floating_norm(toy_templates):
+    ts = toy_templates
+    spec = model.make_spec(ts, data=model.asimov(ts, ts.config.mass_step_mev), pois="charge", float_norm=True)
+    res = reffit.fit(spec)
+    assert res.value("mass_plus") == pytest.approx(1.0, abs=0.02)
+    assert res.value("mass_minus") == pytest.approx(1.0, abs=0.02)
+    assert res.value("norm_w") == pytest.approx(1.0, abs=0.01)
+    sub = model.make_spec(ts, region="pt30-50", pois="centralforward")
+    assert sub.data.size == 48 * 20 * 2 and set(sub.pois) == {"mass_central", "mass_forward"}
+
+
+# ---------------------------------------------------------------- blinding
+def test_blinding_offset_is_reproducible_and_bounded():
+    offs = [blinding.offset_mev(s) for s in range(200)]
+    assert all(-500 <= o <= 500 for o in offs)
+    assert blinding.offset_mev(7) == blinding.offset_mev(7)
+    assert np.std(offs) > 200                      # spread over the range, not constant
+    assert blinding.offset_mev(7) != blinding.offset_mev(8)
+    shown = blinding.present(80_400.0, seed=7, unblind=False)
+    assert shown == pytest.approx(80_400.0 + blinding.offset_mev(7))
+    assert blinding.present(80_400.0, seed=7, unblind=True) == 80_400.0

@@ -1,0 +1,57 @@
+"""Smoke run of every chapter notebook on the smoke profile, then the book build.
+
+The chapters run through the real runner into ``results/smoke/`` (so a second ``make test``
+skips chapters that are up to date); every test then reads the ``summary.json`` files.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from wmnb import book, runner
+from wmnb.artefacts import read_summary
+from wmnb.chapters import get_chapter
+from wmnb.paths import chapter_dir
+
+pytestmark = pytest.mark.notebook
+AVAILABLE = [c.id for c in runner.available_chapters()]
+
+
+@pytest.fixture(scope="module")
+def smoke_run():
+    try:
+        runner.run("smoke", progress=False)
+    except runner.ChapterFailed as err:
+        pytest.fail(str(err))
+    return {cid: read_summary(chapter_dir("smoke", cid)) for cid in AVAILABLE}
+
+
+@pytest.mark.parametrize("chapter", AVAILABLE)
+def test_chapter_summary_has_headline_numbers(smoke_run, chapter):
+    headline = smoke_run[chapter]["headline"]
+    for key in get_chapter(chapter).headline:
+        assert key in headline, f"{chapter}: summary.json lacks {key!r}"
+        value = headline[key]
+        if isinstance(value, float):
+            assert math.isfinite(value), f"{chapter}: {key} = {value}"
+    assert smoke_run[chapter]["parameters"].get("profile") == "smoke"
+    assert (chapter_dir("smoke", chapter) / f"{chapter}.ipynb").is_file()
+
+
+def test_status_reports_everything_up_to_date(smoke_run):
+    assert {s.chapter: s.state for s in runner.status("smoke")} == dict.fromkeys(AVAILABLE, "up to date")
+
+
+def test_book_builds_offline_with_warnings_as_errors(smoke_run):
+    index = book.build("smoke", strict=True)
+    html_dir = index.parent
+    intro = (html_dir / "book" / "intro.html").read_text()
+    assert "_static/mathjax/tex-chtml.js" in intro and "cdn.jsdelivr" not in intro
+    assert (html_dir / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    results = (html_dir / "book" / "_generated" / "results.html").read_text()
+    for cid in AVAILABLE:
+        assert (html_dir / "book" / "_generated" / f"{cid}.html").is_file()
+        for key in get_chapter(cid).headline[:1]:
+            assert key in results

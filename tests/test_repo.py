@@ -1,0 +1,87 @@
+"""Conventions of the repository: clean notebooks, one parameters cell, environment files, TOC."""
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wmnb.book import toc_chapters, toc_entries
+from wmnb.chapters import CHAPTERS
+from wmnb.runner import available_chapters
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_committed_clean(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert not any(c.get("outputs") for c in code), f"{path.name} has outputs: clear them"
+    assert all(c.get("execution_count") is None for c in code), f"{path.name} has execution counts"
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    params = "".join(tagged[0]["source"])
+    for name in ("profile", "seed", "executor"):
+        assert re.search(rf"^{name}\s*=", params, re.M), f"{path.name}: parameters cell lacks {name!r}"
+    source = "\n".join("".join(c["source"]) for c in code)
+    assert not re.search(r"['\"](/work|/home|/tmp|/Users|[A-Z]:\\\\)", source), f"{path.name} hard-codes a path"
+    assert "use_style()" in source, f"{path.name} should call wmnb.style.use_style()"
+
+
+def test_every_chapter_notebook_is_registered():
+    ids = {c.id for c in CHAPTERS}
+    assert {p.stem for p in NOTEBOOKS} <= ids, "notebooks/ holds a notebook that wmnb.chapters does not list"
+
+
+def test_chapters_depend_only_on_earlier_chapters():
+    seen: set[str] = set()
+    for c in CHAPTERS:
+        assert set(c.depends_on) <= seen, f"{c.id} depends on a later or unknown chapter"
+        seen.add(c.id)
+
+
+def test_toc_lists_exactly_the_available_chapters():
+    assert toc_chapters() == [c.id for c in available_chapters()]
+    for entry in toc_entries():
+        if "_generated" not in entry:
+            assert any((ROOT / f"{entry}{ext}").is_file() for ext in (".md", ".ipynb")), entry
+
+
+def test_environment_yml_mirrors_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_deps = {_name(d): d for d in project["dependencies"] + project["optional-dependencies"]["test"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda: dict[str, str] = {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            conda.update({_name(d): d for d in dep["pip"]})
+        elif _name(dep) not in ("python", "pip"):
+            conda[_name(dep)] = dep
+    # dask[distributed] is split into dask + distributed on conda-forge
+    expected = {("dask" if n == "dask" else n) for n in pip_deps} | {"distributed"}
+    assert set(conda) == expected
+    for name, spec in conda.items():
+        if name == "distributed":
+            continue
+        pip_spec = re.sub(r"\[.*?\]", "", pip_deps[name])
+        assert _version(spec) == _version(pip_spec), f"{name}: conda {spec!r} vs pip {pip_spec!r}"
+
+
+def _version(spec: str) -> str:
+    return re.sub(r"\s", "", spec)[len(_name(spec)):]
+
+
+def test_profiles_are_complete():
+    for name in ("smoke", "default", "full"):
+        prof = yaml.safe_load((ROOT / "params" / f"{name}.yaml").read_text())
+        assert prof["name"] == name and isinstance(prof["seed"], int)
+        assert set(prof["chapters"]) >= {c.id for c in available_chapters()}

@@ -1,0 +1,320 @@
+"""Skims: the compact per-selection samples chapter 01 writes and later chapters read.
+
+Layout (DEVELOPING.md)::
+
+    results/<profile>/01_selection/skims/<selection>/<sample>.root          TTree "Skim", flat columns
+    results/<profile>/01_selection/skims/<selection>/<sample>.cutflow.json  cutflow, notes, inputs
+    results/<profile>/01_selection/skims/index.json                         every skim with its size
+
+Samples are the simulated processes of the universe manifest (``wplus_munu`` ...), ``data``
+(the data card's data) and ``closure`` (the closure universe's data).  Single-muon selections
+(w, z, wlike, tnp) read the ``SingleMuon`` stream and the non-onia processes; ``jpsi`` and
+``upsilon`` read ``MuOnia`` and the ``jpsi`` / ``upsilon`` processes.
+
+Columns are float32 for kinematics, float64 ``weight``, uint64 ``event``; 2-D ``lhe_scale``
+``[n, 9]`` and ``lhe_pdf`` ``[n, N]`` are fixed-size array branches.  The whole ``skims/``
+directory is swapped in atomically: readers see the old or the new skims, never a mixture.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uproot
+
+from ..artefacts import atomic_dir, atomic_path, read_json, write_json
+from ..paths import chapter_dir, universe_dir
+from .executors import run_tasks
+from .nanoaod import NanoAODError, load_chunk, open_tree, plan_chunks, selection_branches
+from .selections import ONIA_SELECTIONS, SELECTIONS, SINGLE_MUON_SELECTIONS, Cutflow, merge_cutflows, select
+
+CHAPTER = "01_selection"
+SKIM_TREE = "Skim"
+DEFAULT_STEP = 200_000
+ONIA_PROCESSES = ("jpsi", "upsilon")
+ONIA_STREAMS = ("MuOnia",)
+
+
+def skims_dir(profile: str) -> Path:
+    """``results/<profile>/01_selection/skims``."""
+    return chapter_dir(profile, CHAPTER) / "skims"
+
+
+def skim_path(profile: str, selection: str, sample: str) -> Path:
+    """Where the skim of ``sample`` for ``selection`` lives."""
+    return skims_dir(profile) / selection / f"{sample}.root"
+
+
+# ---------------------------------------------------------------------------------------------
+# writing and reading
+
+def concat_columns(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate column dicts (in order); a column missing from some part is an error."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return {}
+    keys = list(parts[0])
+    for p in parts[1:]:
+        if set(p) != set(keys):
+            diff = sorted(set(p) ^ set(keys))
+            raise ValueError(f"chunks disagree on the skim columns {diff} (e.g. LHE weights present in some files only)")
+    out = {}
+    for k in keys:
+        arrays = [p[k] for p in parts]
+        shapes = {a.shape[1:] for a in arrays if a.shape[0] > 0} or {arrays[0].shape[1:]}
+        if len(shapes) > 1:
+            raise ValueError(f"column {k!r} has different widths {sorted(shapes)} across files")
+        arrays = [a for a in arrays if a.shape[0] > 0] or arrays[:1]
+        out[k] = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+    return out
+
+
+def write_skim(path: str | os.PathLike, cols: dict[str, np.ndarray], basket: int = 1_000_000) -> Path:
+    """Write flat (and fixed-width 2-D) columns as TTree ``Skim`` (ZSTD), atomically."""
+    path = Path(path)
+    if not cols:
+        raise ValueError(f"no columns to write to {path}")
+    n = {len(v) for v in cols.values()}
+    if len(n) != 1:
+        raise ValueError(f"columns of {path} have different lengths {sorted(n)}")
+    n_rows = n.pop()
+    types = {k: (v.dtype.str if v.ndim == 1 else (v.dtype.str, v.shape[1:])) for k, v in cols.items()}
+    with atomic_path(path) as tmp:
+        with uproot.recreate(tmp, compression=uproot.ZSTD(1)) as f:
+            f.mktree(SKIM_TREE, types)
+            for s in range(0, n_rows, basket):
+                f[SKIM_TREE].extend({k: np.ascontiguousarray(v[s:s + basket]) for k, v in cols.items()})
+    return path
+
+
+def read_skim_file(path: str | os.PathLike, columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a skim file into ``{column: numpy array}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"skim {path} does not exist: run chapter 01 (wmnb.engine.make_skims) first")
+    try:
+        tree = uproot.open(path)[SKIM_TREE]
+        names = list(tree.keys()) if columns is None else list(columns)
+        missing = [c for c in names if c not in tree.keys()]
+        if missing:
+            raise KeyError(f"skim {path} has no column(s) {missing}; it holds {sorted(tree.keys())}")
+        arrays = tree.arrays(names, library="np")
+    except KeyError:
+        raise
+    except Exception as err:
+        raise OSError(f"skim {path} cannot be read ({type(err).__name__}: {err}); delete it and rerun chapter 01") from err
+    return {k: np.asarray(arrays[k]) for k in names}
+
+
+def read_skim(profile: str, selection: str, sample: str,
+              columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Columns of the skim of ``sample`` (``wplus_munu``, ``data``, ``closure`` ...) for
+    ``selection`` (``w``, ``z``, ``wlike``, ``jpsi``, ``upsilon``, ``tnp``)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
+    path = skim_path(profile, selection, sample)
+    if not path.is_file() and path.parent.is_dir():
+        raise FileNotFoundError(f"no skim for sample {sample!r} of selection {selection!r} at {path}; "
+                                f"samples are {list_skim_samples(profile, selection)}")
+    return read_skim_file(path, columns)
+
+
+def read_cutflow(profile: str, selection: str, sample: str) -> dict[str, Any]:
+    """The cutflow document written next to a skim."""
+    return read_json(skim_path(profile, selection, sample).with_suffix(".cutflow.json"))
+
+
+def list_skim_samples(profile: str, selection: str) -> list[str]:
+    """Samples with a skim for ``selection``: MC processes (sorted), then ``data``, ``closure``."""
+    d = skims_dir(profile) / selection
+    if not d.is_dir():
+        raise FileNotFoundError(f"no skims for selection {selection!r} under {d}: run chapter 01 first")
+    names = sorted(p.stem for p in d.glob("*.root"))
+    tail = [n for n in ("data", "closure") if n in names]
+    return [n for n in names if n not in tail] + tail
+
+
+# ---------------------------------------------------------------------------------------------
+# running selections on files
+
+def _chunk_task(task: tuple) -> dict[str, Any]:
+    """Load one chunk once and run every requested selection on it (a Dask task)."""
+    path, start, stop, selections, norm, nonfinite = task
+    tree = open_tree(path)
+    available = set(tree.keys())
+    is_mc = "genWeight" in available
+    req: list[str] = []
+    opt: tuple[str, ...] = ()
+    for sel in selections:
+        r, o = selection_branches("z" if sel == "wlike" else sel, available, is_mc, path)
+        req += r
+        opt += o
+    chunk = load_chunk(path, start, stop, list(dict.fromkeys(req)), optional=tuple(dict.fromkeys(opt)),
+                       nonfinite=nonfinite, tree=tree)
+    out: dict[str, Any] = {"notes": chunk.notes, "results": {}}
+    z_done = None
+    for sel in selections:
+        if sel == "wlike" and z_done is not None:
+            from .selections import _cut, wlike_from_z  # reuse the z pair: one pair finding for both
+            zc, zcf = z_done
+            wl = wlike_from_z(zc)
+            cf = dict(zcf)
+            _cut(cf, "(W-like muon trigger-matched)", np.asarray(wl["mu_trig"]), wl["weight"])
+            out["results"][sel] = (wl, cf)
+            continue
+        cols, cf = select(chunk, sel, norm)
+        if sel == "z":
+            z_done = (cols, cf)
+        out["results"][sel] = (cols, cf)
+    return out
+
+
+def _empty_result(path: str, selections: Sequence[str], norm: float, nonfinite: str) -> dict[str, Any]:
+    """Typed empty columns for a file with zero entries (so empty skims have the right schema)."""
+    return _chunk_task((path, 0, 0, tuple(selections), norm, nonfinite))
+
+
+def run_selections(files: Sequence[str], selections: Sequence[str], *, norm: float = 1.0,
+                   step: int = DEFAULT_STEP, executor: str = "local", scheduler: str | None = None,
+                   client: Any = None, progress: bool = True, nonfinite: str = "error",
+                   desc: str = "") -> dict[str, dict[str, Any]]:
+    """Run ``selections`` on ``files`` (one read per chunk for all of them).
+
+    Returns ``{selection: {"columns": dict, "cutflow": Cutflow, "notes": [...]}}``; a file with
+    zero events contributes nothing but the column schema.
+    """
+    for sel in selections:
+        if sel not in SELECTIONS:
+            raise ValueError(f"unknown selection {sel!r}; choose one of {SELECTIONS}")
+    order = list(selections)
+    if "wlike" in order and "z" in order:      # compute z first so wlike can reuse its pair
+        order.remove("z")
+        order.insert(0, "z")
+    tasks = []
+    for f in files:
+        for path, start, stop in plan_chunks(f, step):
+            tasks.append((path, start, stop, tuple(order), norm, nonfinite))
+    if not tasks and files:
+        results = [_empty_result(str(files[0]), order, norm, nonfinite)]
+    else:
+        results = run_tasks(_chunk_task, tasks, executor=executor, scheduler=scheduler, client=client,
+                            progress=progress, desc=desc)
+    parts: dict[str, list] = {s: [] for s in selections}
+    cfs: dict[str, list] = {s: [] for s in selections}
+    notes: list[str] = []
+    for res in results:
+        for n in res["notes"]:
+            if n not in notes:
+                notes.append(n)
+        for sel in selections:
+            cols, cf = res["results"][sel]
+            parts[sel].append(cols)
+            cfs[sel].append(cf)
+    return {sel: {"columns": concat_columns(parts[sel]), "cutflow": merge_cutflows(cfs[sel]), "notes": notes}
+            for sel in selections}
+
+
+# ---------------------------------------------------------------------------------------------
+# the chapter-01 skims from the universe manifest
+
+def load_manifest(profile: str) -> dict[str, Any]:
+    """The chapter-00 manifest (via ``wmnb.universe.read_manifest`` when available)."""
+    try:
+        from ..universe import read_manifest  # type: ignore[attr-defined]
+    except ImportError:
+        return read_json(universe_dir(profile) / "manifest.json")
+    return read_manifest(profile)
+
+
+def sample_plan(profile: str, manifest: dict[str, Any] | None = None,
+                selections: Sequence[str] = SELECTIONS) -> list[dict[str, Any]]:
+    """Which files each skim sample reads: ``[{"sample", "files", "norm", "selections"}]``."""
+    man = load_manifest(profile) if manifest is None else manifest
+    root = universe_dir(profile)
+    lumi = float(man["lumi_pb"])
+    plan = []
+    for proc, info in man.get("mc", {}).items():
+        onia = info.get("stream") in ONIA_STREAMS if "stream" in info else proc in ONIA_PROCESSES
+        sels = [s for s in selections if (s in ONIA_SELECTIONS) == onia]
+        if not sels:
+            continue
+        sumw = float(info["sumw"])
+        if not sumw > 0:
+            raise ValueError(f"manifest of profile {profile!r}: process {proc!r} has sum of weights {sumw}")
+        plan.append({"sample": proc, "files": [str(root / f) for f in info["files"]],
+                     "norm": float(info["xsec_pb"]) * lumi / sumw, "selections": sels})
+    for kind in ("data", "closure"):
+        streams = man.get(kind, {})
+        for onia in (False, True):
+            sels = [s for s in selections if (s in ONIA_SELECTIONS) == onia]
+            files = [str(root / f) for st, info in sorted(streams.items())
+                     if (st in ONIA_STREAMS) == onia for f in info["files"]]
+            if sels and files:
+                plan.append({"sample": kind, "files": files, "norm": 1.0, "selections": sels})
+    return plan
+
+
+def make_skims(profile: str, *, executor: str = "local", scheduler: str | None = None,
+               selections: Sequence[str] = SELECTIONS, step: int = DEFAULT_STEP, progress: bool = True,
+               nonfinite: str = "error") -> dict[str, dict[str, Any]]:
+    """Run every selection on every sample of the profile's universe and write the skims.
+
+    Returns ``{selection: {sample: {"n_rows", "cutflow", "notes", "size_bytes"}}}`` (also
+    written to ``skims/index.json``).  The ``skims/`` directory is replaced atomically.
+    """
+    plan = sample_plan(profile, selections=selections)
+    if not plan:
+        raise ValueError(f"the universe manifest of profile {profile!r} lists no samples")
+    index: dict[str, dict[str, Any]] = {s: {} for s in selections}
+    with contextlib_client(executor, scheduler) as client:
+        with atomic_dir(skims_dir(profile)) as tmp:
+            for item in plan:
+                res = run_selections(item["files"], item["selections"], norm=item["norm"], step=step,
+                                     executor=executor, client=client, progress=progress,
+                                     nonfinite=nonfinite, desc=f"{item['sample']}")
+                for sel, r in res.items():
+                    out = Path(tmp) / sel / f"{item['sample']}.root"
+                    if item["sample"] in ("data", "closure") and out.exists():
+                        raise RuntimeError(f"two inputs for {out}")
+                    write_skim(out, r["columns"])
+                    n_rows = len(r["columns"]["weight"])
+                    doc = {"selection": sel, "sample": item["sample"], "n_rows": n_rows,
+                           "cutflow": r["cutflow"], "notes": r["notes"], "norm": item["norm"],
+                           "files": [os.path.relpath(f, universe_dir(profile)) for f in item["files"]]}
+                    write_json(out.with_suffix(".cutflow.json"), doc)
+                    index[sel][item["sample"]] = {"n_rows": n_rows, "cutflow": r["cutflow"], "notes": r["notes"],
+                                                  "size_bytes": out.stat().st_size}
+            write_json(Path(tmp) / "index.json", {"profile": profile, "selections": index})
+    return index
+
+
+class contextlib_client:
+    """Open one Dask client for all samples of :func:`make_skims` (nothing for ``local``)."""
+
+    def __init__(self, executor: str, scheduler: str | None) -> None:
+        self.executor, self.scheduler, self._cm = executor, scheduler, None
+
+    def __enter__(self) -> Any:
+        if self.executor != "dask":
+            return None
+        from .executors import dask_client
+
+        self._cm = dask_client(self.scheduler)
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)
+
+
+def skim_index(profile: str) -> dict[str, Any]:
+    """``skims/index.json`` written by :func:`make_skims`."""
+    return read_json(skims_dir(profile) / "index.json")
+
+
+__all__ = ["skims_dir", "skim_path", "read_skim", "read_skim_file", "read_cutflow", "list_skim_samples",
+           "write_skim", "run_selections", "make_skims", "sample_plan", "skim_index", "NanoAODError",
+           "Cutflow"]

@@ -1,0 +1,132 @@
+"""Second-order minimiser: Newton steps from the exact Hessian inside a Levenberg-Marquardt trust region.
+
+Each iteration evaluates NLL, gradient and Hessian once, factorises ``H + lambda D`` by Cholesky
+(``D`` = |diag H|, so the damping respects the very different scales of POIs and nuisances) and
+takes the step if the NLL decreases; ``lambda`` shrinks after good agreement between predicted
+and actual decrease and grows after a rejected or poor step (or a failed factorisation, i.e.
+a Hessian that is not positive definite far from the minimum). Near the minimum ``lambda = 0``:
+pure Newton, quadratic convergence. Converged when the estimated distance to the minimum
+``EDM = g^T H^-1 g / 2`` is below ``tol`` with a positive-definite undamped Hessian; the
+Cholesky factor of that Hessian is returned for the covariance, so the final Hessian is never
+computed twice. All linear algebra is TensorFlow (runs where the tensors live: CPU or GPU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from .likelihood import DT, Likelihood
+
+
+@dataclass
+class MinResult:
+    """Outcome of :func:`minimize` (arrays are numpy; ``chol`` is the factor of H[free, free])."""
+
+    x: np.ndarray
+    nll: float
+    grad: np.ndarray
+    hess: tf.Tensor
+    chol: tf.Tensor | None
+    free: np.ndarray
+    edm: float
+    niter: int
+    converged: bool
+    message: str
+
+
+def _try_chol(a: tf.Tensor) -> tf.Tensor | None:
+    try:
+        L = tf.linalg.cholesky(a)
+    except tf.errors.InvalidArgumentError:
+        return None
+    if not bool(tf.reduce_all(tf.math.is_finite(tf.linalg.diag_part(L)))):
+        return None
+    return L
+
+
+def minimize(lik: Likelihood, x0: np.ndarray, fixed: np.ndarray | None = None, tol: float = 1e-8,
+             max_iter: int = 100) -> MinResult:
+    """Minimise ``lik`` from ``x0`` with parameters where ``fixed`` is True held at their start."""
+    x = np.array(x0, np.float64)
+    N = x.size
+    free = np.ones(N, bool) if fixed is None else ~np.asarray(fixed, bool)
+    fidx = tf.constant(np.flatnonzero(free))
+    all_free = bool(free.all())
+    lam = 0.0
+    msg = "maximum number of iterations reached"
+    L = None
+    edm = np.inf
+    for it in range(1, max_iter + 1):
+        f_t, g_t, H = lik.value_grad_hess(tf.constant(x))
+        f = float(f_t)
+        if not np.isfinite(f):
+            return MinResult(x, f, g_t.numpy(), H, None, free, np.inf, it, False,
+                             "NLL is not finite at the starting point: check the data and the start values")
+        gf = g_t if all_free else tf.gather(g_t, fidx)
+        Hf = H if all_free else tf.gather(tf.gather(H, fidx), fidx, axis=1)
+        dscale = tf.maximum(tf.abs(tf.linalg.diag_part(Hf)), 1e-12)
+        accepted = False
+        for _ in range(40):
+            L = _try_chol(Hf if lam == 0.0 else Hf + tf.linalg.diag(lam * dscale))
+            if L is None:
+                lam = max(10.0 * lam, 1e-4)
+                continue
+            step = -tf.linalg.cholesky_solve(L, gf[:, None])[:, 0]
+            if lam == 0.0:
+                edm = float(-0.5 * tf.tensordot(gf, step, 1))
+                if edm < tol:
+                    return MinResult(x, f, g_t.numpy(), H, L, free, edm, it, True, "converged")
+            pred = float(tf.tensordot(gf, step, 1) + 0.5 * tf.tensordot(step, tf.linalg.matvec(Hf, step), 1))
+            s = step.numpy()
+            xt = x.copy()
+            xt[free] += s
+            ft = float(lik.value(tf.constant(xt)))
+            if np.isfinite(ft) and ft <= f + 1e-13 * abs(f):
+                rho = (ft - f) / pred if pred < 0 else 0.0
+                if rho > 0.75:
+                    lam = 0.0 if lam < 1e-3 else lam / 10.0
+                elif rho < 0.25:
+                    lam = max(4.0 * lam, 1e-4)
+                x = xt
+                accepted = True
+                break
+            lam = max(10.0 * lam, 1e-4)
+        if not accepted:
+            msg = "no decreasing step found (trust region collapsed)"
+            break
+    return MinResult(x, f, g_t.numpy(), H, None, free, edm, it, False, msg)
+
+
+def covariance(res: MinResult) -> np.ndarray:
+    """Full covariance H^-1 (zeros for fixed parameters) from the converged Cholesky factor."""
+    if res.chol is None:
+        raise RuntimeError(f"no positive-definite Hessian at the end of the fit ({res.message})")
+    n = int(res.chol.shape[0])
+    cf = tf.linalg.cholesky_solve(res.chol, tf.eye(n, dtype=DT)).numpy()
+    cf = 0.5 * (cf + cf.T)
+    if res.free.all():
+        return cf
+    N = res.free.size
+    cov = np.zeros((N, N))
+    idx = np.flatnonzero(res.free)
+    cov[np.ix_(idx, idx)] = cf
+    return cov
+
+
+def covariance_rows(res: MinResult, rows: list[int]) -> np.ndarray:
+    """Rows ``rows`` of the covariance [len(rows), N] without inverting the whole Hessian."""
+    if res.chol is None:
+        raise RuntimeError(f"no positive-definite Hessian at the end of the fit ({res.message})")
+    idx = np.flatnonzero(res.free)
+    pos = {int(j): i for i, j in enumerate(idx)}
+    e = np.zeros((idx.size, len(rows)))
+    for k, r in enumerate(rows):
+        if r not in pos:
+            raise ValueError(f"parameter index {r} is fixed; it has no covariance")
+        e[pos[r], k] = 1.0
+    sol = tf.linalg.cholesky_solve(res.chol, tf.constant(e)).numpy()
+    out = np.zeros((len(rows), res.free.size))
+    out[:, idx] = sol.T
+    return out

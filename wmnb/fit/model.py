@@ -1,0 +1,454 @@
+"""Binned likelihood models: building from ``hist`` templates, HDF5 storage, the neutral ``.npz``.
+
+A model is a set of processes with nominal yields ``nom[p, b]`` and MC sums of squared weights
+``sumw2[p, b]`` over flattened bins ``b``, observed counts ``data[b]`` and parameters ``x``.
+Every parameter acts on the yields through *rows* of one sparse matrix ``K[c, (p, b)]``:
+
+    yield[p, b](x) = nom[p, b] * exp( sum_c  phi_c(x[param_c]) * K[c, (p, b)] )
+
+with ``phi`` the identity (log-normal shapes and normalisations), the square (the even part of
+an asymmetric POI template pair, so that theta = +-1 reproduces the up/down templates exactly)
+or the logarithm (a multiplicative, unconstrained normalisation ``mu``: ``exp(log mu) = mu``).
+Keeping ``K`` sparse is what makes 4000-parameter fits cheap: each efficiency-like nuisance
+touches a few dozen bins.
+
+Parameters are POIs (unconstrained, optional Gaussian prior) or nuisances (unit Gaussian
+constraint around a global observable, 0 nominally), each in one impact group.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artefacts import atomic_path
+
+FORMAT = "wmnb-fit-model"
+FORMAT_VERSION = 1
+
+#: row transforms phi_c
+LIN, SQ, LOG = 0, 1, 2
+#: parameter kinds
+NUIS, POI_SHAPE, POI_NORM = 0, 1, 2
+
+
+def _as_counts(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Flattened values (and variances if the storage has them) of a hist or an array."""
+    if hasattr(obj, "values") and hasattr(obj, "axes"):
+        values = np.asarray(obj.values(), dtype=np.float64).ravel()
+        var = obj.variances()
+        storage = type(obj.storage_type()).__name__ if not isinstance(obj.storage_type, type) else obj.storage_type.__name__
+        has_var = storage in ("Weight", "WeightedMean")
+        return values, (np.asarray(var, dtype=np.float64).ravel() if has_var and var is not None else None)
+    arr = np.asarray(obj, dtype=np.float64)
+    if arr.dtype.names:
+        raise TypeError(f"{what}: structured arrays are not supported; pass a hist.Hist or plain values")
+    return arr.ravel(), None
+
+
+@dataclass
+class Model:
+    """A built binned likelihood model (numpy arrays; see the module docstring for the maths).
+
+    Attributes
+    ----------
+    processes, signal: process names and signal flags [P]
+    nominal, sumw2: [P, B] yields and MC sum of squared weights
+    data: [B] observed counts
+    params, kinds, groups: parameter names, kinds (0 nuisance, 1 shape POI, 2 norm POI), groups
+    rows_param, rows_tf: [C] parameter index and transform of each row of K
+    k_row, k_col, k_val: COO entries of K; column index = p * B + b
+    prior_sigma: [N] Gaussian prior width on POIs (``nan``: none)
+    bb_scale: Barlow-Beeston-lite scale of the MC statistical uncertainty (sigma -> scale*sigma)
+    poi_scale, blind_width: per POI, for printing and the size of blinding offsets
+    """
+
+    processes: list[str]
+    signal: np.ndarray
+    nominal: np.ndarray
+    sumw2: np.ndarray
+    data: np.ndarray
+    params: list[str]
+    kinds: np.ndarray
+    groups: list[str]
+    rows_param: np.ndarray
+    rows_tf: np.ndarray
+    k_row: np.ndarray
+    k_col: np.ndarray
+    k_val: np.ndarray
+    prior_sigma: np.ndarray
+    bb_scale: float = 1.0
+    bb_mode: str = "gamma"
+    poi_scale: dict[str, float] = field(default_factory=dict)
+    blind_width: dict[str, float] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- shape and naming
+    @property
+    def nbins(self) -> int:
+        return int(self.nominal.shape[1])
+
+    @property
+    def nprocs(self) -> int:
+        return int(self.nominal.shape[0])
+
+    @property
+    def nparams(self) -> int:
+        return len(self.params)
+
+    @property
+    def constrained(self) -> np.ndarray:
+        return self.kinds == NUIS
+
+    @property
+    def pois(self) -> list[str]:
+        return [p for p, k in zip(self.params, self.kinds) if k != NUIS]
+
+    def index(self, name: str) -> int:
+        """Position of parameter ``name`` (clear error if unknown)."""
+        try:
+            return self.params.index(name)
+        except ValueError:
+            raise KeyError(f"parameter {name!r} is not in the model; POIs: {self.pois}, "
+                           f"{self.nparams} parameters in all") from None
+
+    def default_values(self) -> np.ndarray:
+        """Nominal parameter values: 0 for shapes and nuisances, 1 for normalisations."""
+        return np.where(self.kinds == POI_NORM, 1.0, 0.0)
+
+    def values_from(self, values: Mapping[str, float] | None) -> np.ndarray:
+        x = self.default_values()
+        for k, v in (values or {}).items():
+            x[self.index(k)] = float(v)
+        return x
+
+    def validate(self) -> None:
+        """Check shapes and values; raise ``ValueError`` naming the offending piece."""
+        P, B = self.nominal.shape
+        if self.sumw2.shape != (P, B):
+            raise ValueError(f"sumw2 has shape {self.sumw2.shape}, nominal {self.nominal.shape}")
+        if self.data.shape != (B,):
+            raise ValueError(f"data has {self.data.shape} entries, the model has {B} bins")
+        if not np.all(np.isfinite(self.nominal)) or np.any(self.nominal < 0):
+            raise ValueError("nominal yields must be finite and >= 0")
+        if not np.all(np.isfinite(self.data)) or np.any(self.data < 0):
+            raise ValueError("data must be finite and >= 0")
+        if not np.all(np.isfinite(self.k_val)):
+            bad = np.unique(self.rows_param[self.k_row[~np.isfinite(self.k_val)]])
+            raise ValueError(f"non-finite log-variations for parameters {[self.params[i] for i in bad][:5]}")
+        if np.any(self.nominal.sum(0) <= 0):
+            nz = int(np.sum(self.nominal.sum(0) <= 0))
+            raise ValueError(f"{nz} bins have zero expected yield; merge or drop them before fitting")
+        used = np.zeros(self.nparams, bool)
+        used[self.rows_param[np.unique(self.k_row)]] = True
+        if not used.all():
+            unused = [self.params[i] for i in np.flatnonzero(~used)][:5]
+            warnings.warn(f"parameters without any effect on the yields: {unused}", stacklevel=2)
+
+    def expected(self, values: Mapping[str, float] | np.ndarray | None = None) -> np.ndarray:
+        """Expected total yield per bin [B] at ``values`` (dict name->value or full vector)."""
+        return self.expected_per_process(values).sum(0)
+
+    def expected_per_process(self, values: Mapping[str, float] | np.ndarray | None = None) -> np.ndarray:
+        """Expected yields [P, B] at ``values`` (numpy reference implementation)."""
+        x = values if isinstance(values, np.ndarray) else self.values_from(values)
+        xv = x[self.rows_param]
+        u = np.where(self.rows_tf == LIN, xv, np.where(self.rows_tf == SQ, xv**2, np.log(np.where(xv > 0, xv, np.nan))))
+        expo = np.zeros(self.nominal.size)
+        np.add.at(expo, self.k_col, u[self.k_row] * self.k_val)
+        y = self.nominal.ravel() * np.exp(expo)
+        return y.reshape(self.nominal.shape)
+
+    # ---------------------------------------------------------------- storage
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model to HDF5 (atomically); :meth:`load` reads it back exactly."""
+        import h5py
+
+        path = Path(path)
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            meta = {"processes": self.processes, "params": self.params, "groups": self.groups,
+                    "bb_scale": self.bb_scale, "bb_mode": self.bb_mode, "poi_scale": self.poi_scale,
+                    "blind_width": self.blind_width, "attrs": self.attrs}
+            f.attrs["meta"] = json.dumps(meta)
+            for key in ("signal", "nominal", "sumw2", "data", "kinds", "rows_param", "rows_tf",
+                        "k_row", "k_col", "k_val", "prior_sigma"):
+                f.create_dataset(key, data=np.asarray(getattr(self, key)), compression="gzip",
+                                 compression_opts=1, shuffle=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Model":
+        """Read a model written by :meth:`save`."""
+        import h5py
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist")
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                raise ValueError(f"{path} is not a wmnb fit model (format attribute "
+                                 f"{f.attrs.get('format')!r}); build it with wmnb.fit.ModelBuilder")
+            meta = json.loads(f.attrs["meta"])
+            arrays = {k: f[k][()] for k in f.keys()}
+        return cls(processes=list(meta["processes"]), params=list(meta["params"]),
+                   groups=list(meta["groups"]), bb_scale=float(meta["bb_scale"]),
+                   bb_mode=str(meta["bb_mode"]), poi_scale=dict(meta["poi_scale"]),
+                   blind_width=dict(meta["blind_width"]), attrs=dict(meta["attrs"]), **arrays)
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike, bb_scale: float = 1.0) -> "Model":
+        """Read the neutral ``.npz`` of ``shared/bench/wmodel.py`` (symmetric log-normal ``logk``).
+
+        Unconstrained systematics become shape POIs (group ``POI``); all others are nuisances in
+        group ``<name without trailing _index parts>``-like groups (prefix before the first ``_``).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} does not exist")
+        z = np.load(path, allow_pickle=False)
+        need = ("processes", "nominal", "sumw2", "systs", "constrained", "logk", "data")
+        missing = [k for k in need if k not in z.files]
+        if missing:
+            raise ValueError(f"{path} lacks arrays {missing}; expected the format of shared/bench/wmodel.py")
+        logk = z["logk"]
+        S, P, B = logk.shape
+        systs = [str(s) for s in z["systs"]]
+        constrained = z["constrained"].astype(bool)
+        flat = logk.reshape(S, P * B)
+        row, col = np.nonzero(flat)
+        # order: POIs first (readable output), rows = params (one linear row each)
+        order = np.concatenate([np.flatnonzero(~constrained), np.flatnonzero(constrained)])
+        inv = np.empty(S, np.int64)
+        inv[order] = np.arange(S)
+        params = [systs[i] for i in order]
+        kinds = np.where(constrained[order], NUIS, POI_SHAPE).astype(np.int8)
+        groups = ["POI" if k != NUIS else _default_group(n) for n, k in zip(params, kinds)]
+        new_row = inv[row]
+        srt = np.lexsort((col, new_row))
+        return cls(
+            processes=[str(p) for p in z["processes"]], signal=np.array([str(p) == "W" for p in z["processes"]]),
+            nominal=z["nominal"].astype(np.float64), sumw2=z["sumw2"].astype(np.float64),
+            data=z["data"].astype(np.float64), params=params, kinds=kinds, groups=groups,
+            rows_param=np.arange(S, dtype=np.int64), rows_tf=np.zeros(S, np.int8),
+            k_row=new_row[srt].astype(np.int64), k_col=col[srt].astype(np.int64),
+            k_val=flat[row, col][srt].astype(np.float64),
+            prior_sigma=np.full(S, np.nan), bb_scale=bb_scale, attrs={"source": str(path)},
+        )
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "Model":
+        """Load a model from HDF5 (``.h5``/``.hdf5``) or the neutral ``.npz``."""
+        return cls.from_npz(path) if str(path).endswith(".npz") else cls.load(path)
+
+
+def _default_group(name: str) -> str:
+    """Group of a wmodel.py nuisance: its name up to the first ``_`` (``effStat_eta3_q0`` -> ``effStat``)."""
+    return name.split("_")[0]
+
+
+class ModelBuilder:
+    """Collect processes, systematics and POIs from ``hist`` templates (or arrays) into a :class:`Model`.
+
+    All templates must have the data's number of bins (flow bins are not used). Calling a
+    ``add_*`` method twice with the same parameter name adds the effects (e.g. one nuisance
+    acting on several processes added one call at a time).
+    """
+
+    def __init__(self, data: Any):
+        self.data, _ = _as_counts(data, "data")
+        self.nbins = self.data.size
+        self._procs: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
+        self._params: dict[str, tuple[int, str]] = {}  # name -> (kind, group)
+        # (param, transform) -> {process: logk[B]}
+        self._rows: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        self._prior: dict[str, float] = {}
+        self.poi_scale: dict[str, float] = {}
+        self.blind_width: dict[str, float] = {}
+        self.bb_scale = 1.0
+        self.bb_mode = "gamma"
+
+    # ---------------------------------------------------------------- helpers
+    def _check(self, arr: np.ndarray, what: str) -> np.ndarray:
+        if arr.size != self.nbins:
+            raise ValueError(f"{what} has {arr.size} bins, the data has {self.nbins}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what} has non-finite entries")
+        return arr
+
+    def _targets(self, process: str | Sequence[str], tmpl: Any, what: str) -> dict[str, np.ndarray]:
+        procs = [process] if isinstance(process, str) else list(process)
+        for p in procs:
+            if p not in self._procs:
+                raise KeyError(f"{what}: process {p!r} not added yet (have {list(self._procs)})")
+        if tmpl is None:
+            return {p: None for p in procs}  # type: ignore[misc]
+        if isinstance(tmpl, Mapping):
+            missing = [p for p in procs if p not in tmpl]
+            if missing:
+                raise KeyError(f"{what}: templates missing for processes {missing}")
+            return {p: self._check(_as_counts(tmpl[p], what)[0], f"{what}[{p}]") for p in procs}
+        if len(procs) > 1:
+            raise ValueError(f"{what}: give a dict process -> template when acting on several processes")
+        return {procs[0]: self._check(_as_counts(tmpl, what)[0], what)}
+
+    def _logratio(self, proc: str, var: np.ndarray, what: str) -> np.ndarray:
+        nom = self._procs[proc][0]
+        ok = (nom > 0) & (var > 0)
+        bad = (nom > 0) & (var <= 0)
+        if bad.any():
+            warnings.warn(f"{what}[{proc}]: {int(bad.sum())} bins with a non-positive variation where the "
+                          "nominal is positive; their log-variation is set to 0", stacklevel=3)
+        out = np.zeros(self.nbins)
+        out[ok] = np.log(var[ok] / nom[ok])
+        return out
+
+    def _declare(self, name: str, kind: int, group: str) -> None:
+        if name in self._params and self._params[name][0] != kind:
+            raise ValueError(f"parameter {name!r} already declared with another kind")
+        self._params.setdefault(name, (kind, group))
+
+    def _add_row(self, name: str, tf: int, proc: str, logk: np.ndarray) -> None:
+        d = self._rows.setdefault((name, tf), {})
+        d[proc] = d.get(proc, 0.0) + logk
+
+    # ---------------------------------------------------------------- public API
+    def add_process(self, name: str, nominal: Any, sumw2: Any = None, signal: bool = False) -> None:
+        """Add a process; with a ``Weight``-storage hist the MC ``sumw2`` comes from its variances."""
+        if name in self._procs:
+            raise ValueError(f"process {name!r} added twice")
+        values, var = _as_counts(nominal, f"process {name}")
+        self._check(values, f"process {name}")
+        if np.any(values < 0):
+            raise ValueError(f"process {name}: {int(np.sum(values < 0))} bins with negative yield; "
+                             "clip or merge them before building the model")
+        if sumw2 is not None:
+            var = self._check(_as_counts(sumw2, f"sumw2 of {name}")[0], f"sumw2 of {name}")
+        self._procs[name] = (values, np.zeros_like(values) if var is None else var, bool(signal))
+
+    def add_shape_systematic(self, name: str, process: str | Sequence[str], up: Any, down: Any = None,
+                             group: str = "other", symmetrize: str = "average") -> None:
+        """Log-normal shape nuisance from up (and down) templates.
+
+        ``symmetrize="average"`` (default): log-variation ``(log(up/nom) - log(down/nom)) / 2``,
+        the odd part of the pair; the even part (second order in theta) is dropped.
+        ``"split"``: additionally a nuisance ``<name>SymDiff`` carrying the even part
+        ``(log(up/nom) + log(down/nom)) / 2`` as an independent log-normal variation
+        (the CMS choice for strongly asymmetric pairs). Without ``down`` the variation is
+        symmetric: ``log(up/nom)``.
+        """
+        if symmetrize not in ("average", "split"):
+            raise ValueError(f"symmetrize must be 'average' or 'split', not {symmetrize!r}")
+        ups = self._targets(process, up, f"systematic {name} up")
+        downs = self._targets(process, down, f"systematic {name} down") if down is not None else None
+        self._declare(name, NUIS, group)
+        for p, u in ups.items():
+            lu = self._logratio(p, u, f"systematic {name} up")
+            if downs is None:
+                self._add_row(name, LIN, p, lu)
+                continue
+            ld = self._logratio(p, downs[p], f"systematic {name} down")
+            self._add_row(name, LIN, p, 0.5 * (lu - ld))
+            if symmetrize == "split":
+                self._declare(name + "SymDiff", NUIS, group)
+                self._add_row(name + "SymDiff", LIN, p, 0.5 * (lu + ld))
+
+    def add_norm_systematic(self, name: str, process: str | Sequence[str],
+                            kappa: float | tuple[float, float], group: str = "other") -> None:
+        """Log-normal normalisation nuisance: yield x kappa^theta.
+
+        An asymmetric ``(kappa_down, kappa_up)`` (e.g. ``(0.95, 1.06)``) is symmetrised like the
+        shapes: ``log kappa = (log kappa_up - log kappa_down) / 2``.
+        """
+        if isinstance(kappa, (tuple, list)):
+            kd, ku = float(kappa[0]), float(kappa[1])
+            if kd <= 0 or ku <= 0:
+                raise ValueError(f"norm systematic {name}: kappas must be > 0, got {kappa}")
+            logk = 0.5 * (np.log(ku) - np.log(kd))
+        else:
+            if float(kappa) <= 0:
+                raise ValueError(f"norm systematic {name}: kappa must be > 0, got {kappa}")
+            logk = np.log(float(kappa))
+        self._declare(name, NUIS, group)
+        for p in self._targets(process, None, f"norm systematic {name}"):
+            self._add_row(name, LIN, p, np.where(self._procs[p][0] > 0, logk, 0.0))
+
+    def add_poi_shape(self, name: str, process: str | Sequence[str], up: Any, down: Any,
+                      scale: float = 1.0, blind_width: float = 5.0) -> None:
+        """Unconstrained shape POI: theta = +1 gives the ``up`` template, -1 the ``down`` one.
+
+        log(yield/nom) = theta * (lu - ld)/2 + theta^2 * (lu + ld)/2: exact at -1, 0, +1, smooth
+        in between (e.g. ``mass`` with +-100 MeV templates). ``scale`` converts theta to printed
+        units; ``blind_width``: blinding offsets are uniform in +-blind_width (theta units).
+        """
+        ups = self._targets(process, up, f"POI {name} up")
+        downs = self._targets(process, down, f"POI {name} down")
+        self._declare(name, POI_SHAPE, "POI")
+        for p, u in ups.items():
+            lu = self._logratio(p, u, f"POI {name} up")
+            ld = self._logratio(p, downs[p], f"POI {name} down")
+            self._add_row(name, LIN, p, 0.5 * (lu - ld))
+            even = 0.5 * (lu + ld)
+            if np.any(np.abs(even) > 1e-14):
+                self._add_row(name, SQ, p, even)
+        self.poi_scale[name] = float(scale)
+        self.blind_width[name] = float(blind_width)
+
+    def add_norm_poi(self, name: str, process: str | Sequence[str], blind_width: float = 0.5) -> None:
+        """Unconstrained multiplicative normalisation ``mu`` (1 = nominal) of the given processes."""
+        self._declare(name, POI_NORM, "POI")
+        for p in self._targets(process, None, f"norm POI {name}"):
+            self._add_row(name, LOG, p, (self._procs[p][0] > 0).astype(np.float64))
+        self.blind_width[name] = float(blind_width)
+
+    def add_prior(self, poi_name: str, sigma: float) -> None:
+        """Gaussian prior of width ``sigma`` on a POI, centred on its nominal value (0 or 1)."""
+        if poi_name not in self._params or self._params[poi_name][0] == NUIS:
+            raise KeyError(f"add_prior: {poi_name!r} is not a POI added so far")
+        if not sigma > 0:
+            raise ValueError(f"prior width must be > 0, got {sigma}")
+        self._prior[poi_name] = float(sigma)
+
+    def build(self) -> Model:
+        """Assemble the sparse model (POIs first, then nuisances in the order added)."""
+        if not self._procs:
+            raise ValueError("no processes added")
+        procs = list(self._procs)
+        names = sorted(self._params, key=lambda n: (self._params[n][0] == NUIS,))  # stable: POIs first
+        pidx = {n: i for i, n in enumerate(names)}
+        keys = sorted(self._rows, key=lambda k: (k[1] != LIN and k[1] != LOG, pidx[k[0]]))
+        rows_param, rows_tf, kr, kc, kv = [], [], [], [], []
+        B = self.nbins
+        for c, key in enumerate(keys):
+            rows_param.append(pidx[key[0]])
+            rows_tf.append(key[1])
+            for p, logk in self._rows[key].items():
+                nz = np.flatnonzero(logk)
+                kr.append(np.full(nz.size, c))
+                kc.append(procs.index(p) * B + nz)
+                kv.append(logk[nz])
+        kr_a = np.concatenate(kr) if kr else np.zeros(0, np.int64)
+        kc_a = np.concatenate(kc) if kc else np.zeros(0, np.int64)
+        kv_a = np.concatenate(kv) if kv else np.zeros(0)
+        srt = np.lexsort((kc_a, kr_a))
+        model = Model(
+            processes=procs, signal=np.array([self._procs[p][2] for p in procs]),
+            nominal=np.stack([self._procs[p][0] for p in procs]),
+            sumw2=np.stack([self._procs[p][1] for p in procs]), data=self.data.copy(),
+            params=names, kinds=np.array([self._params[n][0] for n in names], np.int8),
+            groups=[self._params[n][1] for n in names],
+            rows_param=np.array(rows_param, np.int64), rows_tf=np.array(rows_tf, np.int8),
+            k_row=kr_a[srt].astype(np.int64), k_col=kc_a[srt].astype(np.int64), k_val=kv_a[srt],
+            prior_sigma=np.array([self._prior.get(n, np.nan) for n in names]),
+            bb_scale=float(self.bb_scale), bb_mode=self.bb_mode, poi_scale=dict(self.poi_scale),
+            blind_width=dict(self.blind_width),
+        )
+        model.validate()
+        return model

@@ -1,0 +1,211 @@
+"""Templates of the W-mass fit from the W skims: data, every process, every variation.
+
+The seam to the histogram engine is :func:`select_events` (final cuts + published corrections
+on one sample's columns).  Everything after it works on plain numpy columns, so the tests feed
+toy columns and the chapter feeds ``wmnb.engine.read_skim`` output; when the engine's own
+``histogram_skim`` lands, only :func:`select_events` changes.
+
+Template corrections (kind ``template``, e.g. the data-driven nonprompt background of chapter
+05) are called as ``correction.templates(selection="w", processes=[...], shape=SHAPE)`` and
+return ``{process: {"nominal": array|hist, "sumw2": ..., "variations": {name: array|hist},
+"groups": {base name: group}}}``; the named process is replaced as a whole.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import binning
+from .systematics import (PROCESSES, SIGNAL, MwConfig, Variation, builtin_variations,
+                          correction_variations, mass_factors)
+
+
+@dataclass
+class ProcessTemplate:
+    """Nominal template of one process (with its sumw2) and its shape variations."""
+
+    name: str
+    nominal: np.ndarray
+    sumw2: np.ndarray
+    shapes: dict[str, tuple[str, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    source: str = "simulation"
+
+
+@dataclass
+class TemplateSet:
+    """Everything the fit needs, as arrays of shape :data:`binning.SHAPE`."""
+
+    data: np.ndarray
+    processes: dict[str, ProcessTemplate]
+    mass_up: dict[str, np.ndarray]
+    mass_down: dict[str, np.ndarray]
+    config: MwConfig
+    n_data: float
+    #: exact BW-reweighted signal templates for injected shifts (MeV -> process -> array)
+    mass_scan: dict[float, dict[str, np.ndarray]] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def signal(self) -> list[str]:
+        """Names of the signal processes."""
+        return [p for p in self.processes if p in SIGNAL]
+
+    def prediction(self) -> np.ndarray:
+        """Sum of the nominal templates."""
+        return sum(p.nominal for p in self.processes.values())
+
+
+# ---------------------------------------------------------------- the seam to the engine
+def _final_mask(cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Final W signal-region cuts: the engine's when it exists, else PHYSICS.md's list."""
+    try:
+        from wmnb.engine.selections import w_signal_mask
+    except ImportError:
+        w_signal_mask = None
+    if w_signal_mask is not None:
+        return np.asarray(w_signal_mask(cols), dtype=bool)
+    mask = (cols["mu_pt"] > binning.PT_EDGES[0]) & (cols["mu_pt"] < binning.PT_EDGES[-1])
+    mask &= np.abs(cols["mu_eta"]) < binning.ETA_EDGES[-1]
+    for name, cut in (("mu_iso", lambda x: x < 0.15), ("mt", lambda x: x > 40.0),
+                      ("veto_pass", lambda x: x.astype(bool))):
+        if name in cols:
+            mask &= cut(np.asarray(cols[name]))
+    return mask
+
+
+def select_events(cols: Mapping[str, np.ndarray], sample: str, is_data: bool,
+                  corrections: Sequence[Any] = ()) -> tuple[dict[str, np.ndarray], np.ndarray, list[Variation]]:
+    """Apply muon corrections, the final cuts and weight corrections to one sample.
+
+    Returns the selected columns, the nominal event weight and the correction variations
+    (weight-factor pairs relative to nominal).  Data get unit weights and no variations.
+    """
+    from wmnb.corrections import SampleInfo
+
+    for need in ("mu_pt", "mu_eta", "mu_charge") + (() if is_data else ("weight",)):
+        if need not in cols:
+            raise KeyError(f"sample {sample!r}: skim column {need!r} is missing (W skim of chapter 01 expected)")
+    info = SampleInfo(name=sample, is_data=is_data, selection="w", muon_prefixes=("mu",))
+    cols = {k: np.array(v, copy=True) if k.startswith("mu_") else v for k, v in cols.items()}
+    active = [c for c in corrections if c.applies_to(info)]
+    for c in active:
+        if "muon" in c.kinds:
+            c.correct(cols, info)
+    mask = _final_mask(cols)
+    sel = {k: np.asarray(v)[mask] for k, v in cols.items()}
+    weight = np.ones(int(mask.sum())) if is_data else np.asarray(sel["weight"], dtype=np.float64).copy()
+    variations: list[Variation] = []
+    if not is_data:
+        for c in active:
+            if "weight" not in c.kinds:
+                continue
+            wset = c.weights(sel, info)
+            if wset.nominal is not None:
+                weight *= np.asarray(wset.nominal, dtype=np.float64)
+            variations.extend(correction_variations(wset, c.name))
+    return sel, weight, variations
+
+
+def _as_array(x: Any) -> np.ndarray:
+    """Accept a ``hist`` (values) or an array of shape SHAPE."""
+    vals = x.values() if hasattr(x, "values") and callable(x.values) else np.asarray(x, dtype=np.float64)
+    vals = np.asarray(vals, dtype=np.float64)
+    if vals.size != binning.NBINS:
+        raise ValueError(f"template has {vals.size} bins, the W fit needs {binning.NBINS} {binning.SHAPE}")
+    return vals.reshape(binning.SHAPE)
+
+
+# ---------------------------------------------------------------- building the templates
+def process_template(cols: Mapping[str, np.ndarray], sample: str, config: MwConfig,
+                     corrections: Sequence[Any] = (), mass_shifts_mev: Iterable[float] = ()
+                     ) -> tuple[ProcessTemplate, dict[float, np.ndarray]]:
+    """Template (nominal + variations) of one simulated sample, plus mass-shifted nominals.
+
+    For signal samples the ±``config.mass_step_mev`` variations and any ``mass_shifts_mev``
+    (exact BW reweighting, used by the injection closure) are filled as well; for other samples
+    the second return value is empty.
+    """
+    sel, weight, corr_vars = select_events(cols, sample, is_data=False, corrections=corrections)
+    idx = binning.bin_index(sel["mu_eta"], sel["mu_pt"], sel["mu_charge"])
+    nominal, sumw2 = binning.fill(idx, weight)
+    tmpl = ProcessTemplate(PROCESSES.get(sample, sample), nominal, sumw2)
+    for var in list(builtin_variations(sel, sample, config)) + corr_vars:
+        up = binning.fill_values(idx, weight * var.up)
+        down = None if var.down is None else binning.fill_values(idx, weight * var.down)
+        tmpl.shapes[var.nuisance] = (var.group, up, down)
+    shifted: dict[float, np.ndarray] = {}
+    if sample in SIGNAL:
+        for s in {config.mass_step_mev, -config.mass_step_mev, *map(float, mass_shifts_mev)}:
+            shifted[float(s)] = binning.fill_values(idx, weight * mass_factors(sel, config, s, sample))
+    return tmpl, shifted
+
+
+def build_templates(samples: Mapping[str, Mapping[str, np.ndarray]], data: Mapping[str, np.ndarray],
+                    config: MwConfig, corrections: Sequence[Any] = (),
+                    mass_shifts_mev: Iterable[float] = ()) -> TemplateSet:
+    """All templates of the fit from per-sample columns (``samples``: name -> columns)."""
+    missing = [s for s in SIGNAL if s not in samples]
+    if missing:
+        raise KeyError(f"signal samples {missing} are missing: the W-mass fit needs both charges")
+    shifts = tuple(float(s) for s in mass_shifts_mev)
+    sel, w, _ = select_events(data, "data", is_data=True, corrections=corrections)
+    data_vals, _ = binning.fill(binning.bin_index(sel["mu_eta"], sel["mu_pt"], sel["mu_charge"]), w)
+    processes: dict[str, ProcessTemplate] = {}
+    up: dict[str, np.ndarray] = {}
+    down: dict[str, np.ndarray] = {}
+    scan: dict[float, dict[str, np.ndarray]] = {s: {} for s in shifts}
+    for sample, cols in samples.items():
+        tmpl, shifted = process_template(cols, sample, config, corrections, shifts)
+        processes[tmpl.name] = tmpl
+        if shifted:
+            up[tmpl.name] = shifted[config.mass_step_mev]
+            down[tmpl.name] = shifted[-config.mass_step_mev]
+            for s in shifts:
+                scan[s][tmpl.name] = shifted[s]
+    ts = TemplateSet(data_vals, processes, up, down, config, float(data_vals.sum()), scan)
+    ts.sources = active_sources(samples, corrections)
+    _apply_template_corrections(ts, corrections)
+    return ts
+
+
+def _apply_template_corrections(ts: TemplateSet, corrections: Sequence[Any]) -> None:
+    for c in corrections:
+        if "template" not in c.kinds:
+            continue
+        repl = c.templates(selection="w", processes=list(ts.processes), shape=binning.SHAPE)
+        for proc, doc in repl.items():
+            if proc in ts.signal:
+                raise ValueError(f"correction {c.name!r} tries to replace the signal {proc!r}; not allowed")
+            nominal = _as_array(doc["nominal"])
+            sumw2 = _as_array(doc["sumw2"]) if doc.get("sumw2") is not None else np.zeros(binning.SHAPE)
+            tmpl = ProcessTemplate(proc, nominal, sumw2, source=c.name)
+            variations = {k: _as_array(v) / np.where(nominal != 0, nominal, 1.0)
+                          for k, v in (doc.get("variations") or {}).items()}
+            from wmnb.corrections import WeightSet
+
+            for var in correction_variations(WeightSet(None, variations, doc.get("groups", {})), c.name):
+                tmpl.shapes[var.nuisance] = (var.group, nominal * var.up,
+                                             None if var.down is None else nominal * var.down)
+            ts.processes[proc] = tmpl
+
+
+def active_sources(samples: Iterable[str], corrections: Sequence[Any]) -> list[dict[str, Any]]:
+    """The table of uncertainty and correction sources in force (for the chapter to show)."""
+    rows = [
+        {"source": "mass (POI)", "kind": "builtin", "group": "massW", "detail": "BW reweighting, ±100 MeV, Γ∝M³"},
+        {"source": "W width", "kind": "builtin", "group": "width", "detail": "Γ_W ± width_unc_mev"},
+        {"source": "PDF", "kind": "builtin", "group": "pdf", "detail": "Hessian pairs of lhe_pdf"},
+        {"source": "μR/μF scales", "kind": "builtin", "group": "scales", "detail": "per q_T bin (W production)"},
+        {"source": "luminosity", "kind": "builtin", "group": "lumi", "detail": "1.2 % log-normal"},
+        {"source": "process normalisations", "kind": "builtin", "group": "normalisation",
+         "detail": "Z, top, diboson, nonprompt"},
+        {"source": "MC statistics", "kind": "builtin", "group": "binByBinStat", "detail": "BB-lite × 1.25"},
+    ]
+    for c in corrections:
+        rows.append({"source": c.name, "kind": "+".join(c.kinds), "group": "from correction",
+                     "detail": type(c).__module__})
+    rows.append({"source": "samples", "kind": "input", "group": "", "detail": ", ".join(samples)})
+    return rows

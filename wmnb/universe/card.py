@@ -1,0 +1,363 @@
+"""Truth cards: the schema of every knob of the synthetic universe, and the validated loader.
+
+A truth card is a YAML mapping.  Its structure, units, allowed ranges and meaning are fixed by
+:data:`SCHEMA` below (the single source of the documentation: the shipped cards' comments and the
+book's reference page are generated from it).  :func:`load_card` accepts a shipped card name
+(``nominal``, ``data``, ``closure``) or a path and returns the validated mapping; any missing key,
+unknown key, wrong type or out-of-range value raises :class:`CardError` naming the field.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+SHIPPED_CARDS = ("nominal", "data", "closure")
+N_ETA = 48
+ETA_EDGES = tuple(round(-2.4 + 0.1 * i, 1) for i in range(N_ETA + 1))
+
+PROCESSES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson",
+             "qcd", "jpsi", "upsilon", "dimuon_bkg")
+
+
+class CardError(ValueError):
+    """An invalid truth card; the message names the file and the offending field."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One leaf of the card schema.
+
+    kind: ``float``, ``int``, ``str`` or ``list`` (a list of floats, of ``length`` entries, or of
+    the length named by another field when ``length`` is a string such as ``physics.pdf.n_eigen``).
+    """
+
+    kind: str
+    doc: str
+    unit: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    length: int | str | None = None
+
+
+def F(doc: str, unit: str = "", lo: float | None = None, hi: float | None = None) -> Field:
+    return Field("float", doc, unit, lo, hi)
+
+
+def L(doc: str, unit: str = "", lo: float | None = None, hi: float | None = None,
+      length: int | str = N_ETA) -> Field:
+    return Field("list", doc, unit, lo, hi, length)
+
+
+def _eff(step: str) -> dict[str, Field]:
+    return {
+        "plateau": L(f"{step} efficiency plateau per eta bin (48 bins of 0.1 in [-2.4, 2.4])", "", 0.0, 1.0),
+        "charge_asym": L(f"relative charge asymmetry of the {step} efficiency: eff(q) = plateau*(1 + q*asym)",
+                         "", -0.1, 0.1),
+    }
+
+
+_RAP = {
+    "alpha": F("quadratic rise of dsigma/dy: p(y) ~ (1 + alpha*y^2) * exp(-|y/beta|^power)", "", -0.2, 0.5),
+    "beta": F("rapidity fall-off scale", "", 1.0, 6.0),
+    "power": F("rapidity fall-off power", "", 1.0, 8.0),
+}
+
+SCHEMA: dict[str, Any] = {
+    "name": Field("str", "card name (recorded in the files' provenance)"),
+    "description": Field("str", "free text: what this universe is for"),
+    "physics": {
+        "mw_mev": F("W boson mass (pole, running-width Breit-Wigner)", "MeV", 79000.0, 82000.0),
+        "gw_mev": F("W boson width; varies with m_W as m_W^3 in the SM", "MeV", 1500.0, 2700.0),
+        "mz_mev": F("Z boson mass", "MeV", 90000.0, 92500.0),
+        "gz_mev": F("Z boson width", "MeV", 2000.0, 3000.0),
+        "xsec_pb": {p: F(f"inclusive cross section x branching ratio of process {p} "
+                         "(for qcd, jpsi, upsilon, dimuon_bkg: after the generator filter)", "pb", 0.0, 1e8)
+                    for p in PROCESSES},
+        "rapidity": {"wplus": dict(_RAP), "wminus": dict(_RAP), "z": dict(_RAP)},
+        "qt": {
+            "q0_pert": F("perturbative part of the q_T scale q0: p(qT) ~ qT (1 + qT^2/(n q0^2))^-n", "GeV", 1.0, 15.0),
+            "power_n": F("power n of the q_T spectrum (tail ~ qT^(1-2n))", "", 1.5, 5.0),
+            "kt_intrinsic_w": F("intrinsic-kT Gaussian width for W (nonperturbative, uncorrelated W/Z)", "GeV", 0.0, 5.0),
+            "kt_intrinsic_z": F("intrinsic-kT Gaussian width for Z", "GeV", 0.0, 5.0),
+            "cs_kernel": F("Collins-Soper-kernel-like term, correlated W/Z: q0^2 += cs_kernel*ln(M/1 GeV)", "GeV^2", 0.0, 20.0),
+            "y_slope": F("relative growth of q0_pert per unit |y|", "", -0.5, 0.5),
+        },
+        "angular": {
+            "a0": F("A0 = a0 * qT^2/(qT^2 + M^2)", "", 0.0, 2.0),
+            "a1": F("A1 = a1 * 2 qT M/(qT^2 + M^2) * tanh(y) * 0.5", "", -2.0, 2.0),
+            "a2": F("A2 = a2 * qT^2/(qT^2 + M^2) (a2 = a0 is Lam-Tung)", "", 0.0, 2.0),
+            "a3": F("A3 = charge * a3 * qT/(qT + M) (W); a3/4 for Z", "", -1.0, 1.0),
+            "a4_w": F("W: A4 = -charge * a4_w * tanh(y/y4) * (1 - A0)", "", 0.0, 1.5),
+            "a4_z": F("Z: A4 = a4_z * tanh(y/y4) * (1 - A0)", "", 0.0, 0.5),
+            "y4": F("rapidity scale of the A4 dilution", "", 0.3, 5.0),
+        },
+        "scales": {
+            "log2_mur": F("renormalisation scale of this universe, log2(muR/muR0) (0 = nominal)", "", -1.0, 1.0),
+            "log2_muf": F("factorisation scale, log2(muF/muF0)", "", -1.0, 1.0),
+            "dn_mur": F("change of qt.power_n per unit log2 muR", "", -1.0, 1.0),
+            "da02_mur": F("relative change of a0 and a2 per unit log2 muR", "", -0.5, 0.5),
+            "dsigma_mur": F("relative change of the cross section per unit log2 muR", "", -0.2, 0.2),
+            "dq0_muf": F("relative change of q0_pert per unit log2 muF", "", -0.5, 0.5),
+            "dbeta_muf": F("relative change of rapidity beta per unit log2 muF", "", -0.2, 0.2),
+            "da4_muf": F("relative change of a4 per unit log2 muF", "", -0.5, 0.5),
+            "dsigma_muf": F("relative change of the cross section per unit log2 muF", "", -0.2, 0.2),
+        },
+        "pdf": {
+            "n_eigen": Field("int", "number of Hessian PDF-like eigenvectors (LHEPdfWeight has 1 + 2 n_eigen entries)", "", 1, 60),
+            "effect_seed": Field("int", "seed of the fixed matrix of eigenvector effects (must be equal in all cards)", "", 0, 2**31),
+            "sigma_alpha": F("1-sigma size of an eigenvector's effect on rapidity alpha (absolute)", "", 0.0, 0.1),
+            "sigma_beta": F("1-sigma relative effect on rapidity beta", "", 0.0, 0.1),
+            "sigma_q0": F("1-sigma relative effect on q0_pert", "", 0.0, 0.1),
+            "sigma_a4": F("1-sigma relative effect on a4", "", 0.0, 0.2),
+            "sigma_xsec": F("1-sigma relative effect on the cross sections", "", 0.0, 0.1),
+            "shift": L("this universe's position in eigenvector space (0 = central PDF)", "sigma", -3.0, 3.0, "physics.pdf.n_eigen"),
+        },
+        "fsr": {
+            "strength": F("multiplier of the leading-log photon-emission probability (alpha/pi)(ln(m^2/mmu^2)-1)ln(1/zmin)", "", 0.0, 3.0),
+            "zmin": F("minimum photon energy fraction", "", 1e-4, 0.1),
+        },
+        "tau": {
+            "br_mu": F("BR(tau -> mu nu nu)", "", 0.1, 0.25),
+            "br_e": F("BR(tau -> e nu nu)", "", 0.1, 0.25),
+            "polarisation_w": F("tau polarisation in W decays", "", -1.0, 1.0),
+        },
+        "quarkonia": {
+            "jpsi_mass_mev": F("J/psi mass", "MeV", 3000.0, 3200.0),
+            "jpsi_width_mev": F("J/psi natural width", "MeV", 0.0, 1.0),
+            "upsilon_mass_mev": L("Upsilon(1S, 2S, 3S) masses", "MeV", 9000.0, 11000.0, 3),
+            "upsilon_width_mev": L("Upsilon(1S, 2S, 3S) widths", "MeV", 0.0, 1.0, 3),
+            "upsilon_fractions": L("relative yields of Upsilon(1S, 2S, 3S) (normalised)", "", 0.0, 1.0, 3),
+            "jpsi_pt0": F("J/psi pT spectrum scale, p(pT) ~ pT (1 + pT^2/(n p0^2))^-n", "GeV", 1.0, 20.0),
+            "jpsi_power": F("J/psi pT spectrum power n", "", 1.5, 8.0),
+            "upsilon_pt0": F("Upsilon pT spectrum scale", "GeV", 1.0, 30.0),
+            "upsilon_power": F("Upsilon pT spectrum power", "", 1.5, 8.0),
+            "ymax": F("quarkonia and combinatorial background are flat in |y| < ymax", "", 0.5, 3.0),
+            "bkg_slope_jpsi": F("exponential slope of the combinatorial m_mumu in the J/psi window", "1/GeV", -5.0, 5.0),
+            "bkg_jpsi_fraction": F("fraction of the combinatorial background in the J/psi window (rest: Upsilon window)", "", 0.0, 1.0),
+        },
+        "top_diboson": {
+            "ttbar_qt_scale": F("mean q_T of the leptonic W system in ttbar (exponential)", "GeV", 10.0, 300.0),
+            "ttbar_extra_lepton": F("probability of a second prompt lepton (e or mu) in ttbar", "", 0.0, 1.0),
+            "diboson_qt_scale": F("mean q_T of the leptonic W in diboson", "GeV", 5.0, 200.0),
+            "diboson_extra_lepton": F("probability of extra prompt leptons in diboson", "", 0.0, 1.0),
+        },
+        "nonprompt": {
+            "pt_power": F("nonprompt muon pT spectrum ~ pT^-power above the 15 GeV generator cut", "", 2.0, 8.0),
+            "z_a": F("Beta(z_a, z_b) momentum fraction of the muon in its jet", "", 0.5, 10.0),
+            "z_b": F("Beta(z_a, z_b) second parameter", "", 0.5, 10.0),
+            "cone_fraction": F("mean fraction of the jet remnant inside the isolation cone", "", 0.0, 1.0),
+            "met_scale": F("scale of the multijet missing-pT mismeasurement", "GeV", 1.0, 50.0),
+            "met_kappa": F("growth of that scale with jet activity x = (1-z)/z: scale*(1 + kappa*x^gamma)", "", 0.0, 20.0),
+            "met_gamma": F("power gamma of that growth (controls the nonlinear iso-mT correlation)", "", 0.1, 5.0),
+            "neutrino_fraction": F("mean pT fraction of the semileptonic neutrino relative to the muon", "", 0.0, 2.0),
+            "sv_prob": F("probability that a nonprompt muon is attached to a secondary vertex", "", 0.0, 1.0),
+            "dxy_scale_cm": F("scale of the nonprompt |dxy| (exponential)", "cm", 0.0, 1.0),
+        },
+    },
+    "detector": {
+        "momentum_scale": {
+            "A": L("magnetic-field-like curvature bias: dk/k = A - e k + q M / k, k = 1/pT", "", -0.01, 0.01),
+            "e": L("energy-loss-like bias (multiplies k)", "GeV", -0.05, 0.05),
+            "M": L("misalignment-like sagitta bias (multiplies q/k = q pT)", "1/GeV", -0.001, 0.001),
+        },
+        "resolution": {
+            "a": L("(sigma_pT/pT)^2 = a^2 + c^2 pT^2 + b^2/(1 + d^2/pT^2): multiple scattering term", "", 0.0, 0.2),
+            "b": L("correlation term", "", 0.0, 0.2),
+            "c": L("hit-resolution term", "1/GeV", 0.0, 0.01),
+            "d": L("scale of the correlation term", "GeV", 0.1, 500.0),
+            "standalone": F("relative pT resolution of standalone-only muons", "", 0.01, 0.5),
+            "angle": F("resolution of eta and phi", "rad", 0.0, 0.01),
+        },
+        "efficiency": {
+            "reco": _eff("standalone-muon reconstruction"),
+            "tracking": _eff("tracking (global-muon match)"),
+            "id": {**_eff("medium ID + impact parameter"),
+                   "low_pt_drop": F("ID inefficiency added at low pT: eff *= 1 - drop*exp(-(pT-15)/scale)", "", 0.0, 0.5),
+                   "low_pt_scale": F("pT scale of the low-pT drop", "GeV", 1.0, 50.0)},
+            "trigger": {**_eff("single-muon trigger (before its isolation)"),
+                        "threshold": F("HLT muon pT threshold (smooth turn-on)", "GeV", 10.0, 40.0),
+                        "turnon_width": F("width of the trigger turn-on (Gaussian CDF)", "GeV", 0.05, 5.0),
+                        "iso_cut": F("trigger-level relative isolation cut", "", 0.05, 2.0),
+                        "iso_smear": F("relative smearing of the trigger-level isolation", "", 0.0, 1.0),
+                        "dimuon_eff": F("per-muon efficiency of the dimuon (quarkonium) triggers", "", 0.0, 1.0)},
+            "isolation": {
+                "ue_shape": F("Gamma shape of the underlying-event sum pT in the cone", "", 0.5, 10.0),
+                "ue_scale": F("Gamma scale of that sum", "GeV", 0.0, 5.0),
+                "pu_per_vertex": F("mean pileup sum pT in the cone per vertex", "GeV", 0.0, 1.0),
+                "recoil_leak": F("fraction of the recoil projected on the muon (u_par > 0) that enters the cone", "", 0.0, 1.0),
+            },
+            "loose_id": F("loose-ID efficiency of a reconstructed muon", "", 0.0, 1.0),
+        },
+        "recoil": {
+            "response_plateau": F("hadronic recoil response at high q_T", "", 0.2, 1.5),
+            "response_low": F("recoil response at q_T = 0", "", 0.0, 1.5),
+            "response_qt": F("q_T scale of the response turn-on", "GeV", 1.0, 100.0),
+            "sigma0": F("recoil resolution, constant term (per component)", "GeV", 0.0, 30.0),
+            "sigma_pu": F("recoil resolution per sqrt(vertex)", "GeV", 0.0, 10.0),
+            "sigma_qt": F("recoil resolution proportional to q_T", "", 0.0, 1.0),
+        },
+        "pileup": {
+            "mean": F("mean number of true interactions (Gamma distributed)", "", 1.0, 80.0),
+            "shape": F("Gamma shape of the true-interaction distribution", "", 1.0, 100.0),
+            "vertex_eff": F("probability that an interaction gives a reconstructed vertex", "", 0.1, 1.0),
+        },
+        "prefiring": {
+            "p_central": F("prefiring probability per muon at eta = 0", "", 0.0, 0.1),
+            "p_forward": F("prefiring probability per muon at |eta| = 2.4 (cubic in |eta| between)", "", 0.0, 0.2),
+            "rel_unc": F("relative uncertainty of the prefiring probability (Up/Dn weights)", "", 0.0, 1.0),
+        },
+        "vertexing": {
+            "dxy_sigma_cm": F("prompt transverse impact-parameter resolution", "cm", 0.0, 0.1),
+            "dz_sigma_cm": F("prompt longitudinal impact-parameter resolution", "cm", 0.0, 0.5),
+            "sv_fake": F("probability that a prompt muon is attached to a secondary vertex", "", 0.0, 0.5),
+        },
+        "extra_objects": {
+            "soft_muon_prob": F("probability of an extra soft nonprompt muon per event", "", 0.0, 0.5),
+            "fake_electron_prob": F("probability of a fake veto electron per event", "", 0.0, 0.5),
+            "electron_eff": F("efficiency of a prompt electron (|eta| < 2.5) at veto level", "", 0.0, 1.0),
+        },
+    },
+}
+
+
+def _leaves(schema: dict[str, Any], prefix: str = "") -> list[tuple[str, Field]]:
+    out: list[tuple[str, Field]] = []
+    for key, sub in schema.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(sub, Field):
+            out.append((path, sub))
+        else:
+            out.extend(_leaves(sub, path))
+    return out
+
+
+FIELDS: dict[str, Field] = dict(_leaves(SCHEMA))
+"""Every leaf of the schema by dotted path, e.g. ``FIELDS['detector.momentum_scale.A']``."""
+
+
+def get(card: dict[str, Any], path: str) -> Any:
+    """Value of the dotted ``path`` in ``card``."""
+    node: Any = card
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_range(where: str, path: str, f: Field, x: float) -> None:
+    if not math.isfinite(float(x)):
+        raise CardError(f"{where}: field '{path}' must be finite, got {x!r}")
+    if (f.lo is not None and x < f.lo) or (f.hi is not None and x > f.hi):
+        raise CardError(f"{where}: field '{path}' = {x!r} is out of range [{f.lo}, {f.hi}] {f.unit}".rstrip())
+
+
+def validate_card(card: Any, where: str = "truth card") -> dict[str, Any]:
+    """Check ``card`` against :data:`SCHEMA`; return it with numbers converted to floats.
+
+    Raises :class:`CardError` naming the first offending field (missing, unknown, wrong type,
+    wrong length, out of range).
+    """
+    if not isinstance(card, dict):
+        raise CardError(f"{where}: a truth card must be a YAML mapping, got {type(card).__name__}")
+
+    def walk(node: Any, schema: dict[str, Any], prefix: str) -> dict[str, Any]:
+        if not isinstance(node, dict):
+            raise CardError(f"{where}: field '{prefix}' must be a mapping, got {type(node).__name__}")
+        unknown = sorted(set(node) - set(schema))
+        if unknown:
+            raise CardError(f"{where}: unknown field '{(prefix + '.' if prefix else '') + str(unknown[0])}' "
+                            f"(allowed here: {sorted(schema)})")
+        out: dict[str, Any] = {}
+        for key, sub in schema.items():
+            path = f"{prefix}.{key}" if prefix else key
+            if key not in node:
+                raise CardError(f"{where}: missing field '{path}'")
+            if isinstance(sub, Field):
+                out[key] = _check_leaf(node[key], sub, path)
+            else:
+                out[key] = walk(node[key], sub, path)
+        return out
+
+    def _check_leaf(x: Any, f: Field, path: str) -> Any:
+        if f.kind == "str":
+            if not isinstance(x, str):
+                raise CardError(f"{where}: field '{path}' must be a string, got {x!r}")
+            return x
+        if f.kind == "int":
+            if not isinstance(x, int) or isinstance(x, bool):
+                raise CardError(f"{where}: field '{path}' must be an integer, got {x!r}")
+            _check_range(where, path, f, x)
+            return int(x)
+        if f.kind == "float":
+            if not _is_number(x):
+                raise CardError(f"{where}: field '{path}' must be a number ({f.unit or 'dimensionless'}), got {x!r}")
+            _check_range(where, path, f, x)
+            return float(x)
+        # list
+        if not isinstance(x, list) or not all(_is_number(v) for v in x):
+            raise CardError(f"{where}: field '{path}' must be a list of numbers, got {type(x).__name__}")
+        return [float(v) for v in x]
+
+    out = walk(card, SCHEMA, "")
+    # lengths and ranges of lists (lengths may refer to other fields)
+    for path, f in FIELDS.items():
+        if f.kind != "list":
+            continue
+        vals = get(out, path)
+        n = f.length if isinstance(f.length, int) else get(out, str(f.length))
+        if len(vals) != n:
+            raise CardError(f"{where}: field '{path}' must have {n} entries, got {len(vals)}")
+        for i, v in enumerate(vals):
+            _check_range(where, f"{path}[{i}]", f, v)
+    fr = get(out, "physics.quarkonia.upsilon_fractions")
+    if sum(fr) <= 0:
+        raise CardError(f"{where}: field 'physics.quarkonia.upsilon_fractions' must not be all zero")
+    return out
+
+
+def card_path(name_or_path: str | os.PathLike) -> Path:
+    """Path of a shipped card (``nominal``, ``data``, ``closure``) or of a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise FileNotFoundError(f"truth card {p} does not exist")
+        return p
+    shipped = CARDS_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise FileNotFoundError(f"truth card {name_or_path!r} is neither a file nor a shipped card "
+                                f"{list(SHIPPED_CARDS)}")
+    return shipped
+
+
+def load_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """Load and validate a truth card (shipped name or path); raises :class:`CardError`."""
+    path = card_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise CardError(f"truth card {path} is not valid YAML: {err}") from err
+    return validate_card(raw, where=f"truth card {path}")
+
+
+def card_hash(card: dict[str, Any]) -> str:
+    """SHA-256 of the card's canonical JSON (independent of YAML formatting and comments)."""
+    text = json.dumps(card, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def eta_bin(eta: Any) -> Any:
+    """Index (0..47) of the 0.1-wide eta bin; values outside [-2.4, 2.4] are clipped."""
+    import numpy as np
+
+    return np.clip(np.floor((np.asarray(eta) + 2.4) / 0.1).astype(np.int64), 0, N_ETA - 1)
