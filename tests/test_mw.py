@@ -52,12 +52,16 @@ def toy_sample(n: int, charge: int, mass: float, width: float, rng: np.random.Ge
     scale = 1 + 0.05 * np.log2(r.ravel())[None, :] * (qt[:, None] / 20) + 0.02 * np.log2(f.ravel())[None, :]
     pdf = np.column_stack([np.ones(n), 1 + 0.01 * y, 1 - 0.01 * y, 1 + 0.003 * qt / 10, 1 - 0.003 * qt / 10])
     return {"mu_pt": pt, "mu_eta": eta, "mu_charge": np.full(n, charge, dtype=np.int32),
-            "weight": np.full(n, weight), "gen_mass": m, "gen_qt": qt, "lhe_scale": scale, "lhe_pdf": pdf, **_passing(n)}
+            "weight": np.full(n, weight), "gen_mass": m, "gen_qt": qt, "lhe_scale": scale, "lhe_pdf": pdf, **_passing(pt, rng)}
 
 
-def _passing(n: int) -> dict[str, np.ndarray]:
-    """Columns of the final cuts that the toys do not model: every event passes them."""
-    return {"mu_iso": np.zeros(n), "mt": np.full(n, 80.0), "veto_pass": np.ones(n, dtype=bool)}
+def _passing(pt: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Columns of the final cuts that the toys do not model: isolated, no extra leptons, MET
+    balancing the muon (no recoil), so m_T = 2 pT passes the m_T > 40 GeV cut."""
+    n = pt.size
+    phi = rng.uniform(-np.pi, np.pi, n)
+    return {"mu_phi": phi, "mu_iso": np.zeros(n), "veto_pass": np.ones(n, dtype=bool),
+            "met_pt": pt.copy(), "met_phi": np.where(phi > 0, phi - np.pi, phi + np.pi)}
 
 
 def toy_background(n: int, rng: np.random.Generator, weight: float = 1.0) -> dict[str, np.ndarray]:
@@ -65,7 +69,7 @@ def toy_background(n: int, rng: np.random.Generator, weight: float = 1.0) -> dic
     pt = 26 + rng.exponential(12.0, n)
     return {"mu_pt": pt, "mu_eta": rng.uniform(-2.4, 2.4, n),
             "mu_charge": np.where(rng.uniform(size=n) < 0.5, -1, 1).astype(np.int32),
-            "weight": np.full(n, weight), **_passing(n)}
+            "weight": np.full(n, weight), **_passing(pt, rng)}
 
 
 def toy_universe(n_data: int, data_mass: float, seed: int, mc_factor: float = 2.0):
@@ -75,7 +79,7 @@ def toy_universe(n_data: int, data_mass: float, seed: int, mc_factor: float = 2.
     gw = width_for_mass(data_mass, M0, G0)
     parts = [toy_sample(int(0.57 * n_data), 1, data_mass, gw, rng),
              toy_sample(int(0.43 * n_data), -1, data_mass, gw, rng), toy_background(n_bkg, rng)]
-    data = {k: np.concatenate([p[k] for p in parts]) for k in ("mu_pt", "mu_eta", "mu_charge", "mu_iso", "mt", "veto_pass")}
+    data = {k: np.concatenate([p[k] for p in parts]) for k in parts[-1] if k != "weight"}
     n_mc = int(mc_factor * n_data)
     samples = {
         "wplus_munu": toy_sample(int(0.57 * n_mc), 1, M0, G0, rng, 1 / mc_factor),
@@ -234,3 +238,55 @@ def test_blinding_offset_is_reproducible_and_bounded():
     shown = blinding.present(80_400.0, seed=7, unblind=False)
     assert shown == pytest.approx(80_400.0 + blinding.offset_mev(7))
     assert blinding.present(80_400.0, seed=7, unblind=True) == 80_400.0
+
+
+# ---------------------------------------------------------------- the correction hook
+def _corrections():
+    """Toy corrections of the three kinds, as calibration chapters would publish them."""
+    from wmnb.corrections import Correction, WeightSet
+
+    class EffSF(Correction):
+        name, kinds = "toyEff", ("weight",)
+
+        def weights(self, columns, sample):
+            n = len(columns["mu_pt"])
+            up = 0.9 * (1 + 0.01 * columns["mu_eta"])
+            return WeightSet(np.full(n, 0.9), {"effEtaUp": up, "effEtaDown": 1.8 - up, "effOneSided": np.full(n, 0.95)},
+                             {"effEta": "muonEfficiency", "effOneSided": "muonEfficiency"})
+
+    class Scale(Correction):
+        name, kinds = "toyScale", ("muon",)
+
+        def correct(self, columns, sample):
+            columns["mu_pt"] = columns["mu_pt"] * 1.001
+
+    class Nonprompt(Correction):
+        name, kinds = "toyNonprompt", ("template",)
+
+        def templates(self, **context):
+            nom = np.full(context["shape"], 2.0)
+            return {"nonprompt": {"nominal": nom, "variations": {"npShapeUp": nom * 1.1}, "groups": {"npShape": "nonprompt"}}}
+
+    return [Scale(), EffSF(), Nonprompt()]
+
+
+def test_corrections_enter_through_the_hook():
+    samples, data = toy_universe(20_000, M0, seed=6)
+    plain = build_templates(samples, data, CONFIG)
+    ts = build_templates(samples, data, CONFIG, corrections=_corrections())
+    wp, wp0 = ts.processes["wplus_munu"], plain.processes["wplus_munu"]
+    # weight correction: nominal scaled by 0.9 (up to the 0.1 % pT shift moving a few events)
+    assert wp.nominal.sum() == pytest.approx(0.9 * wp0.nominal.sum(), rel=5e-3)
+    group, up, down = wp.shapes["effEta"]
+    assert group == "muonEfficiency"
+    eta = binning.eta_centers()[:, None, None]
+    assert (up - wp.nominal)[(eta > 1).repeat(30, 1).repeat(2, 2)].sum() > 0 > (down - wp.nominal)[(eta > 1).repeat(30, 1).repeat(2, 2)].sum()
+    assert wp.shapes["effOneSided"][2] is None
+    # template correction: the process is added/replaced with its own nuisances
+    npt = ts.processes["nonprompt"]
+    assert npt.source == "toyNonprompt" and np.all(npt.nominal == 2.0)
+    spec = model.make_spec(ts)
+    assert ("npShape", "nonprompt") in [(s[0], s[1]) for s in spec.shapes]
+    assert ("lumi", "nonprompt") not in [(n[0], n[1]) for n in spec.norms]
+    names = [row["source"] for row in ts.sources]
+    assert {"toyEff", "toyScale", "toyNonprompt"} <= set(names)

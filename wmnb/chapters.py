@@ -27,9 +27,9 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("01_selection", "Data selection", ("00_universe",),
             ("wmnb/engine",), ("n_w_data", "n_z_data", "n_jpsi_data")),
     Chapter("02_calibration", "Muon momentum calibration with J/psi", ("01_selection",),
-            ("wmnb/calib",), ("pull_mean", "pull_width", "mz_minus_truth", "mz_err")),
+            ("wmnb/calib", "wmnb/engine", "wmnb/fit"), ("pull_mean", "pull_width", "mz_minus_truth", "mz_err")),
     Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration"),
-            ("wmnb/mw", "wmnb/fit"), ("mw", "mw_err", "stat_err", "blinded")),
+            ("wmnb/mw", "wmnb/fit", "wmnb/engine"), ("mw", "mw_err", "stat_err", "blinded")),
 )
 """Every planned chapter; the runner and the book use only those whose notebook exists."""
 

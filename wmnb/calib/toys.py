@@ -115,3 +115,35 @@ def generate_dimuons(n: int, rng: np.random.Generator, *, mass: float = 3.0969, 
     if not gen:
         out = {k: v for k, v in out.items() if "_gen_" not in k and k != "gen_mass"}
     return out
+
+
+def toy_inputs(rng: np.random.Generator, bias: ScaleParams, n_jpsi: int = 400_000, n_z: int = 100_000,
+               n_upsilon: int = 60_000, mz_data: float = 91.1876, mz_mc: float = 91.1876,
+               res_scale_data: float = 1.05, mc_factor: float = 2.0) -> dict:
+    """J/psi, Upsilon(1S) and Z toy samples (data with ``bias`` and ``res_scale_data`` times the
+    simulated resolution, simulation unbiased) in the layout of :func:`wmnb.calib.chapter.load_inputs`."""
+    from .chapter import Sample
+
+    def res_data(pt, eta):
+        return res_scale_data * default_resolution(pt, eta)
+
+    spec = {
+        "jpsi": dict(mass=3.0969, width=0.0, pt_parent=(18.0, 8.0), pt_min=3.0, window=(2.6, 3.6), n=n_jpsi, bkg=0.15),
+        "upsilon": dict(mass=9.4604, width=0.0, pt_parent=(11.0, 8.0), pt_min=3.0, window=(8.0, 11.5), n=n_upsilon, bkg=0.3),
+        "z": dict(mass=None, width=2.4952, pt_parent=(0.0, 12.0), pt_min=15.0, window=(50.0, 130.0), n=n_z, bkg=0.0),
+    }
+    out = {}
+    for key, s in spec.items():
+        md = mz_data if key == "z" else s["mass"]
+        mm = mz_mc if key == "z" else s["mass"]
+        y_max = 2.4
+        data = generate_dimuons(s["n"], rng, mass=md, width=s["width"], bias=bias, resolution=res_data,
+                                pt_parent=s["pt_parent"], pt_min=s["pt_min"], window=s["window"],
+                                n_bkg=int(s["bkg"] * s["n"]), y_max=y_max, gen=False)
+        mc = generate_dimuons(int(mc_factor * s["n"]), rng, mass=mm, width=s["width"], bias=None,
+                              pt_parent=s["pt_parent"], pt_min=s["pt_min"], window=s["window"], y_max=y_max)
+        mc["weight"] = np.full(len(mc["mass"]), 1.0 / mc_factor)
+        data.pop("is_signal", None)
+        mc.pop("is_signal", None)
+        out[key] = Sample(data, mc)
+    return out

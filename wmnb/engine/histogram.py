@@ -59,8 +59,18 @@ SCALE_NAMES = ("muR0p5_muF0p5", "muR0p5_muF1", "muR0p5_muF2", "muR1_muF0p5", "mu
 
 def _axis_indices(ax: Any, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(index into the axis' flow-including view, valid mask) — the bin ``fill`` would use."""
-    idx = np.asarray(ax.index(values), dtype=np.int64)
     traits = ax.traits
+    if isinstance(ax, (hist.axis.IntCategory, hist.axis.StrCategory)):
+        # categories: unknown values go to the overflow bin (if any), like fill does
+        cats = np.asarray(list(ax))
+        order = np.argsort(cats, kind="stable")
+        sorted_cats = cats[order]
+        vals = np.asarray(values).astype(cats.dtype) if isinstance(ax, hist.axis.StrCategory) else np.asarray(values)
+        pos = np.clip(np.searchsorted(sorted_cats, vals), 0, max(len(cats) - 1, 0))
+        found = (sorted_cats[pos] == vals) if len(cats) else np.zeros(vals.shape, bool)
+        idx = np.where(found, order[pos], ax.size).astype(np.int64)
+    else:
+        idx = np.asarray(ax.index(values), dtype=np.int64)
     size = ax.size
     valid = np.ones(idx.shape, dtype=bool)
     if not traits.underflow:
@@ -252,11 +262,11 @@ def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
         raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
     cols = dict(cols)
     info = sample_info(selection, sample, cols)
+    add_recoil_vector(selection, cols)      # before the swap: u_T excludes both muons anyway
     if wlike_reversed:
         if selection != "wlike":
             raise ValueError("wlike_reversed applies only to the 'wlike' selection")
         swap_wlike(cols)
-    add_recoil_vector(selection, cols)
     applied = []
     for c in corrections:
         if "muon" in c.kinds and c.applies_to(info):
@@ -306,13 +316,14 @@ def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
 
 def corrected_columns(profile: str, selection: str, sample: str, *, corrections: Any = "discover",
                       final_cuts: Any = "default", variations: Any = None, wlike_reversed: bool = False,
-                      exclude_chapters: tuple[str, ...] = (), columns: Sequence[str] | None = None
+                      exclude_chapters: tuple[str, ...] = (), columns: Sequence[str] | None = None,
+                      exclude: Sequence[str] = ()
                       ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
-    """Load a skim and apply corrections, derived quantities, final cuts and weights
-    (see :func:`process_columns`)."""
+    """Load a skim (``columns`` / minus ``exclude``: see :func:`~wmnb.engine.skims.read_skim`) and
+    apply corrections, derived quantities, final cuts and weights (see :func:`process_columns`)."""
     from .skims import read_skim
 
-    cols = read_skim(profile, selection, sample, columns)
+    cols = read_skim(profile, selection, sample, columns, exclude)
     corrs = _resolve_corrections(profile, corrections, exclude_chapters)
     return process_columns(selection, sample, cols, corrections=corrs, final_cuts=final_cuts,
                            variations=variations, wlike_reversed=wlike_reversed)
@@ -358,10 +369,12 @@ def _hist_task(task: tuple) -> hist.Hist:
     tree = open_tree(path)
     req, opt = selection_branches("z" if selection == "wlike" else selection, set(tree.keys()),
                                   "genWeight" in tree.keys(), path)
-    if variations is None or (not callable(variations) and not {"lhe_scale", "lhe_pdf"} & set(variations)):
-        opt = tuple(b for b in opt if not b.startswith("LHE"))
+    need_lhe = variations is not None and (callable(variations) or bool({"lhe_scale", "lhe_pdf"} & set(variations)))
+    # only what the reconstructed-level histogram needs: no GenPart / GenV, LHE only for its variations
+    opt = tuple(b for b in opt if not b.startswith(("GenPart_", "GenV_", "Pileup_"))
+                and (need_lhe or not b.startswith("LHE")))
     chunk = load_chunk(path, start, stop, req, optional=opt, nonfinite=nonfinite, tree=tree)
-    cols, _ = select(chunk, selection, norm)
+    cols, _ = select(chunk, selection, norm, gen=False)
     cols, w, var_w, _ = process_columns(selection, sample, cols, final_cuts=final_cuts, variations=variations)
     return fill(cols, axes, fields, w, var_w, storage=storage)
 

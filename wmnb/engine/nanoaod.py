@@ -182,8 +182,10 @@ def _flat(arr: Any) -> tuple[np.ndarray, np.ndarray]:
     """(content, offsets starting at 0) of a one-level jagged awkward array."""
     layout = ak.to_layout(arr)
     if isinstance(layout, ak.contents.ListOffsetArray):
-        offsets = np.asarray(layout.offsets).astype(np.int64)
-        content = np.asarray(layout.content)
+        offsets = np.asarray(layout.offsets.data).astype(np.int64)
+        inner = layout.content
+        content = (np.asarray(inner.data) if isinstance(inner, ak.contents.NumpyArray)
+                   else ak.to_numpy(ak.Array(inner)))
         content = content[offsets[0]:offsets[-1]]
         return content, offsets - offsets[0]
     # ListArray / RegularArray etc.: let awkward do it
@@ -292,7 +294,7 @@ def selection_branches(selection: str, available: set[str], is_mc: bool,
         trig = SINGLE_MUON_TRIGGERS
         req = muon + ["MET_pt", "MET_phi"]
         opt += tuple(f"Electron_{f}" for f in ELECTRON_FIELDS)
-        if selection == "w" and is_mc:
+        if selection in ("w", "z", "wlike") and is_mc:
             opt += ("LHEScaleWeight", "LHEPdfWeight")
     present = [t for t in trig if t in available]
     if not present:

@@ -246,8 +246,8 @@ def _gen_of_muons(chunk: Chunk, prefix: str, idx: np.ndarray) -> dict[str, np.nd
     if gp is None or "genPartIdx" not in mu:
         return {f"{prefix}_gen_pt": nan, f"{prefix}_gen_eta": nan.copy(), f"{prefix}_gen_phi": nan.copy()}
     local = jagged.take(mu["genPartIdx"], idx, -1).astype(np.int64)
-    ev = np.arange(n)
-    ok = (local >= 0) & (local < np.diff(gp.offsets)[ev])
+    ev = jagged.take(jagged.event_index(mu.offsets), idx, 0)   # the events the muons belong to
+    ok = (idx >= 0) & (local >= 0) & (local < np.diff(gp.offsets)[ev])
     flat = np.where(ok, gp.offsets[:-1][ev] + local, -1)
     return {f"{prefix}_gen_{f}": np.where(ok, jagged.take(gp[f], flat, 0), np.nan).astype(F4)
             for f in ("pt", "eta", "phi")}
@@ -339,17 +339,10 @@ def _lhe(chunk: Chunk, sel: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _mc_event_columns(chunk: Chunk, sel: np.ndarray, with_lhe: bool) -> dict[str, np.ndarray]:
-    out = _gen_boson(chunk, sel)
-    if with_lhe:
-        out.update(_lhe(chunk, sel))
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # skim selections
 
-def select_w(chunk: Chunk, norm: float = 1.0) -> tuple[dict[str, np.ndarray], Cutflow]:
+def select_w(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[str, np.ndarray], Cutflow]:
     """The loose W skim (see module docstring)."""
     cf, wts, alive = _start(chunk, norm)
     w = wts["weight"]
@@ -377,9 +370,11 @@ def select_w(chunk: Chunk, norm: float = 1.0) -> tuple[dict[str, np.ndarray], Cu
     cols["prefire_up"], cols["prefire_dn"] = wts["prefire_up"][alive], wts["prefire_dn"][alive]
     cols.update(_ids(chunk, alive))
     if chunk.is_mc:
-        cols.update(_mc_event_columns(chunk, alive, with_lhe=True))
-        cols.update(_gen_of_muons(chunk, "mu", idx_s))
-        cols.update(_gen_other_lepton(chunk, alive, cols["mu_charge"]))
+        if gen:
+            cols.update(_gen_boson(chunk, alive))
+            cols.update(_gen_of_muons(chunk, "mu", idx_s))
+            cols.update(_gen_other_lepton(chunk, alive, cols["mu_charge"]))
+        cols.update(_lhe(chunk, alive))   # present when the LHE branches were loaded
     return cols, cf
 
 
@@ -441,7 +436,7 @@ def _dimuon(chunk: Chunk, norm: float, kind: str) -> tuple[dict[str, np.ndarray]
     return {}, cf, {"alive": alive, **extra}
 
 
-def _dimuon_columns(chunk: Chunk, info: dict[str, Any], with_recoil: bool) -> dict[str, np.ndarray]:
+def _dimuon_columns(chunk: Chunk, info: dict[str, Any], with_recoil: bool, gen: bool = True) -> dict[str, np.ndarray]:
     mu = _muons(chunk)
     alive = info["alive"]
     cols = {}
@@ -461,9 +456,12 @@ def _dimuon_columns(chunk: Chunk, info: dict[str, Any], with_recoil: bool) -> di
     cols["prefire_up"], cols["prefire_dn"] = wts["prefire_up"][alive], wts["prefire_dn"][alive]
     cols.update(_ids(chunk, alive))
     if chunk.is_mc:
-        cols.update(_mc_event_columns(chunk, alive, with_lhe=with_recoil))
-        cols.update(_gen_of_muons(chunk, "mup", info["ip"]))
-        cols.update(_gen_of_muons(chunk, "mum", info["im"]))
+        if gen:
+            cols.update(_gen_boson(chunk, alive))
+            cols.update(_gen_of_muons(chunk, "mup", info["ip"]))
+            cols.update(_gen_of_muons(chunk, "mum", info["im"]))
+        if with_recoil:
+            cols.update(_lhe(chunk, alive))
     return cols
 
 
@@ -485,10 +483,10 @@ def z_recoil(cols: dict[str, np.ndarray], met_pt, met_phi) -> dict[str, np.ndarr
     return {"ut_para": para.astype(F4), "ut_perp": perp.astype(F4)}
 
 
-def select_z(chunk: Chunk, norm: float = 1.0) -> tuple[dict[str, np.ndarray], Cutflow]:
+def select_z(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[str, np.ndarray], Cutflow]:
     """The loose dimuon Z skim."""
     _, cf, info = _dimuon(chunk, norm, "z")
-    return _dimuon_columns(chunk, info, with_recoil=True), cf
+    return _dimuon_columns(chunk, info, with_recoil=True, gen=gen), cf
 
 
 def wlike_from_z(zcols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -530,13 +528,14 @@ def wlike_derived(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def select_onia(chunk: Chunk, norm: float = 1.0, kind: str = "jpsi") -> tuple[dict[str, np.ndarray], Cutflow]:
+def select_onia(chunk: Chunk, norm: float = 1.0, kind: str = "jpsi",
+                gen: bool = True) -> tuple[dict[str, np.ndarray], Cutflow]:
     """The J/psi or Upsilon dimuon skim."""
     _, cf, info = _dimuon(chunk, norm, kind)
-    return _dimuon_columns(chunk, info, with_recoil=False), cf
+    return _dimuon_columns(chunk, info, with_recoil=False, gen=gen), cf
 
 
-def select_tnp(chunk: Chunk, norm: float = 1.0) -> tuple[dict[str, np.ndarray], Cutflow]:
+def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[str, np.ndarray], Cutflow]:
     """Tag-and-probe pairs on Z→μμ (one row per pair)."""
     cf, wts, alive = _start(chunk, norm)
     w = wts["weight"]
@@ -592,7 +591,7 @@ def select_tnp(chunk: Chunk, norm: float = 1.0) -> tuple[dict[str, np.ndarray], 
     cols["weight"] = w[ev]
     for k, v in _ids(chunk, np.ones(chunk.n, bool)).items():
         cols[k] = v[ev]
-    if chunk.is_mc:
+    if chunk.is_mc and gen:
         gp = _gen_of_muons_flat(chunk, ib)
         cols.update({f"probe_gen_{k}": v for k, v in gp.items()})
     return cols, cf
@@ -611,22 +610,23 @@ def _gen_of_muons_flat(chunk: Chunk, flat_idx: np.ndarray) -> dict[str, np.ndarr
     return {f: np.where(ok, jagged.take(gp[f], flat, 0), np.nan).astype(F4) for f in ("pt", "eta", "phi")}
 
 
-def select(chunk: Chunk, selection: str, norm: float = 1.0) -> tuple[dict[str, np.ndarray], Cutflow]:
+def select(chunk: Chunk, selection: str, norm: float = 1.0, gen: bool = True) -> tuple[dict[str, np.ndarray], Cutflow]:
     """Run skim ``selection`` on ``chunk``; returns (columns, cutflow).  ``norm`` multiplies
-    ``genWeight`` (xsec × lumi / sumw for simulation)."""
+    ``genWeight`` (xsec × lumi / sumw for simulation); ``gen=False`` skips the generator-level
+    and LHE columns of simulation (faster when only reconstructed quantities are histogrammed)."""
     if selection == "w":
-        return select_w(chunk, norm)
+        return select_w(chunk, norm, gen)
     if selection == "z":
-        return select_z(chunk, norm)
+        return select_z(chunk, norm, gen)
     if selection == "wlike":
-        cols, cf = select_z(chunk, norm)
+        cols, cf = select_z(chunk, norm, gen)
         wl = wlike_from_z(cols)
         _cut(cf, "(W-like muon trigger-matched)", np.asarray(wl["mu_trig"]), wl["weight"])
         return wl, cf
     if selection in ("jpsi", "upsilon"):
-        return select_onia(chunk, norm, selection)
+        return select_onia(chunk, norm, selection, gen)
     if selection == "tnp":
-        return select_tnp(chunk, norm)
+        return select_tnp(chunk, norm, gen)
     raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
 
 

@@ -90,14 +90,16 @@ def write_skim(path: str | os.PathLike, cols: dict[str, np.ndarray], basket: int
     return path
 
 
-def read_skim_file(path: str | os.PathLike, columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """Read a skim file into ``{column: numpy array}``."""
+def read_skim_file(path: str | os.PathLike, columns: Iterable[str] | None = None,
+                   exclude: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Read a skim file into ``{column: numpy array}`` (all columns, or ``columns``, minus ``exclude``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"skim {path} does not exist: run chapter 01 (wmnb.engine.make_skims) first")
     try:
         tree = uproot.open(path)[SKIM_TREE]
         names = list(tree.keys()) if columns is None else list(columns)
+        names = [c for c in names if c not in set(exclude)]
         missing = [c for c in names if c not in tree.keys()]
         if missing:
             raise KeyError(f"skim {path} has no column(s) {missing}; it holds {sorted(tree.keys())}")
@@ -109,17 +111,18 @@ def read_skim_file(path: str | os.PathLike, columns: Iterable[str] | None = None
     return {k: np.asarray(arrays[k]) for k in names}
 
 
-def read_skim(profile: str, selection: str, sample: str,
-              columns: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+def read_skim(profile: str, selection: str, sample: str, columns: Iterable[str] | None = None,
+              exclude: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Columns of the skim of ``sample`` (``wplus_munu``, ``data``, ``closure`` ...) for
-    ``selection`` (``w``, ``z``, ``wlike``, ``jpsi``, ``upsilon``, ``tnp``)."""
+    ``selection`` (``w``, ``z``, ``wlike``, ``jpsi``, ``upsilon``, ``tnp``); optionally only
+    ``columns`` and without ``exclude`` (e.g. ``("lhe_pdf",)`` to save memory)."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
     path = skim_path(profile, selection, sample)
     if not path.is_file() and path.parent.is_dir():
         raise FileNotFoundError(f"no skim for sample {sample!r} of selection {selection!r} at {path}; "
                                 f"samples are {list_skim_samples(profile, selection)}")
-    return read_skim_file(path, columns)
+    return read_skim_file(path, columns, exclude)
 
 
 def read_cutflow(profile: str, selection: str, sample: str) -> dict[str, Any]:
@@ -224,9 +227,18 @@ def load_manifest(profile: str) -> dict[str, Any]:
     """The chapter-00 manifest (via ``wmnb.universe.read_manifest`` when available)."""
     try:
         from ..universe import read_manifest  # type: ignore[attr-defined]
-    except ImportError:
+    except (ImportError, AttributeError):
         return read_json(universe_dir(profile) / "manifest.json")
     return read_manifest(profile)
+
+
+def effective_lumi_pb(manifest: dict[str, Any]) -> float:
+    """Integrated luminosity the generated data correspond to: ``lumi_pb × events_scale``
+    (a profile generates the fraction ``events_scale`` of the paper's statistics), unless the
+    manifest states it directly as ``data_lumi_pb``."""
+    if "data_lumi_pb" in manifest:
+        return float(manifest["data_lumi_pb"])
+    return float(manifest["lumi_pb"]) * float(manifest.get("events_scale", 1.0))
 
 
 def sample_plan(profile: str, manifest: dict[str, Any] | None = None,
@@ -234,7 +246,7 @@ def sample_plan(profile: str, manifest: dict[str, Any] | None = None,
     """Which files each skim sample reads: ``[{"sample", "files", "norm", "selections"}]``."""
     man = load_manifest(profile) if manifest is None else manifest
     root = universe_dir(profile)
-    lumi = float(man["lumi_pb"])
+    lumi = effective_lumi_pb(man)
     plan = []
     for proc, info in man.get("mc", {}).items():
         onia = info.get("stream") in ONIA_STREAMS if "stream" in info else proc in ONIA_PROCESSES
@@ -259,13 +271,13 @@ def sample_plan(profile: str, manifest: dict[str, Any] | None = None,
 
 def make_skims(profile: str, *, executor: str = "local", scheduler: str | None = None,
                selections: Sequence[str] = SELECTIONS, step: int = DEFAULT_STEP, progress: bool = True,
-               nonfinite: str = "error") -> dict[str, dict[str, Any]]:
+               nonfinite: str = "error", manifest: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """Run every selection on every sample of the profile's universe and write the skims.
 
     Returns ``{selection: {sample: {"n_rows", "cutflow", "notes", "size_bytes"}}}`` (also
     written to ``skims/index.json``).  The ``skims/`` directory is replaced atomically.
     """
-    plan = sample_plan(profile, selections=selections)
+    plan = sample_plan(profile, manifest, selections=selections)
     if not plan:
         raise ValueError(f"the universe manifest of profile {profile!r} lists no samples")
     index: dict[str, dict[str, Any]] = {s: {} for s in selections}

@@ -49,7 +49,7 @@ class Likelihood:
         rp = m.rows_param.astype(np.int64)
         self.rows_param = tf.constant(rp)
         self.rows_tf = tf.constant(m.rows_tf.astype(np.int32))
-        self.identity_rows = bool(C == N and np.array_equal(rp, np.arange(N)) and np.all(m.rows_tf != SQ))
+        self.identity_rows = bool(C == N and np.array_equal(rp, np.arange(N)) and np.all(m.rows_tf == LIN))
         kr, kc, kv = m.k_row.astype(np.int64), m.k_col.astype(np.int64), m.k_val.astype(np.float64)
         self.k_col = tf.constant(kc)
         self.k_val = tf.constant(kv)

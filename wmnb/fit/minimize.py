@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .likelihood import DT, Likelihood
+from . import linalg
+from .likelihood import Likelihood
 
 
 @dataclass
@@ -36,52 +37,44 @@ class MinResult:
     message: str
 
 
-def _try_chol(a: tf.Tensor) -> tf.Tensor | None:
-    try:
-        L = tf.linalg.cholesky(a)
-    except tf.errors.InvalidArgumentError:
-        return None
-    if not bool(tf.reduce_all(tf.math.is_finite(tf.linalg.diag_part(L)))):
-        return None
-    return L
-
-
 def minimize(lik: Likelihood, x0: np.ndarray, fixed: np.ndarray | None = None, tol: float = 1e-8,
              max_iter: int = 100) -> MinResult:
     """Minimise ``lik`` from ``x0`` with parameters where ``fixed`` is True held at their start."""
     x = np.array(x0, np.float64)
     N = x.size
     free = np.ones(N, bool) if fixed is None else ~np.asarray(fixed, bool)
-    fidx = tf.constant(np.flatnonzero(free))
+    fidx = np.flatnonzero(free)
     all_free = bool(free.all())
     lam = 0.0
     msg = "maximum number of iterations reached"
-    L = None
     edm = np.inf
     for it in range(1, max_iter + 1):
-        f_t, g_t, H = lik.value_grad_hess(tf.constant(x))
-        f = float(f_t)
+        f_t, g_t, H_t = lik.value_grad_hess(tf.constant(x))
+        f, g = float(f_t), g_t.numpy()
         if not np.isfinite(f):
-            return MinResult(x, f, g_t.numpy(), H, None, free, np.inf, it, False,
+            return MinResult(x, f, g, H_t, None, free, np.inf, it, False,
                              "NLL is not finite at the starting point: check the data and the start values")
-        gf = g_t if all_free else tf.gather(g_t, fidx)
-        Hf = H if all_free else tf.gather(tf.gather(H, fidx), fidx, axis=1)
-        dscale = tf.maximum(tf.abs(tf.linalg.diag_part(Hf)), 1e-12)
+        H = H_t if linalg.on_gpu() else H_t.numpy()
+        gf = g if all_free else g[fidx]
+        if not all_free:
+            H = tf.gather(tf.gather(H, fidx), fidx, axis=1) if linalg.on_gpu() else H[np.ix_(fidx, fidx)]
+        diagH = np.abs(np.diag(H) if not linalg.on_gpu() else tf.linalg.diag_part(H).numpy())
+        dscale = np.maximum(diagH, 1e-12)
         accepted = False
         for _ in range(40):
-            L = _try_chol(Hf if lam == 0.0 else Hf + tf.linalg.diag(lam * dscale))
+            L = linalg.cholesky(H if lam == 0.0 else H + np.diag(lam * dscale))
             if L is None:
                 lam = max(10.0 * lam, 1e-4)
                 continue
-            step = -tf.linalg.cholesky_solve(L, gf[:, None])[:, 0]
+            step = -linalg.cho_solve(L, gf)
             if lam == 0.0:
-                edm = float(-0.5 * tf.tensordot(gf, step, 1))
+                edm = float(-0.5 * gf @ step)
                 if edm < tol:
-                    return MinResult(x, f, g_t.numpy(), H, L, free, edm, it, True, "converged")
-            pred = float(tf.tensordot(gf, step, 1) + 0.5 * tf.tensordot(step, tf.linalg.matvec(Hf, step), 1))
-            s = step.numpy()
+                    return MinResult(x, f, g, H_t, L, free, edm, it, True, "converged")
+            hs = (H @ step) if not linalg.on_gpu() else tf.linalg.matvec(H, tf.constant(step)).numpy()
+            pred = float(gf @ step + 0.5 * step @ hs)
             xt = x.copy()
-            xt[free] += s
+            xt[fidx] += step
             ft = float(lik.value(tf.constant(xt)))
             if np.isfinite(ft) and ft <= f + 1e-13 * abs(f):
                 rho = (ft - f) / pred if pred < 0 else 0.0
@@ -96,16 +89,14 @@ def minimize(lik: Likelihood, x0: np.ndarray, fixed: np.ndarray | None = None, t
         if not accepted:
             msg = "no decreasing step found (trust region collapsed)"
             break
-    return MinResult(x, f, g_t.numpy(), H, None, free, edm, it, False, msg)
+    return MinResult(x, f, g, H_t, None, free, edm, it, False, msg)
 
 
 def covariance(res: MinResult) -> np.ndarray:
     """Full covariance H^-1 (zeros for fixed parameters) from the converged Cholesky factor."""
     if res.chol is None:
         raise RuntimeError(f"no positive-definite Hessian at the end of the fit ({res.message})")
-    n = int(res.chol.shape[0])
-    cf = tf.linalg.cholesky_solve(res.chol, tf.eye(n, dtype=DT)).numpy()
-    cf = 0.5 * (cf + cf.T)
+    cf = linalg.cho_inverse(res.chol)
     if res.free.all():
         return cf
     N = res.free.size
@@ -124,9 +115,9 @@ def covariance_rows(res: MinResult, rows: list[int]) -> np.ndarray:
     e = np.zeros((idx.size, len(rows)))
     for k, r in enumerate(rows):
         if r not in pos:
-            raise ValueError(f"parameter index {r} is fixed; it has no covariance")
+            raise ValueError(f"parameter {r} is fixed; it has no covariance")
         e[pos[r], k] = 1.0
-    sol = tf.linalg.cholesky_solve(res.chol, tf.constant(e)).numpy()
+    sol = linalg.cho_solve(res.chol, e)
     out = np.zeros((len(rows), res.free.size))
     out[:, idx] = sol.T
     return out

@@ -142,9 +142,11 @@ class Model:
         if not np.all(np.isfinite(self.k_val)):
             bad = np.unique(self.rows_param[self.k_row[~np.isfinite(self.k_val)]])
             raise ValueError(f"non-finite log-variations for parameters {[self.params[i] for i in bad][:5]}")
-        if np.any(self.nominal.sum(0) <= 0):
-            nz = int(np.sum(self.nominal.sum(0) <= 0))
-            raise ValueError(f"{nz} bins have zero expected yield; merge or drop them before fitting")
+        empty = self.nominal.sum(0) <= 0
+        if np.any(empty & (self.data > 0)):
+            nz = int(np.sum(empty & (self.data > 0)))
+            raise ValueError(f"{nz} bins have zero expected yield but observed events; merge or drop "
+                             "them before fitting")
         used = np.zeros(self.nparams, bool)
         used[self.rows_param[np.unique(self.k_row)]] = True
         if not used.all():
@@ -250,8 +252,11 @@ class Model:
 
 
 def _default_group(name: str) -> str:
-    """Group of a wmodel.py nuisance: its name up to the first ``_`` (``effStat_eta3_q0`` -> ``effStat``)."""
-    return name.split("_")[0]
+    """Group of a wmodel.py nuisance: its name up to the first ``_`` without trailing digits
+    (``effStat_eta3_q0_p1`` -> ``effStat``, ``pdf17`` -> ``pdf``)."""
+    import re
+
+    return re.sub(r"\d+$", "", name.split("_")[0]) or name
 
 
 class ModelBuilder:

@@ -9,11 +9,13 @@ POI split by charge, eta sign or central/forward, a pT sub-range, the W normalis
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import binning
+from .systematics import W_PRODUCTION
 from .templates import TemplateSet
 
 #: POI layouts: name -> list of (POI name, region of the bins where the POI moves the signal).
@@ -99,8 +101,14 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
     """
     if pois not in POI_LAYOUTS:
         raise ValueError(f"unknown POI layout {pois!r}; choose from {sorted(POI_LAYOUTS)}")
-    mask = binning.region_mask(region)
     obs = ts.data if data is None else np.asarray(data, dtype=np.float64).reshape(binning.SHAPE)
+    # bins without any expected event carry no information on the model (and a likelihood
+    # cannot be evaluated there): small samples leave a few at the acceptance edges
+    mask = binning.region_mask(region) & (ts.prediction() > 0)
+    lost = int(obs[binning.region_mask(region) & ~mask].sum())
+    if lost:
+        warnings.warn(f"{lost} observed events fall in bins with zero expected yield and are not fitted; "
+                      "the simulation is too small for this binning", stacklevel=2)
     names = list(ts.processes)
     cfg = ts.config
     spec = ModelSpec(
@@ -133,6 +141,8 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
             spec.norms.append(("lumi", p, cfg.lumi_kappa, "lumi"))
         if p in cfg.norm_kappas:
             spec.norms.append((f"norm_{p}", p, cfg.norm_kappas[p], "normalisation"))
+        if p in W_PRODUCTION and cfg.w_xsec_kappa and not float_norm:
+            spec.norms.append(("norm_wxsec", p, cfg.w_xsec_kappa, "normalisation"))
     return spec
 
 

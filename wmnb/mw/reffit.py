@@ -135,3 +135,28 @@ def fit(spec: ModelSpec, start: np.ndarray | None = None, hessian_step: float = 
     h = 0.5 * (h + h.T)
     cov = np.linalg.inv(h)
     return RefResult(m.names, x, cov, float(res.fun), bool(res.success))
+
+
+def nominal_impacts(res: RefResult, groups: dict[str, str], poi: str) -> dict[str, float]:
+    """Nominal group impacts on ``poi`` in the quadratic approximation (θ units).
+
+    A group's impact is ``sqrt(σ² − σ²|group fixed)``, the conditional variance coming from the
+    Hessian with that group's rows and columns removed; ``"stat"`` is the uncertainty with every
+    nuisance fixed (here it includes the MC statistical part, which is profiled analytically).
+    """
+    hess = np.linalg.inv(res.cov)
+    i = res.names.index(poi)
+    total = res.cov[i, i]
+
+    def fixed(names: set[str]) -> float:
+        keep = [k for k, n in enumerate(res.names) if n not in names]
+        sub = np.linalg.inv(hess[np.ix_(keep, keep)])
+        return float(sub[keep.index(i), keep.index(i)])
+
+    out = {}
+    for group in sorted(set(groups.values())):
+        members = {n for n, g in groups.items() if g == group}
+        out[group] = float(np.sqrt(max(total - fixed(members), 0.0)))
+    out["stat"] = float(np.sqrt(fixed(set(groups))))
+    out["total"] = float(np.sqrt(total))
+    return out

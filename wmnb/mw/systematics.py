@@ -10,7 +10,10 @@ group              what                                                         
 ``pdf``            Hessian eigenvector pairs of ``lhe_pdf`` (W and Z processes)    (N − 1) / 2
 ``scales``         μR, μF, μRμF from ``lhe_scale``, one set per q_T bin (W)       3 × n(q_T bins)
 ``lumi``           luminosity, log-normal 1.2 % on every simulated process          1
-``normalisation``  process cross sections (:attr:`MwConfig.norm_kappas`)           one per process
+``normalisation``  process cross sections (:attr:`MwConfig.norm_kappas`); the W   one per process
+                   production cross section (W⁺, W⁻, W→τν together) carries
+                   :attr:`MwConfig.w_xsec_kappa` until chapter 06 provides the theory
+                   model of the W rate (the paper's nominal fit has no free W norm)
 ``binByBinStat``   MC statistics, Barlow–Beeston-lite scaled by 1.25 (in the fitter) one per bin
 =================  ============================================================  ===============
 
@@ -62,6 +65,7 @@ class MwConfig:
     width_unc_mev: float = 42.0         # PDG uncertainty of Γ_W
     qt_edges: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 30.0, np.inf)
     lumi_kappa: float = 1.012
+    w_xsec_kappa: float = 1.03
     norm_kappas: Mapping[str, float] = field(default_factory=lambda: {
         "z_mumu": 1.03, "z_tautau": 1.03, "top": 1.06, "diboson": 1.16, "nonprompt": 1.30})
     bb_scale: float = 1.25
@@ -136,23 +140,21 @@ def correction_variations(wset, correction_name: str) -> Iterator[Variation]:
     """Shape nuisances from a published weight correction's :class:`~wmnb.corrections.WeightSet`.
 
     The set's ``variations`` hold the *full* varied factor replacing ``nominal``; here they become
-    factors relative to the nominal factor.  ``<x>Up``/``<x>Down`` pair up; anything else is a
-    one-sided variation (the fitter symmetrises it).  The nuisance's group is
+    factors relative to the nominal factor.  ``<x>Up``/``<x>Down`` pair up into nuisance ``x``;
+    a lone ``<x>Up``/``<x>Down`` or any other name is one-sided (the fitter symmetrises it).  The nuisance's group is
     ``wset.groups[<x>]`` (falling back to the correction's name).
     """
     nominal = np.ones(1) if wset.nominal is None else np.asarray(wset.nominal, dtype=np.float64)
     safe_nom = np.where(nominal != 0, nominal, 1.0)
-    names = list(wset.variations)
-    done: set[str] = set()
-    for name in names:
-        if name in done:
-            continue
+    for name in wset.variations:
         base, down_name = name, None
-        if name.endswith("Up") and name[:-2] + "Down" in wset.variations:
-            base, down_name = name[:-2], name[:-2] + "Down"
-        elif name.endswith("Down") and name[:-4] + "Up" in wset.variations:
-            continue                      # handled with its Up partner
-        done.update({name, down_name} - {None})
+        if name.endswith("Up"):
+            base = name[:-2]
+            down_name = base + "Down" if base + "Down" in wset.variations else None
+        elif name.endswith("Down"):
+            if name[:-4] + "Up" in wset.variations:
+                continue                  # handled with its Up partner
+            base = name[:-4]              # a lone Down: one-sided (sign is irrelevant once symmetrised)
         up = np.asarray(wset.variations[name], dtype=np.float64) / safe_nom
         down = None if down_name is None else np.asarray(wset.variations[down_name], dtype=np.float64) / safe_nom
         yield Variation(base, wset.groups.get(base, correction_name), up, down)

@@ -59,53 +59,30 @@ class TemplateSet:
 
 
 # ---------------------------------------------------------------- the seam to the engine
-def _final_mask(cols: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Final W signal-region cuts: the engine's when it exists, else PHYSICS.md's list."""
-    try:
-        from wmnb.engine.selections import w_signal_mask
-    except ImportError:
-        w_signal_mask = None
-    if w_signal_mask is not None:
-        return np.asarray(w_signal_mask(cols), dtype=bool)
-    mask = (cols["mu_pt"] > binning.PT_EDGES[0]) & (cols["mu_pt"] < binning.PT_EDGES[-1])
-    mask &= np.abs(cols["mu_eta"]) < binning.ETA_EDGES[-1]
-    for name, cut in (("mu_iso", lambda x: x < 0.15), ("mt", lambda x: x > 40.0),
-                      ("veto_pass", lambda x: x.astype(bool))):
-        if name in cols:
-            mask &= cut(np.asarray(cols[name]))
-    return mask
-
-
 def select_events(cols: Mapping[str, np.ndarray], sample: str, is_data: bool,
                   corrections: Sequence[Any] = ()) -> tuple[dict[str, np.ndarray], np.ndarray, list[Variation]]:
-    """Apply muon corrections, the final cuts and weight corrections to one sample.
+    """The histogram engine's standard chain on one sample's skim columns.
 
-    Returns the selected columns, the nominal event weight and the correction variations
-    (weight-factor pairs relative to nominal).  Data get unit weights and no variations.
+    ``wmnb.engine.process_columns`` applies the muon corrections, recomputes MET / m_T / u_∥,
+    applies the final W cuts and the weight corrections.  Returns the selected columns, the
+    nominal event weight and the correction variations as weight-factor pairs relative to
+    nominal.  Data get unit weights and no variations.
     """
-    from wmnb.corrections import SampleInfo
+    from wmnb.corrections import WeightSet
+    from wmnb.engine import process_columns
 
-    for need in ("mu_pt", "mu_eta", "mu_charge") + (() if is_data else ("weight",)):
-        if need not in cols:
-            raise KeyError(f"sample {sample!r}: skim column {need!r} is missing (W skim of chapter 01 expected)")
-    info = SampleInfo(name=sample, is_data=is_data, selection="w", muon_prefixes=("mu",))
-    cols = {k: np.array(v, copy=True) if k.startswith("mu_") else v for k, v in cols.items()}
-    active = [c for c in corrections if c.applies_to(info)]
-    for c in active:
-        if "muon" in c.kinds:
-            c.correct(cols, info)
-    mask = _final_mask(cols)
-    sel = {k: np.asarray(v)[mask] for k, v in cols.items()}
-    weight = np.ones(int(mask.sum())) if is_data else np.asarray(sel["weight"], dtype=np.float64).copy()
-    variations: list[Variation] = []
-    if not is_data:
-        for c in active:
-            if "weight" not in c.kinds:
-                continue
-            wset = c.weights(sel, info)
-            if wset.nominal is not None:
-                weight *= np.asarray(wset.nominal, dtype=np.float64)
-            variations.extend(correction_variations(wset, c.name))
+    need = ("mu_pt", "mu_eta", "mu_phi", "mu_charge", "mu_iso", "met_pt", "met_phi", "veto_pass")
+    missing = [c for c in need + (() if is_data else ("weight",)) if c not in cols]
+    if missing:
+        raise KeyError(f"sample {sample!r}: skim column(s) {missing} missing (W skim of chapter 01 expected)")
+    cols = dict(cols)
+    if is_data:
+        cols["weight"] = np.ones(len(cols["mu_pt"]))
+    sel, weight, var_w, info = process_columns("w", "data" if is_data else sample, cols,
+                                               corrections=list(corrections))
+    if is_data:
+        return sel, np.ones(len(weight)), []
+    variations = list(correction_variations(WeightSet(weight, var_w, info["groups"]), "corrections"))
     return sel, weight, variations
 
 
@@ -143,16 +120,25 @@ def process_template(cols: Mapping[str, np.ndarray], sample: str, config: MwConf
     return tmpl, shifted
 
 
-def build_templates(samples: Mapping[str, Mapping[str, np.ndarray]], data: Mapping[str, np.ndarray],
+def observed(cols: Mapping[str, np.ndarray], corrections: Sequence[Any] = ()) -> np.ndarray:
+    """The data histogram (counts, shape SHAPE) of one data sample's skim columns."""
+    sel, w, _ = select_events(cols, "data", is_data=True, corrections=corrections)
+    counts, _ = binning.fill(binning.bin_index(sel["mu_eta"], sel["mu_pt"], sel["mu_charge"]), w)
+    return counts
+
+
+def build_templates(samples: Mapping[str, Mapping[str, np.ndarray]], data: Mapping[str, np.ndarray] | np.ndarray,
                     config: MwConfig, corrections: Sequence[Any] = (),
                     mass_shifts_mev: Iterable[float] = ()) -> TemplateSet:
-    """All templates of the fit from per-sample columns (``samples``: name -> columns)."""
+    """All templates of the fit from per-sample columns (``samples``: name -> columns).
+
+    ``data`` is a data sample's columns or an already filled histogram of shape SHAPE.
+    """
     missing = [s for s in SIGNAL if s not in samples]
     if missing:
         raise KeyError(f"signal samples {missing} are missing: the W-mass fit needs both charges")
     shifts = tuple(float(s) for s in mass_shifts_mev)
-    sel, w, _ = select_events(data, "data", is_data=True, corrections=corrections)
-    data_vals, _ = binning.fill(binning.bin_index(sel["mu_eta"], sel["mu_pt"], sel["mu_charge"]), w)
+    data_vals = _as_array(data) if isinstance(data, np.ndarray) else observed(data, corrections)
     processes: dict[str, ProcessTemplate] = {}
     up: dict[str, np.ndarray] = {}
     down: dict[str, np.ndarray] = {}
@@ -169,6 +155,14 @@ def build_templates(samples: Mapping[str, Mapping[str, np.ndarray]], data: Mappi
     ts.sources = active_sources(samples, corrections)
     _apply_template_corrections(ts, corrections)
     return ts
+
+
+def with_data(ts: TemplateSet, data: np.ndarray) -> TemplateSet:
+    """The same templates with another observed histogram (e.g. the closure universe)."""
+    import dataclasses
+
+    data = _as_array(data)
+    return dataclasses.replace(ts, data=data, n_data=float(data.sum()))
 
 
 def _apply_template_corrections(ts: TemplateSet, corrections: Sequence[Any]) -> None:

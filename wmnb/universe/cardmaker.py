@@ -35,11 +35,11 @@ def nominal_card() -> dict[str, Any]:
             "mw_mev": 80379.0, "gw_mev": 2085.0, "mz_mev": 91188.0, "gz_mev": 2495.5,
             "xsec_pb": {"wplus_munu": 11800.0, "wminus_munu": 8700.0, "z_mumu": 1950.0,
                         "w_taunu": 3560.0, "z_tautau": 620.0, "ttbar": 230.0, "diboson": 40.0,
-                        "qcd": 2200.0, "jpsi": 7000.0, "upsilon": 1100.0, "dimuon_bkg": 1400.0},
-            "rapidity": {"wplus": {"alpha": 0.05, "beta": 3.4, "power": 3.6},
-                         "wminus": {"alpha": 0.0, "beta": 3.1, "power": 3.0},
+                        "qcd": 9500.0, "jpsi": 9000.0, "upsilon": 1100.0, "dimuon_bkg": 1400.0},
+            "rapidity": {"wplus": {"alpha": 0.045, "beta": 3.3, "power": 4.0},
+                         "wminus": {"alpha": 0.0, "beta": 2.9, "power": 2.4},
                          "z": {"alpha": 0.02, "beta": 3.2, "power": 3.3}},
-            "qt": {"q0_pert": 4.0, "power_n": 2.3, "kt_intrinsic_w": 1.5, "kt_intrinsic_z": 1.6,
+            "qt": {"q0_pert": 3.5, "power_n": 2.5, "kt_intrinsic_w": 1.5, "kt_intrinsic_z": 1.6,
                    "cs_kernel": 4.0, "y_slope": 0.05},
             "angular": {"a0": 1.1, "a1": 0.5, "a2": 1.0, "a3": 0.1, "a4_w": 1.15, "a4_z": 0.08, "y4": 1.6},
             "scales": {"log2_mur": 0.0, "log2_muf": 0.0, "dn_mur": 0.12, "da02_mur": 0.06,
@@ -57,8 +57,8 @@ def nominal_card() -> dict[str, Any]:
                           "ymax": 2.4, "bkg_slope_jpsi": -0.8, "bkg_jpsi_fraction": 0.6},
             "top_diboson": {"ttbar_qt_scale": 70.0, "ttbar_extra_lepton": 0.35,
                             "diboson_qt_scale": 35.0, "diboson_extra_lepton": 0.5},
-            "nonprompt": {"pt_power": 4.5, "z_a": 3.0, "z_b": 2.0, "cone_fraction": 0.6,
-                          "met_scale": 9.0, "met_kappa": 2.0, "met_gamma": 0.5,
+            "nonprompt": {"pt_power": 4.0, "z_a": 8.0, "z_b": 1.5, "cone_fraction": 0.6,
+                          "met_scale": 20.0, "met_kappa": 0.3, "met_gamma": 2.0,
                           "neutrino_fraction": 0.35, "sv_prob": 0.55, "dxy_scale_cm": 0.02},
         },
         "detector": {
@@ -120,7 +120,7 @@ def data_card() -> dict[str, Any]:
     ph["angular"]["a3"] = 0.11
     ph["pdf"]["shift"] = _r(np.clip(rng.normal(0.0, 0.6, ph["pdf"]["n_eigen"]), -2, 2), 4)
     ph["fsr"]["strength"] = 1.0
-    ph["nonprompt"].update({"met_scale": 9.5, "sv_prob": 0.5})
+    ph["nonprompt"].update({"met_scale": 21.0, "sv_prob": 0.5})
 
     det = card["detector"]
     ms = det["momentum_scale"]

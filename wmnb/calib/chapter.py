@@ -1,0 +1,288 @@
+"""The chapter-02 pipeline: J/psi scale fits -> (A, e, M) -> resolution -> closure -> uncertainty
+model -> published correction -> dimuon m_Z.  The notebook calls :func:`run`; every step is a
+function of its own so tests can drive it with toy samples.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..corrections import SampleInfo
+from .binning import Binning4D, check_columns, quantile_pt_edges
+from .correction import MomentumCalibration, publish_correction, write_artefact
+from .massfit import MassFitConfig, MassFitResult, fit_bins
+from .paramfit import ParamFit, bin_moments, fit_parameters, pulls
+from .resolution import DataResolution, fit_data_resolution, measure_mc_resolution, resolution_moments
+from .scale_model import ScaleParams, eta_edges
+from .uncertainty import (MZ_PDG, MZ_PDG_ERR, Variation, closure_chi2, closure_scale_factor,
+                          eigen_variations, map_to_fine, project_calibration)
+
+JPSI_WINDOW = (2.9, 3.3)
+UPSILON_WINDOW = (9.1, 9.8)      # Upsilon(1S) only; 2S at 10.02 GeV stays outside
+Z_WINDOW = (78.0, 104.0)
+UPSILON_ETA_MAX = 0.8            # "central only": the mass resolution separates 1S from 2S
+
+
+@dataclass
+class CalibConfig:
+    """Sizes of the chapter (profile parameters of the notebook)."""
+
+    n_eta: int = 48              # calibration eta bins (48 x 0.1 on default/full)
+    n_pt: int = 4                # pT bins per muon in the J/psi 4-D fits
+    n_eta_closure: int = 24
+    n_pt_closure: int = 2
+    min_data: int = 50
+    min_mc: float = 50.0
+    min_data_closure: int = 30
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def for_profile(cls, profile: str, seed: int = 0, **overrides: Any) -> "CalibConfig":
+        """Sizes per profile: the smoke profile's few thousand J/psi only support 6 eta bins of
+        0.8 (and 1 pT bin in the closure); default and full use the paper's 48 x 0.1."""
+        base = {"smoke": dict(n_eta=6, n_pt=2, n_eta_closure=6, n_pt_closure=1, min_data=30, min_mc=30.0,
+                              min_data_closure=30)}.get(profile, {})
+        kw = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(seed=seed, **kw)
+
+
+@dataclass
+class Sample:
+    """A dimuon skim pair: data and (gen-matched) simulation."""
+
+    data: dict[str, np.ndarray]
+    mc: dict[str, np.ndarray]
+
+
+def load_inputs(profile: str) -> dict[str, Sample]:
+    """Read chapter 01's J/psi, Upsilon and Z dimuon skims (data and simulation)."""
+    from ..engine import read_skim
+
+    out = {}
+    for key, sel, mc in (("jpsi", "jpsi", "jpsi"), ("upsilon", "upsilon", "upsilon"), ("z", "z", "z_mumu")):
+        d = read_skim(profile, sel, "data")
+        m = read_skim(profile, sel, mc)
+        check_columns(d, f"{sel}/data")
+        check_columns(m, f"{sel}/{mc}", extra=("mup_gen_pt", "mum_gen_pt"))
+        out[key] = Sample(d, m)
+    return out
+
+
+def gen_matched(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Simulation events whose two muons are matched to generator muons."""
+    ok = np.ones(len(cols["mass"]), bool)
+    for p in ("mup", "mum"):
+        g = np.asarray(cols[f"{p}_gen_pt"], float)
+        ok &= np.isfinite(g) & (g > 0)
+    return {k: np.asarray(v)[ok] for k, v in cols.items()}
+
+
+def select(cols: dict[str, np.ndarray], eta_max: float | None = None) -> dict[str, np.ndarray]:
+    """Both muons within |eta| < eta_max (Upsilon: central only)."""
+    if eta_max is None:
+        return cols
+    ok = (np.abs(np.asarray(cols["mup_eta"])) < eta_max) & (np.abs(np.asarray(cols["mum_eta"])) < eta_max)
+    return {k: np.asarray(v)[ok] for k, v in cols.items()}
+
+
+def corrected(cols: dict[str, np.ndarray], corr: MomentumCalibration, is_data: bool, name: str,
+              selection: str) -> dict[str, np.ndarray]:
+    """A copy of a dimuon skim with the correction applied (data: scale; simulation: smearing)."""
+    out = {k: np.array(v, copy=True) for k, v in cols.items()}
+    corr.correct(out, SampleInfo(name=name, is_data=is_data, selection=selection, muon_prefixes=("mup", "mum")))
+    return out
+
+
+@dataclass
+class ScaleStep:
+    """One 4-D scale measurement: binning, bin fits, parameter fit."""
+
+    binning: Binning4D
+    fits: MassFitResult
+    params: ParamFit
+    mom_res: dict[str, np.ndarray] | None = None
+    runtime_s: float = 0.0
+
+
+def scale_step(sample: Sample, eta_bins: np.ndarray, n_pt: int, window: tuple[float, float],
+               with_e: bool, min_data: int, min_mc: float, mc_res=None,
+               pt_edges: np.ndarray | None = None) -> ScaleStep:
+    """4-D binning + batched mass fits + chi^2 parameter fit for one sample."""
+    t0 = time.perf_counter()
+    mc = gen_matched(sample.mc)
+    if pt_edges is None:
+        pt_edges = quantile_pt_edges(np.concatenate([mc["mup_pt"], mc["mum_pt"]]), n_pt)
+    binning = Binning4D(np.asarray(eta_bins, float), pt_edges)
+    cfg = MassFitConfig(window=window, min_data=min_data, min_mc=min_mc,
+                        n_data=40 if window[1] < 20 else 26, pad_bins=6)
+    midx = binning.index(mc)
+    didx = binning.index(sample.data)
+    fits = fit_bins(didx, sample.data["mass"], midx, mc["mass"], cfg,
+                    mc_weight=np.asarray(mc.get("weight", np.ones(len(midx))), float))
+    mom = bin_moments(midx, mc, fits.bins)
+    params = fit_parameters(binning, fits, mom, with_e=with_e)
+    mres = resolution_moments(midx, mc, fits.bins, mc_res) if mc_res is not None else None
+    return ScaleStep(binning, fits, params, mres, time.perf_counter() - t0)
+
+
+def truth_difference(edges: np.ndarray) -> ScaleParams | None:
+    """Data-card minus nominal-card (A, e, M), rebinned onto ``edges`` (for comparisons only)."""
+    try:
+        from ..universe import load_card
+    except ImportError:
+        return None
+    d = load_card("data")["detector"]["momentum_scale"]
+    n = load_card("nominal")["detector"]["momentum_scale"]
+    fine = eta_edges(len(d["A"]))
+    diff = ScaleParams(fine, *(np.asarray(d[k], float) - np.asarray(n[k], float) for k in ("A", "e", "M")))
+    return diff if len(edges) == len(fine) else diff.rebinned(edges)
+
+
+def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[str, Sample] | None = None,
+        truth: ScaleParams | None | str = "cards", mz_truth: float | None = None,
+        mc_mz: float | None = None, publish: bool = True) -> dict[str, Any]:
+    """Run the whole calibration; write the artefact (and publish the correction).
+
+    ``inputs``: samples (default: chapter 01's skims).  ``truth``: data-minus-simulation
+    parameters to compare with ("cards": from the truth cards, None: no comparison).  ``mz_truth``
+    / ``mc_mz``: m_Z of data and simulation in GeV (default: from the cards).
+    """
+    t_start = time.perf_counter()
+    chapter_dir = Path(chapter_dir)
+    inputs = load_inputs(profile) if inputs is None else inputs
+    out: dict[str, Any] = {"config": cfg.to_dict()}
+    edges = eta_edges(cfg.n_eta)
+    cedges = eta_edges(cfg.n_eta_closure)
+
+    # -------- resolution of simulation (gen-matched J/psi and Z muons)
+    mcj, mcz = gen_matched(inputs["jpsi"].mc), gen_matched(inputs["z"].mc)
+    cat = lambda key: np.concatenate([mcj[f"mup_{key}"], mcj[f"mum_{key}"], mcz[f"mup_{key}"], mcz[f"mum_{key}"]])  # noqa: E731
+    mc_res, res_info = measure_mc_resolution(cat("pt"), cat("eta"), cat("gen_pt"), n_eta=cfg.n_eta_closure)
+    out["mc_resolution"], out["mc_resolution_info"] = mc_res, res_info
+
+    # -------- step 1 + 2: J/psi 4-D fits and (A, e, M)
+    jpsi = scale_step(inputs["jpsi"], edges, cfg.n_pt, JPSI_WINDOW, True, cfg.min_data, cfg.min_mc, mc_res)
+    out["jpsi"] = jpsi
+    pf = jpsi.params
+    if truth == "cards":
+        truth = truth_difference(edges)
+    out["truth"] = truth
+    if truth is not None:
+        pu = pulls(pf, truth)
+        out["pulls"] = pu
+        out["pull_mean"], out["pull_width"] = float(np.mean(pu)), float(np.std(pu, ddof=1))
+
+    corr0 = MomentumCalibration(pf.params, [], None, seed=cfg.seed)
+
+    # -------- closure on Z, Upsilon (central) and J/psi with the correction applied to data
+    closure = {}
+    for key, window, eta_max, n_pt in (("z", Z_WINDOW, None, cfg.n_pt_closure),
+                                       ("upsilon", UPSILON_WINDOW, UPSILON_ETA_MAX, cfg.n_pt_closure),
+                                       ("jpsi", JPSI_WINDOW, None, cfg.n_pt)):
+        s = inputs[key]
+        data_c = select(corrected(s.data, corr0, True, "data", key), eta_max)
+        mc_s = select(s.mc, eta_max)
+        if len(data_c["mass"]) == 0 or len(mc_s["mass"]) == 0:
+            closure[key] = None
+            continue
+        closure[key] = scale_step(Sample(data_c, mc_s), cedges, n_pt, window, False,
+                                  cfg.min_data_closure, cfg.min_mc, mc_res)
+    out["closure"] = closure
+
+    # -------- resolution: data minus simulation from J/psi (before) and Z (after scale correction)
+    pieces = [(jpsi.fits.dvar[jpsi.fits.ok], jpsi.fits.dvar_err[jpsi.fits.ok],
+               {k: v[jpsi.fits.ok] for k, v in jpsi.mom_res.items()})]
+    if closure["z"] is not None:
+        zf = closure["z"].fits
+        pieces.append((zf.dvar[zf.ok], zf.dvar_err[zf.ok], {k: v[zf.ok] for k, v in closure["z"].mom_res.items()}))
+    data_res = fit_data_resolution(mc_res, pieces)
+    out["data_resolution"] = data_res
+
+    # -------- closure chi2 (Z) and the uncertainty scale factor
+    zc = closure["z"]
+    if zc is not None:
+        det = zc.params.determined & np.isfinite(zc.params.vector())
+        r = zc.params.vector()[det]
+        Cz = zc.params.cov[np.ix_(det, det)]
+        zk = 1.0 / np.mean(np.concatenate([mcz["mup_pt"], mcz["mum_pt"]]))
+        P, Ccal = project_calibration(pf.cov, edges, cedges, np.full(cfg.n_eta_closure, zk))
+        Ccal = Ccal[np.ix_(det, det)]
+        chi2 = closure_chi2(r, Cz, Ccal)
+        out["closure_chi2_z"], out["closure_ndf_z"] = chi2, int(det.sum())
+        out["closure_chi2_ndf_z"] = chi2 / max(int(det.sum()), 1)
+        sf = closure_scale_factor(r, Cz, Ccal)
+        # split into the charge-independent (A') and charge-dependent (M') parts as in the paper
+        names = np.tile(["A", "M"], cfg.n_eta_closure)[det]
+        for nm in ("A", "M"):
+            sel = names == nm
+            out[f"closure_chi2_ndf_z_{nm}"] = closure_chi2(r[sel], Cz[np.ix_(sel, sel)], Ccal[np.ix_(sel, sel)]) / max(sel.sum(), 1)
+    else:
+        out["closure_chi2_ndf_z"], sf = float("nan"), 1.0
+    out["scale_factor"] = sf
+
+    # -------- uncertainty model -> variations
+    variations: list[Variation] = eigen_variations(pf.cov, pf.names, cfg.n_eta, "muonScaleStat", "muonScale", scale=sf)
+    if zc is not None:
+        zvars = eigen_variations(zc.params.cov, zc.params.names, cfg.n_eta_closure, "muonScaleZClosure", "muonScale")
+        variations += [map_to_fine(v, cedges, edges) for v in zvars]
+    dA = MZ_PDG_ERR / MZ_PDG
+    variations.append(Variation("muonScaleMZRef", "muonScale", np.full(cfg.n_eta, dA), np.zeros(cfg.n_eta), np.zeros(cfg.n_eta)))
+    out["n_variations"] = len(variations)
+
+    write_artefact(chapter_dir, pf.params, pf.cov, variations, data_res, sf, cfg.seed,
+                   extra={"n_fits": jpsi.fits.n_fits, "n_failed_fits": jpsi.fits.n_failed,
+                          "binning": jpsi.binning.to_dict(), "skipped_bins": jpsi.fits.skipped,
+                          "undetermined": [int(i) for i in np.flatnonzero(~pf.determined)]})
+    if publish:
+        publish_correction(chapter_dir)
+    corr = MomentumCalibration(pf.params, variations, data_res, seed=cfg.seed)
+    out["correction"] = corr
+
+    # -------- dimuon m_Z with the full correction
+    from .mz import fit_mz
+
+    if mz_truth is None or mc_mz is None:
+        from ..universe import load_card
+        mz_truth = load_card("data")["physics"]["mz_mev"] / 1000 if mz_truth is None else mz_truth
+        mc_mz = load_card("nominal")["physics"]["mz_mev"] / 1000 if mc_mz is None else mc_mz
+    zs = inputs["z"]
+    zdata = corrected(zs.data, corr, True, "data", "z")
+    zmc = corrected(zs.mc, corr, False, "z_mumu", "z")
+    ws = corr.weights(zmc, SampleInfo("z_mumu", False, "z", ("mup", "mum")))
+    mz = fit_mz(zdata, zmc, mc_mz, ws.variations, ws.groups)
+    out["mz"] = mz
+    out["mz_truth"] = mz_truth
+    out["mz_minus_truth"] = (mz.mz - mz_truth) * 1000
+    out["mz_err"] = mz.err * 1000
+    out["mz_pull"] = (mz.mz - mz_truth) / mz.err if mz.err > 0 else float("nan")
+    out["runtime_s"] = time.perf_counter() - t_start
+    return out
+
+
+def headline(out: dict[str, Any]) -> dict[str, Any]:
+    """The summary.json headline of the chapter."""
+    j = out["jpsi"]
+    h = {
+        "pull_mean": out.get("pull_mean", float("nan")), "pull_width": out.get("pull_width", float("nan")),
+        "n_fits": j.fits.n_fits, "n_failed_fits": j.fits.n_failed,
+        "n_skipped_bins": sum(j.fits.skipped.values()),
+        "n_params_determined": int(j.params.determined.sum()),
+        "chi2_ndf_param_fit": j.params.chi2 / max(j.params.ndf, 1),
+        "closure_chi2_ndf_z": out["closure_chi2_ndf_z"],
+        "closure_chi2_ndf_z_A": out.get("closure_chi2_ndf_z_A", float("nan")),
+        "closure_chi2_ndf_z_M": out.get("closure_chi2_ndf_z_M", float("nan")),
+        "uncertainty_scale_factor": out["scale_factor"],
+        "n_variations": out["n_variations"],
+        "mz_minus_truth": out["mz_minus_truth"], "mz_err": out["mz_err"], "mz_pull": out["mz_pull"],
+        "mz_stat_err": out["mz"].stat * 1000, "mz_calib_err": out["mz"].calib * 1000,
+        "jpsi_fit_time_s": j.runtime_s,
+        "runtime_s": out["runtime_s"],
+    }
+    return h

@@ -1,0 +1,143 @@
+"""Plots of chapter 02 (each takes the ``run`` output and an axis or creates a figure)."""
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..style import cms_label
+from .scale_model import ScaleParams
+
+_UNITS = {"A": ("A", 1e4, r"$\times 10^{-4}$"), "e": (r"$\epsilon$", 1e4, r"GeV $\times 10^{-4}$"),
+          "M": ("M", 1e5, r"GeV$^{-1}$ $\times 10^{-5}$")}
+
+
+def _centres(edges: np.ndarray) -> np.ndarray:
+    return 0.5 * (edges[1:] + edges[:-1])
+
+
+def plot_parameters(out: dict[str, Any]):
+    """A, e, M per eta bin (fit with errors) against the truth-card difference, plus pulls."""
+    pf = out["jpsi"].params
+    err = pf.errors()
+    truth: ScaleParams | None = out.get("truth")
+    fig, axes = plt.subplots(1, 4, figsize=(24, 6))
+    x = _centres(pf.params.edges)
+    for ax, nm in zip(axes[:3], ("A", "e", "M")):
+        label, f, unit = _UNITS[nm]
+        ax.errorbar(x, getattr(pf.params, nm) * f, yerr=getattr(err, nm) * f, fmt="o", ms=3, label="J/$\\psi$ fit")
+        if truth is not None:
+            ax.step(truth.edges, np.r_[getattr(truth, nm), getattr(truth, nm)[-1]] * f, where="post",
+                    color="C3", label="truth (data $-$ sim.)")
+        ax.set_xlabel(r"$\eta^\mu$")
+        ax.set_ylabel(f"{label} [{unit}]")
+        ax.legend(fontsize=12)
+        cms_label(ax)
+    ax = axes[3]
+    if "pulls" in out:
+        pu = out["pulls"]
+        ax.hist(pu, bins=np.linspace(-4, 4, 25), histtype="step", lw=2, label=f"mean {np.mean(pu):.2f}, width {np.std(pu, ddof=1):.2f}")
+        xx = np.linspace(-4, 4, 200)
+        ax.plot(xx, len(pu) * (8 / 24) * np.exp(-xx ** 2 / 2) / np.sqrt(2 * np.pi), "C3--", label="N(0, 1)")
+        ax.set_xlabel("pull (fit $-$ truth)/error")
+        ax.legend(fontsize=12)
+        cms_label(ax)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bin_fits(out: dict[str, Any]):
+    """Distribution of the 4-D bin scale fits: s, its error, chi2/ndf."""
+    fits = out["jpsi"].fits
+    ok = fits.ok
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6))
+    axes[0].hist(fits.s[ok] * 1e4, bins=40, histtype="step", lw=2)
+    axes[0].set_xlabel(r"4-D bin scale $s$ [$10^{-4}$]")
+    axes[1].hist(np.log10(fits.s_err[ok]), bins=40, histtype="step", lw=2)
+    axes[1].set_xlabel(r"$\log_{10}\sigma_s$")
+    axes[2].hist(fits.chi2[ok] / fits.ndf[ok], bins=np.linspace(0, 3, 31), histtype="step", lw=2)
+    axes[2].set_xlabel(r"$\chi^2$/ndf of the bin fits")
+    for ax in axes:
+        ax.set_ylabel("4-D bins")
+        cms_label(ax)
+    fig.tight_layout()
+    return fig
+
+
+def plot_closure(out: dict[str, Any]):
+    """Residual A' and M' after correction in J/psi, Upsilon(1S) and Z with the calibration band."""
+    fig, axes = plt.subplots(1, 2, figsize=(18, 6))
+    pf = out["jpsi"].params
+    sf = out["scale_factor"]
+    for key, colour, lab in (("jpsi", "C2", "J/$\\psi$"), ("upsilon", "C3", r"$\Upsilon$(1S)"), ("z", "C0", "Z")):
+        c = out["closure"].get(key)
+        if c is None:
+            continue
+        p, e = c.params.params, c.params.errors()
+        x = _centres(p.edges) + {"jpsi": -0.02, "upsilon": 0.0, "z": 0.02}[key]
+        for ax, nm, f in ((axes[0], "A", 1e4), (axes[1], "M", 1e5)):
+            ax.errorbar(x, getattr(p, nm) * f, yerr=getattr(e, nm) * f, fmt="o", ms=4, color=colour, label=lab)
+    # calibration statistical band (unscaled and scaled), averaged onto the closure bins
+    cz = next((c for c in out["closure"].values() if c is not None), None)
+    if cz is not None:
+        from .uncertainty import project_calibration
+        ce = cz.params.params.edges
+        _, C = project_calibration(pf.cov, pf.params.edges, ce, np.zeros(len(ce) - 1))
+        band = np.sqrt(np.diag(C)).reshape(-1, 2)
+        for ax, i, f in ((axes[0], 0, 1e4), (axes[1], 1, 1e5)):
+            ax.fill_between(ce, np.r_[band[:, i], band[-1, i]] * f * sf, -np.r_[band[:, i], band[-1, i]] * f * sf,
+                            step="post", color="0.8", label=f"calib. stat. $\\times$ {sf:.2f}")
+            ax.fill_between(ce, np.r_[band[:, i], band[-1, i]] * f, -np.r_[band[:, i], band[-1, i]] * f,
+                            step="post", color="gold", alpha=0.7, label="calib. stat.")
+    axes[0].set_ylabel(r"$A'$ [$10^{-4}$]")
+    axes[1].set_ylabel(r"$M'$ [GeV$^{-1}$ $10^{-5}$]")
+    for ax in axes:
+        ax.axhline(0, color="k", lw=1)
+        ax.set_xlabel(r"$\eta^\mu$")
+        ax.legend(fontsize=12, ncol=2)
+        cms_label(ax)
+    axes[0].set_title(f"Z closure $\\chi^2$/ndf = {out.get('closure_chi2_ndf_z_A', np.nan):.2f}", fontsize=14)
+    axes[1].set_title(f"Z closure $\\chi^2$/ndf = {out.get('closure_chi2_ndf_z_M', np.nan):.2f}", fontsize=14)
+    fig.tight_layout()
+    return fig
+
+
+def plot_resolution(out: dict[str, Any]):
+    """Relative pT resolution at 10 and 40 GeV per eta: simulation (fitted) and data (fitted)."""
+    dr = out["data_resolution"]
+    mc = dr.mc
+    dm = dr.data_model()
+    x = _centres(mc.edges)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for pt, ls in ((10.0, "-"), (40.0, "--")):
+        ax.plot(x, np.sqrt(mc.rel2(np.full_like(x, pt), x)) * 100, "C0" + ls, label=f"simulation, $p_T$={pt:g} GeV")
+        ax.plot(x, np.sqrt(dm.rel2(np.full_like(x, pt), x)) * 100, "C1" + ls, label=f"data, $p_T$={pt:g} GeV")
+    ax.set_xlabel(r"$\eta^\mu$")
+    ax.set_ylabel(r"$\sigma_{p_T}/p_T$ [%]")
+    ax.legend(fontsize=12)
+    cms_label(ax)
+    return fig
+
+
+def plot_mz(out: dict[str, Any]):
+    """Dimuon mass (summed over the 14 eta bins): data, pre- and post-fit simulation."""
+    from .mz import ETA_EDGES, MASS_EDGES
+    mz = out["mz"]
+    n_eta, n_m = len(ETA_EDGES) - 1, len(MASS_EDGES) - 1
+    fig, ax = plt.subplots(figsize=(9, 7))
+    # the fit may drop empty bins; project only when the full grid was kept
+    if mz.data.size == n_eta * n_m:
+        d = mz.data.reshape(n_eta, n_m).sum(0)
+        pre = mz.prefit.reshape(n_eta, n_m).sum(0)
+        post = mz.postfit.reshape(n_eta, n_m).sum(0)
+        c = _centres(MASS_EDGES)
+        ax.errorbar(c, d, yerr=np.sqrt(d), fmt="ko", label="data (corrected)")
+        ax.step(MASS_EDGES, np.r_[pre, pre[-1]], where="post", label="simulation, pre-fit")
+        ax.step(MASS_EDGES, np.r_[post, post[-1]], where="post", label="simulation, post-fit")
+    ax.set_xlabel(r"$m_{\mu\mu}$ [GeV]")
+    ax.set_ylabel("events / bin")
+    ax.set_title(f"$m_Z - m_Z^{{truth}}$ = {out['mz_minus_truth']:.1f} $\\pm$ {out['mz_err']:.1f} MeV", fontsize=14)
+    ax.legend(fontsize=12)
+    cms_label(ax)
+    return fig

@@ -1,0 +1,246 @@
+"""Fits, impacts, scans and toys on top of :class:`Likelihood` and :func:`minimize`."""
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from . import linalg
+from .likelihood import Likelihood
+from .minimize import MinResult, covariance, covariance_rows, minimize
+from .model import NUIS, POI_NORM, Model
+from .result import FitResult
+
+
+def likelihood_for(model: Model) -> Likelihood:
+    """The (cached) TF likelihood of ``model``: graphs are traced once per model."""
+    lik = model.__dict__.get("_likelihood")
+    if lik is None:
+        lik = Likelihood(model)
+        model.__dict__["_likelihood"] = lik
+    return lik
+
+
+def blind_offset(model: Model, name: str, seed: int) -> float:
+    """Hidden offset of a blinded POI: uniform in +-blind_width, from the seed and the name."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode())])
+    width = model.blind_width.get(name, 5.0 if model.kinds[model.index(name)] != POI_NORM else 0.5)
+    return float(rng.uniform(-width, width))
+
+
+def random_start(model: Model, seed: int) -> np.ndarray:
+    """A random starting point: nuisances and shape POIs ~ N(0, 1), normalisations ~ exp(N(0, 0.2))."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, model.nparams)
+    return np.where(model.kinds == POI_NORM, np.exp(0.2 * x), x)
+
+
+def _start(model: Model, start: Mapping[str, float] | np.ndarray | None, seed: int | None) -> np.ndarray:
+    if start is None:
+        return random_start(model, seed) if seed is not None else model.default_values()
+    if isinstance(start, np.ndarray):
+        if start.shape != (model.nparams,):
+            raise ValueError(f"start vector has shape {start.shape}, the model has {model.nparams} parameters")
+        return start.astype(np.float64)
+    return model.values_from(start)
+
+
+def _group_impact_nominal(H: np.ndarray, cov: np.ndarray, p: int, g: np.ndarray, free: np.ndarray) -> float:
+    """sqrt(C_pp - var(p | group g fixed)), computed on whichever side is smaller.
+
+    Small group: C_GG^-1 route, impact^2 = c_G^T C_GG^-1 c_G.
+    Large group: var(p | G fixed) = [(H without G)^-1]_pp from the complement's factorisation.
+    """
+    g = g[free[g]]
+    if g.size == 0:
+        return 0.0
+    rest = np.setdiff1d(np.flatnonzero(free), g)
+    if g.size <= rest.size:
+        cg = cov[g, p]
+        sol = np.linalg.solve(cov[np.ix_(g, g)], cg)
+        return float(np.sqrt(max(cg @ sol, 0.0)))
+    Hr = H[np.ix_(rest, rest)]
+    L = linalg.cholesky(Hr)
+    if L is None:
+        return float("nan")
+    e = (rest == p).astype(np.float64)
+    var_fixed = float(e @ linalg.cho_solve(L, e))
+    return float(np.sqrt(max(cov[p, p] - var_fixed, 0.0)))
+
+
+def _impacts(model: Model, lik: Likelihood, mr: MinResult, cov: np.ndarray, pois: list[int],
+             nominal: bool, global_: bool) -> tuple[dict, dict, dict, dict]:
+    """Nominal and global impacts per group and per parameter for each POI index."""
+    m = model
+    x = tf.constant(mr.x)
+    free = mr.free
+    groups: dict[str, list[int]] = {}
+    for i, (kind, grp) in enumerate(zip(m.kinds, m.groups)):
+        if kind == NUIS:
+            groups.setdefault(grp, []).append(i)
+    nom, glob, nom_p, glob_p = {}, {}, {}, {}
+    bb = lik.bb_on and bool(np.any(lik.bbmask.numpy()))
+    poi_idx = np.array([i for i in range(m.nparams) if m.kinds[i] != NUIS and free[i]])
+    if nominal:
+        H = mr.hess.numpy() if isinstance(mr.hess, tf.Tensor) else np.asarray(mr.hess)
+        # stat-only fits (every nuisance fixed): with beta profiled and with beta fixed at its
+        # fitted value. data stat = the latter; binByBinStat = the quadrature difference.
+        Hfix = lik.hessian_beta_fixed(x).numpy()
+        stat_cov = np.linalg.inv(Hfix[np.ix_(poi_idx, poi_idx)])
+        statbb_cov = np.linalg.inv(H[np.ix_(poi_idx, poi_idx)])
+        for p in pois:
+            name = m.params[p]
+            tot2 = cov[p, p]
+            d: dict[str, float] = {}
+            for grp, idx in groups.items():
+                d[grp] = _group_impact_nominal(H, cov, p, np.array(idx), free)
+            k = int(np.flatnonzero(poi_idx == p)[0])
+            d["stat"] = float(np.sqrt(stat_cov[k, k]))
+            d["binByBinStat"] = float(np.sqrt(max(statbb_cov[k, k] - stat_cov[k, k], 0.0))) if bb else 0.0
+            d["total"] = float(np.sqrt(tot2))
+            nom[name] = d
+            sd = np.sqrt(np.maximum(np.diag(cov), 1e-300))
+            nom_p[name] = {m.params[i]: float(cov[p, i] / sd[i]) for i in range(m.nparams) if m.kinds[i] == NUIS}
+    if global_:
+        r = cov[:, pois]  # [N, npoi]: dx/dtheta0 = C (unit-width global observables)
+        dstat, dbeta = lik.global_responses(x, tf.constant(r))
+        data = lik.data.numpy()
+        kstat = lik.kstat.numpy()
+        bbm = lik.bbmask.numpy()
+        prior = np.isfinite(m.prior_sigma)
+        for j, p in enumerate(pois):
+            name = m.params[p]
+            row = cov[p]
+            d = {grp: float(np.sqrt(np.sum(row[idx] ** 2))) for grp, idx in groups.items()}
+            d["stat"] = float(np.sqrt(np.sum(dstat[j].numpy() ** 2 * data)))
+            d["binByBinStat"] = float(np.sqrt(np.sum(np.where(bbm, dbeta[j].numpy() ** 2 / kstat, 0.0))))
+            if prior.any():
+                d["prior"] = float(np.sqrt(np.sum((row[prior] / m.prior_sigma[prior]) ** 2)))
+            d["total"] = float(np.sqrt(cov[p, p]))
+            glob[name] = d
+            glob_p[name] = {m.params[i]: float(row[i]) for i in range(m.nparams) if m.kinds[i] == NUIS}
+    return nom, glob, nom_p, glob_p
+
+
+def fit(model: Model, data: np.ndarray | Any | None = None, asimov: bool = False,
+        blind: Mapping[str, int] | None = None, impacts: bool = True, global_impacts: bool = True,
+        start: Mapping[str, float] | np.ndarray | None = None, seed: int | None = None,
+        fixed: Sequence[str] | None = None, full_cov: bool = True, tol: float = 1e-8,
+        max_iter: int = 100) -> FitResult:
+    """Maximum-likelihood fit of ``model``.
+
+    data: observed counts (array or hist; default the model's own); ``asimov=True`` fits the
+    expectation at the nominal parameters instead. blind: POI -> integer seed of a hidden offset.
+    start: dict or full vector of start values; with ``seed`` and no ``start`` a random start.
+    fixed: parameters held at their start values. full_cov=False keeps only the POI rows of the
+    covariance (faster; pulls and post-fit uncertainties then unavailable; impacts need it).
+    """
+    t0 = time.perf_counter()
+    lik = likelihood_for(model)
+    if asimov:
+        obs = model.expected()
+    elif data is None:
+        obs = model.data
+    else:
+        obs = np.asarray(data.values() if hasattr(data, "values") and hasattr(data, "axes") else data,
+                         np.float64).ravel()
+    lik.set_data(obs)
+    lik.set_global_obs()
+    x0 = _start(model, start, seed)
+    fixed_mask = np.zeros(model.nparams, bool)
+    for n in fixed or ():
+        fixed_mask[model.index(n)] = True
+    for b in blind or {}:
+        if model.kinds[model.index(b)] == NUIS:
+            raise ValueError(f"blind: {b!r} is a nuisance parameter; only POIs can be blinded")
+    t1 = time.perf_counter()
+    mr = minimize(lik, x0, fixed=fixed_mask, tol=tol, max_iter=max_iter)
+    t2 = time.perf_counter()
+    pois = [i for i in range(model.nparams) if model.kinds[i] != NUIS and not fixed_mask[i]]
+    cov = None
+    rows: dict[int, np.ndarray] = {}
+    nom = glob = nom_p = glob_p = {}
+    if mr.converged:
+        if full_cov or impacts or global_impacts:
+            cov = covariance(mr)
+        elif pois:
+            rows = dict(zip(pois, covariance_rows(mr, pois)))
+    t3 = time.perf_counter()
+    if mr.converged and (impacts or global_impacts):
+        nom, glob, nom_p, glob_p = _impacts(model, lik, mr, cov, pois, impacts, global_impacts)
+    t4 = time.perf_counter()
+    res = FitResult(
+        model=model, x=mr.x, cov=cov, nll=mr.nll, edm=mr.edm, converged=mr.converged, niter=mr.niter,
+        message=mr.message, data=obs, nominal=nom, global_=glob, nominal_params=nom_p,
+        global_params=glob_p, _lik=lik, _cov_rows=rows,
+        _offsets={b: blind_offset(model, b, s) for b, s in (blind or {}).items()},
+        timing={"setup_s": t1 - t0, "minimize_s": t2 - t1, "covariance_s": t3 - t2, "impacts_s": t4 - t3,
+                "total_s": t4 - t0},
+    )
+    return res
+
+
+def scan(model: Model, poi: str, values: Sequence[float], data: np.ndarray | None = None,
+         asimov: bool = False) -> dict[str, np.ndarray]:
+    """Profile-likelihood scan: 2 (NLL(poi = v, others profiled) - NLL_min) at each value.
+
+    Returns ``{"values", "dnll2", "best"}`` (unblinded; ``best`` is the global minimum).
+    """
+    best = fit(model, data=data, asimov=asimov, impacts=False, global_impacts=False, full_cov=False)
+    if not best.converged:
+        raise RuntimeError(f"scan: the global fit did not converge ({best.message})")
+    lik = likelihood_for(model)  # data already set by the global fit
+    ip = model.index(poi)
+    fixed = np.zeros(model.nparams, bool)
+    fixed[ip] = True
+    vals = np.asarray(values, np.float64)
+    order = np.argsort(np.abs(vals - best.x[ip]))  # warm starts walk outwards from the minimum
+    out = np.full(vals.size, np.nan)
+    x = best.x.copy()
+    for k in order:
+        xs = x.copy()
+        xs[ip] = vals[k]
+        mr = minimize(lik, xs, fixed=fixed)
+        if mr.converged:
+            out[k] = 2.0 * (mr.nll - best.nll)
+    return {"values": vals, "dnll2": out, "best": np.array([best.x[ip]])}
+
+
+def toys(model: Model, n: int, seed: int, poi: str | None = None,
+         truth: Mapping[str, float] | None = None, randomize_global: bool = True) -> dict[str, np.ndarray]:
+    """Frequentist pseudo-experiments: Poisson data around the expectation at ``truth`` and
+    (``randomize_global``) global observables theta0 ~ N(truth, 1), k beta0 ~ Poisson(k).
+
+    Each toy is fitted from the truth (warm start); returns values, errors and pulls
+    (value - truth) / error of ``poi`` (default: the first POI) and a converged mask.
+    """
+    lik = likelihood_for(model)
+    ip = model.index(poi) if poi is not None else int(np.flatnonzero(model.kinds != NUIS)[0])
+    xt = model.values_from(truth)
+    rng = np.random.default_rng(seed)
+    npb, _ = lik.yields(tf.constant(xt))
+    mu = npb.numpy().sum(0)
+    kstat, bbm = lik.kstat.numpy(), lik.bbmask.numpy()
+    cons = model.kinds == NUIS
+    vals, errs, conv = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    for t in range(n):
+        lik.set_data(rng.poisson(mu).astype(np.float64))
+        if randomize_global:
+            theta0 = np.where(cons, xt + rng.normal(size=model.nparams), 0.0)
+            beta0 = np.where(bbm, rng.poisson(np.where(bbm, kstat, 1.0)) / kstat, 1.0)
+            lik.set_global_obs(theta0, beta0)
+        else:
+            lik.set_global_obs(np.where(cons, xt, 0.0))
+        mr = minimize(lik, xt)
+        if mr.converged:
+            vals[t] = mr.x[ip]
+            errs[t] = np.sqrt(covariance_rows(mr, [ip])[0, ip])
+            conv[t] = True
+    lik.set_global_obs()
+    lik.set_data(model.data)
+    return {"values": vals, "errors": errs, "pulls": (vals - xt[ip]) / errs, "converged": conv,
+            "truth": np.array([xt[ip]])}

@@ -1,0 +1,155 @@
+"""Chapter 08 end to end: inputs, templates, the fits and the headline numbers.
+
+Inputs are the W skims of chapter 01 (``wmnb.engine`` ``read_skim(profile, "w", sample)``) and
+every correction published under ``results/<profile>/*/corrections`` (see
+:mod:`wmnb.mw.systematics` for how each kind enters).  The simulation's line shape (M0, Γ0) is
+read from the *simulation's* truth card (``nominal``); the data's card is never read here.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .systematics import PROCESSES, MwConfig
+from .templates import TemplateSet, build_templates, observed, with_data  # noqa: F401 (re-export)
+
+CHAPTER = "08_mw_fit"
+#: Injected shifts (MeV) of the Asimov mass-injection closure: 20 points in ±100 MeV.
+INJECTION_SHIFTS = tuple(float(x) for x in np.arange(-95.0, 96.0, 10.0))
+#: Paper numbers for the sensitivity table (PHYSICS.md).
+PAPER = {"n_w_data": 117e6, "stat_err": 2.4, "total_err": 9.9, "mw": 80360.2}
+
+
+def simulation_config(**overrides: Any) -> MwConfig:
+    """:class:`MwConfig` with the mass and width the simulation was generated with."""
+    from wmnb.universe.card import load_card
+
+    phys = load_card("nominal")["physics"]
+    return MwConfig(ref_mass_gev=phys["mw_mev"] * 1e-3, ref_width_gev=phys["gw_mev"] * 1e-3, **overrides)
+
+
+def _read_skim(profile: str, sample: str) -> dict[str, np.ndarray]:
+    try:
+        from wmnb.engine import read_skim
+    except ImportError:
+        from wmnb.engine.skims import read_skim
+    return read_skim(profile, "w", sample)
+
+
+def mc_lumi_scale(profile: str) -> float:
+    """Factor taking the skims' MC weights to the luminosity of the profile's data.
+
+    Chapter 01 normalises simulation to the full ``lumi_pb`` of the manifest, while the data of
+    a profile correspond to ``lumi_pb × events_scale``.  The skim's recorded ``norm`` tells which
+    convention a skim follows, so this keeps working if chapter 01 starts to fold the scale in.
+    """
+    from wmnb.engine import read_cutflow
+    from wmnb.engine.skims import load_manifest
+
+    man = load_manifest(profile)
+    scale = float(man.get("events_scale", 1.0))
+    info = man["mc"]["wplus_munu"]
+    norm = float(read_cutflow(profile, "w", "wplus_munu")["norm"])
+    full = float(info["xsec_pb"]) * float(man["lumi_pb"]) / float(info["sumw"])
+    if np.isclose(norm, full, rtol=1e-3):
+        return scale
+    if np.isclose(norm, full * scale, rtol=1e-3):
+        return 1.0
+    raise ValueError(f"profile {profile!r}: the W skim's MC norm {norm} matches neither xsec*lumi/sumw = {full} "
+                     f"nor that times events_scale = {full * scale}; check chapters 00/01")
+
+
+def load_templates(profile: str, config: MwConfig | None = None, corrections: Sequence[Any] | None = None,
+                   mass_shifts_mev: Sequence[float] = INJECTION_SHIFTS,
+                   data_samples: Sequence[str] = ("data", "closure")) -> tuple[TemplateSet, dict[str, np.ndarray]]:
+    """Templates of the fit for ``profile`` (observed = the first of ``data_samples``) and the
+    observed histogram of every data sample (``"data"``: default universe, ``"closure"``: data
+    with the simulation's detector)."""
+    from wmnb.corrections import discover
+
+    config = config or simulation_config()
+    if corrections is None:
+        corrections = discover(profile, exclude_chapters=(CHAPTER,))
+    observed_hists = {d: observed(_read_skim(profile, d), corrections) for d in data_samples}
+    lumi_scale = mc_lumi_scale(profile)
+    samples = {}
+    for s in PROCESSES:
+        cols = _read_skim(profile, s)
+        cols["weight"] = cols["weight"] * lumi_scale
+        samples[s] = cols
+    ts = build_templates(samples, observed_hists[data_samples[0]], config, corrections, mass_shifts_mev)
+    return ts, observed_hists
+
+
+def save_templates(path: Any, ts: TemplateSet, observed_hists: dict[str, np.ndarray], attrs: dict | None = None):
+    """Write the nominal templates, the ±100 MeV signal templates and the data to HDF5."""
+    from wmnb.histio import save_hists
+
+    from .binning import to_hist
+
+    hists = {f"data_{k}": to_hist(v, v) for k, v in observed_hists.items()}
+    for name, p in ts.processes.items():
+        hists[name] = to_hist(p.nominal, p.sumw2)
+    for name in ts.signal:
+        hists[f"{name}_massUp"] = to_hist(ts.mass_up[name])
+        hists[f"{name}_massDown"] = to_hist(ts.mass_down[name])
+    return save_hists(path, hists, attrs=attrs or {})
+
+
+def sensitivity_table(stat_err: float, n_data: float, expected_total: float,
+                      observed_total: float) -> list[dict[str, Any]]:
+    """This universe's sensitivity next to the paper's (MeV)."""
+    scale = np.sqrt(n_data / PAPER["n_w_data"])
+    return [
+        {"quantity": "selected W data events", "this book": n_data, "paper": PAPER["n_w_data"]},
+        {"quantity": "data-statistics uncertainty", "this book": stat_err, "paper": None},
+        {"quantity": "data-statistics uncertainty scaled to 117 M", "this book": stat_err * scale,
+         "paper": PAPER["stat_err"]},
+        {"quantity": "expected total uncertainty (Asimov)", "this book": expected_total, "paper": None},
+        {"quantity": "observed total uncertainty", "this book": observed_total, "paper": PAPER["total_err"]},
+    ]
+
+
+#: Paper impacts (nominal, global) in MeV by group (PHYSICS.md), for the tables.
+PAPER_IMPACTS = {
+    "muonScale": (4.8, 4.4), "muonEfficiency": (3.0, 2.3), "angularCoeffs": (3.3, 3.0), "EW": (2.0, 1.9),
+    "pTV": (2.0, 0.8), "pdf": (4.4, 2.8), "nonprompt": (3.2, 1.7), "lumi": (0.1, 0.1),
+    "binByBinStat": (1.5, 3.8), "stat": (2.4, 6.0), "total": (9.9, 9.9),
+}
+
+
+def impact_table(nominal: dict[str, float] | None, global_: dict[str, float] | None) -> str:
+    """Markdown table of group impacts on m_W (MeV) next to the paper's."""
+    nominal, global_ = nominal or {}, global_ or {}
+    groups = sorted(set(nominal) | set(global_) | set(PAPER_IMPACTS),
+                    key=lambda g: (g in ("stat", "total"), g == "total", g))
+    fmt = lambda d, g: f"{d[g]:.2f}" if g in d else "–"
+    lines = ["| group | nominal | global | paper nominal | paper global |", "|---|---|---|---|---|"]
+    for g in groups:
+        pn, pg = PAPER_IMPACTS.get(g, (None, None))
+        lines.append(f"| {g} | {fmt(nominal, g)} | {fmt(global_, g)} | {pn if pn is not None else '–'} | "
+                     f"{pg if pg is not None else '–'} |")
+    return "\n".join(lines)
+
+
+def cross_check_rows(results: dict[str, Any], nominal: Any) -> list[dict[str, Any]]:
+    """Rows (name, quantity, value, error in MeV; μ for the normalisation) of the cross-checks."""
+    from .fitting import difference
+
+    rows = []
+    for name, fit in results.items():
+        pois = [p for p in fit.values if p.startswith("mass")]
+        if len(pois) == 2:
+            diff, err = difference(fit, pois[0], pois[1])
+            rows.append({"check": name, "quantity": f"{pois[0]} − {pois[1]}", "value": diff, "error": err})
+        elif "norm_w" in fit.values:
+            rows.append({"check": name, "quantity": "W normalisation μ", "value": fit.values["norm_w"],
+                         "error": fit.errors["norm_w"]})
+            rows.append({"check": name, "quantity": "m_W shift vs nominal fit",
+                         "value": fit.values["mass"] - nominal.values["mass"], "error": fit.errors["mass"]})
+        else:
+            rows.append({"check": name, "quantity": "m_W shift vs nominal fit",
+                         "value": fit.values["mass"] - nominal.values["mass"], "error": fit.errors["mass"]})
+    return rows

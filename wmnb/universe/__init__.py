@@ -1,0 +1,13 @@
+"""Chapter 00: the synthetic CMS-2016-like universe.
+
+* :func:`load_card` -- validated truth cards (``nominal``, ``data``, ``closure`` or a path);
+* :func:`generate_universe` -- NanoAOD-like ROOT samples (simulation, data, closure) + manifest;
+* :func:`read_manifest` -- what was generated, with cross sections and sums of weights.
+"""
+from __future__ import annotations
+
+from .card import CardError, card_hash, load_card, validate_card
+from .generate import generate_universe, read_manifest, universe_settings
+
+__all__ = ["CardError", "card_hash", "generate_universe", "load_card", "read_manifest",
+           "universe_settings", "validate_card"]

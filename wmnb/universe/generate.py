@@ -1,0 +1,414 @@
+"""Generate a whole universe: simulation (nominal card), data (data card) and closure samples.
+
+Layout and manifest as in DEVELOPING.md ("The samples").  Work is split into jobs, one per
+output file (or per pair of data + closure files, which share the generated physics: the closure
+universe is the data card's physics seen through the nominal detector, so both are made from the
+same generator-level events, each with its own detector random stream).  Every job draws from
+its own ``np.random.SeedSequence`` keyed by (seed, sample set, process or stream, file, chunk),
+so results do not depend on the number of workers or on job order: same card + seed -> the same
+event content bit for bit.  Jobs run in a process pool; files are written to temporary names and
+renamed when complete, the ``samples/`` folder is swapped in whole and ``manifest.json`` is
+written last, so an interrupted generation never leaves anything that looks complete.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import multiprocessing as mp
+import os
+import shutil
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..artefacts import atomic_dir, read_json, write_json
+from ..paths import universe_dir
+from ..profiles import load_profile
+from .card import card_hash, load_card
+from .detector import simulate
+from .events import assemble, concatenate, n_events
+from .physics import BOSONS, theory_weights
+from .processes import GENERATORS
+from .writer import TreeWriter
+
+LUMI_PB = 16800.0
+MC_PROCESSES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson",
+                "qcd", "jpsi", "upsilon")
+STREAMS = {
+    "SingleMuon": ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson", "qcd"),
+    "MuOnia": ("jpsi", "upsilon", "dimuon_bkg"),
+}
+STREAM_TRIGGERS = {"SingleMuon": ("HLT_IsoMu24", "HLT_IsoTkMu24"),
+                   "MuOnia": ("HLT_Dimuon20_Jpsi", "HLT_Dimuon13_Upsilon")}
+# events_scale: fraction of the paper's luminosity-equivalent statistics (1 = 16.8/fb)
+# (at 1 the universe has the paper's 16.8/fb and selects ~151 M W-like events, ~25 % more than
+# CMS's 117 M because its acceptance is a bit larger; "full" matches the paper's 117 M)
+SCALES = {"smoke": 1.3e-4, "default": 0.01325, "full": 0.775}
+DEFAULTS = {
+    "smoke": {"mc_factor": 2.0, "mc_floor": 10000, "max_produced_per_file": 200_000, "chunk_size": 50_000},
+    "default": {"mc_factor": 2.0, "mc_floor": 50000, "max_produced_per_file": 1_000_000, "chunk_size": 100_000},
+    "full": {"mc_factor": 2.0, "mc_floor": 1_000_000, "max_produced_per_file": 2_000_000, "chunk_size": 200_000},
+}
+# simulation size relative to the expected data yield: 2x for the electroweak processes, 1x for
+# the multijet and quarkonium samples (their analyses are data-driven or use data/MC ratios)
+MC_FACTOR_SCALE = {"qcd": 0.5, "jpsi": 0.5, "upsilon": 0.5}
+SCHEMA_VERSION = 1
+
+
+def _seed(seed: int, *names: Any) -> np.random.SeedSequence:
+    """Independent, reproducible seed sequence for a named piece of work."""
+    key = tuple(zlib.crc32(str(n).encode()) for n in names)
+    return np.random.SeedSequence(int(seed), spawn_key=key)
+
+
+def _rng(seed: int, *names: Any) -> np.random.Generator:
+    return np.random.default_rng(_seed(seed, *names))
+
+
+def universe_settings(profile: str) -> dict[str, Any]:
+    """Generation settings of a profile: ``params/<profile>.yaml`` chapters.00_universe, with
+    ``events_scale`` (``smoke``/``default``/``full`` or a number) resolved to a float."""
+    prof = load_profile(profile)
+    sec = dict(prof.get("chapters", {}).get("00_universe", {}) or {})
+    name = sec.get("events_scale", prof["name"])
+    if isinstance(name, str):
+        if name not in SCALES:
+            raise ValueError(f"profile {profile!r}: chapters.00_universe.events_scale = {name!r}; "
+                             f"use one of {sorted(SCALES)} or a number")
+        scale, base = SCALES[name], name
+    elif isinstance(name, (int, float)) and name > 0:
+        scale, base = float(name), "default"
+    else:
+        raise ValueError(f"profile {profile!r}: chapters.00_universe.events_scale must be a name or a positive number, got {name!r}")
+    out = dict(DEFAULTS[base])
+    for k in out:
+        if k in sec:
+            out[k] = type(out[k])(sec[k])
+    out.update({"events_scale": scale, "events_scale_name": str(name), "seed": int(prof["seed"]),
+                "workers": int(sec.get("workers", os.cpu_count() or 1)),
+                "compression": str(sec.get("compression", "zstd"))})
+    return out
+
+
+def _split(n: int, parts: int) -> list[int]:
+    base, extra = divmod(n, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+# ------------------------------------------------------------------ jobs
+
+def _event_ids(n: int, offset: int, is_data: bool, file_index: int) -> dict[str, np.ndarray]:
+    idx = np.arange(offset, offset + n, dtype=np.int64)
+    if is_data:
+        run = 273158 + 53 * file_index + idx // 25000
+        lumi = 1 + (idx // 250) % 100
+    else:
+        run = np.ones(n, dtype=np.int64)
+        lumi = 1 + idx // 1000
+    return {"run": run.astype(np.uint32), "luminosityBlock": lumi.astype(np.uint32),
+            "event": (np.uint64(file_index) * np.uint64(10**9) + idx.astype(np.uint64) + np.uint64(1))}
+
+
+def _weights(truth: Any, physics: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    n = truth.n
+    npdf = 1 + 2 * int(physics["pdf"]["n_eigen"])
+    scale, pdf = np.ones((n, 9)), np.ones((n, npdf))
+    th = truth.theory
+    for code, boson in enumerate(BOSONS):
+        rows = th["boson"] == code
+        if np.any(rows):
+            s, p = theory_weights(physics, boson, th["y"][rows], th["qt"][rows], th["cos"][rows], th["phi"][rows])
+            scale[rows], pdf[rows] = s, p
+    return scale, pdf
+
+
+def _with_ids(branches: dict[str, Any], ids: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {**ids, **branches}
+
+
+def run_mc_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Generate one simulation file."""
+    card, seed, p, k = job["card"], job["seed"], job["process"], job["index"]
+    phys, det = card["physics"], card["detector"]
+    w = TreeWriter(job["path"], job["compression"])
+    t_gen = t_write = 0.0
+    try:
+        written = 0
+        sizes = _split(job["n_produced"], max(1, math.ceil(job["n_produced"] / job["chunk_size"])))
+        for c, nc in enumerate(sizes):
+            t0 = time.perf_counter()
+            truth = GENERATORS[p](_rng(seed, "mc", p, k, c, "physics"), nc, phys)
+            truth = truth.select(truth.passed)
+            reco = simulate(truth, det, _rng(seed, "mc", p, k, c, "detector"), is_data=False)
+            br = assemble(truth, reco, np.ones(truth.n, dtype=bool), True, _weights(truth, phys))
+            br = _with_ids(br, _event_ids(truth.n, written, False, k))
+            t1 = time.perf_counter()
+            w.extend(br)
+            t_write += time.perf_counter() - t1
+            t_gen += t1 - t0
+            written += truth.n
+        n_prod = job["n_produced"]
+        runs = {"run": np.array([1], dtype=np.uint32), "genEventCount": np.array([n_prod], dtype=np.int64),
+                "genEventSumw": np.array([float(n_prod)]), "genEventSumw2": np.array([float(n_prod)])}
+        t1 = time.perf_counter()
+        w.close(runs, job["provenance"])
+        t_write += time.perf_counter() - t1
+    except BaseException:
+        w.abort()
+        raise
+    return {"kind": "mc", "process": p, "path": job["path"], "n_events": written, "n_produced": job["n_produced"],
+            "sumw": float(job["n_produced"]), "t_gen": t_gen, "t_write": t_write}
+
+
+def run_data_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Generate one data file of a stream, and the closure file made from the same physics."""
+    seed, stream, k = job["seed"], job["stream"], job["index"]
+    phys = job["physics"]
+    outs = job["outputs"]  # [(set, detector card section, path, set-specific seed name)]
+    writers = [TreeWriter(o["path"], job["compression"]) for o in outs]
+    trig = STREAM_TRIGGERS[stream]
+    t_gen = t_write = 0.0
+    written = [0] * len(outs)
+    try:
+        total = sum(job["counts"].values())
+        n_chunks = max(1, math.ceil(total / job["chunk_size"]))
+        splits = {p: _split(n, n_chunks) for p, n in job["counts"].items()}
+        for c in range(n_chunks):
+            t0 = time.perf_counter()
+            truths = {}
+            for p in STREAMS[stream]:
+                nc = splits.get(p, [0] * n_chunks)[c]
+                if nc:
+                    t = GENERATORS[p](_rng(seed, job["physics_set"], stream, p, k, c, "physics"), nc, phys)
+                    truths[p] = t.select(t.passed)
+            chunks_out = []
+            for o in outs:
+                parts = []
+                for p, t in truths.items():
+                    reco = simulate(t, o["detector"], _rng(seed, o["set"], stream, p, k, c, "detector"), is_data=True)
+                    sel = reco["keep"] & np.logical_or.reduce([reco["scalars"][h] for h in trig])
+                    parts.append(assemble(t, reco, sel, False))
+                m = sum(n_events(x) for x in parts)
+                perm = _rng(seed, o["set"], stream, k, c, "shuffle").permutation(m)
+                chunks_out.append(concatenate(parts, perm))
+            t1 = time.perf_counter()
+            t_gen += t1 - t0
+            for i, (wr, br) in enumerate(zip(writers, chunks_out)):
+                m = n_events(br)
+                wr.extend(_with_ids(br, _event_ids(m, written[i], True, k)))
+                written[i] += m
+            t_write += time.perf_counter() - t1
+        t1 = time.perf_counter()
+        for i, (wr, o) in enumerate(zip(writers, outs)):
+            runs = {"run": np.array([273158 + 53 * k], dtype=np.uint32),
+                    "genEventCount": np.array([written[i]], dtype=np.int64),
+                    "genEventSumw": np.array([float(written[i])]), "genEventSumw2": np.array([float(written[i])])}
+            wr.close(runs, o["provenance"])
+        t_write += time.perf_counter() - t1
+    except BaseException:
+        for wr in writers:
+            wr.abort()
+        raise
+    return {"kind": "data", "stream": stream, "outputs": [(o["set"], o["path"], written[i]) for i, o in enumerate(outs)],
+            "counts": job["counts"], "t_gen": t_gen, "t_write": t_write}
+
+
+def _run_job(job: dict[str, Any]) -> dict[str, Any]:
+    return run_mc_job(job) if job["kind"] == "mc" else run_data_job(job)
+
+
+# ------------------------------------------------------------------ planning
+
+def plan_jobs(settings: dict[str, Any], cards: dict[str, dict[str, Any]], hashes: dict[str, str],
+              root: Path, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All jobs of a universe (paths under ``root``) and the expected per-process yields."""
+    scale = settings["events_scale"]
+    maxf = settings["max_produced_per_file"]
+    common = {"seed": seed, "chunk_size": settings["chunk_size"], "compression": settings["compression"]}
+    jobs: list[dict[str, Any]] = []
+    nominal = cards["nominal"]
+    for p in MC_PROCESSES:
+        factor = settings["mc_factor"] * MC_FACTOR_SCALE.get(p, 1.0)
+        n = int(max(factor * nominal["physics"]["xsec_pb"][p] * LUMI_PB * scale, settings["mc_floor"]))
+        nf = max(1, math.ceil(n / maxf))
+        for k, nk in enumerate(_split(n, nf)):
+            path = root / "mc" / p / f"{p}_{k}.root"
+            jobs.append({**common, "kind": "mc", "process": p, "index": k, "n_produced": nk, "card": nominal,
+                         "path": str(path), "provenance": _prov("nominal", hashes, seed, p, k, "mc")})
+    # data: Poisson yields from the data card's cross sections
+    data_card = cards["data"]
+    yields = {}
+    for stream, procs in STREAMS.items():
+        for p in procs:
+            mu = data_card["physics"]["xsec_pb"][p] * LUMI_PB * scale
+            yields[p] = int(_rng(seed, "yield", p).poisson(mu))
+    share = cards["closure"]["physics"] == data_card["physics"]
+    sets = [("data", data_card)] + ([("closure", cards["closure"])])
+    for stream, procs in STREAMS.items():
+        total = sum(yields[p] for p in procs)
+        nf = max(1, math.ceil(total / maxf))
+        per_file = {p: _split(yields[p], nf) for p in procs}
+        for k in range(nf):
+            counts = {p: per_file[p][k] for p in procs}
+            groups = [sets] if share else [[s] for s in sets]
+            for group in groups:
+                outs = [{"set": s, "detector": c["detector"],
+                         "path": str(root / s / stream / f"{stream}_{k}.root"),
+                         "provenance": _prov(s, hashes, seed, stream, k, s)} for s, c in group]
+                jobs.append({**common, "kind": "data", "stream": stream, "index": k, "counts": counts,
+                             "physics": group[0][1]["physics"], "physics_set": group[0][0], "outputs": outs})
+    return jobs, {"data_produced": yields, "closure_shares_data_physics": share}
+
+
+def _prov(card: str, hashes: dict[str, str], seed: int, what: str, k: int, sample_set: str) -> dict[str, Any]:
+    return {"card": card, "card_sha256": hashes[card], "seed": seed, "file_index": k, "set": sample_set,
+            "process" if sample_set == "mc" else "stream": what, "wmnb_version": __version__,
+            "generator": "wmnb.universe"}
+
+
+def _job_size(job: dict[str, Any]) -> int:
+    return job["n_produced"] if job["kind"] == "mc" else 2 * sum(job["counts"].values())
+
+
+def generate_universe(profile: str, out: Path | str | None = None, seed: int | None = None,
+                      progress: bool = True, truth: str | os.PathLike = "data",
+                      workers: int | None = None) -> dict[str, Any]:
+    """Generate the mc + data + closure samples of ``profile`` into ``out`` (default
+    ``wmnb.paths.universe_dir(profile)``) and write ``manifest.json``; return the manifest.
+
+    ``truth`` is the data card (shipped name or path); the closure set uses its physics with the
+    nominal detector.  ``seed`` defaults to the profile's seed."""
+    t_start = time.perf_counter()
+    settings = universe_settings(profile)
+    seed = settings["seed"] if seed is None else int(seed)
+    out = Path(out) if out is not None else universe_dir(profile)
+    nominal = load_card("nominal")
+    data_card = load_card(truth)
+    closure = {**data_card, "name": "closure", "detector": nominal["detector"],
+               "description": f"closure: physics of {data_card['name']} with the nominal detector"}
+    if str(truth) == "data":
+        shipped = load_card("closure")
+        if shipped["physics"] == closure["physics"] and shipped["detector"] == closure["detector"]:
+            closure = shipped
+    cards = {"nominal": nominal, "data": data_card, "closure": closure}
+    hashes = {k: card_hash(v) for k, v in cards.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        manifest_path.unlink()  # the old manifest must not describe the new files
+    n_workers = max(1, int(workers if workers is not None else settings["workers"]))
+    with atomic_dir(out / "samples") as tmp:
+        jobs, info = plan_jobs(settings, cards, hashes, tmp, seed)
+        jobs.sort(key=_job_size, reverse=True)
+        results = _execute(jobs, n_workers, progress)
+        manifest = _manifest(profile, settings, seed, cards, hashes, results, info, tmp, out)
+    sizes = sum(f.stat().st_size for f in (out / "samples").rglob("*.root"))
+    wall = time.perf_counter() - t_start
+    n_total = sum(v["n_events"] for s in ("mc", "data", "closure") for v in manifest[s].values())
+    manifest["generation"].update({
+        "wall_s": round(wall, 2), "workers": n_workers, "size_mb": round(sizes / 1e6, 2),
+        "n_events_total": n_total, "events_per_s": round(n_total / wall, 1)})
+    write_json(manifest_path, manifest)
+    return manifest
+
+
+def _execute(jobs: list[dict[str, Any]], n_workers: int, progress: bool) -> list[dict[str, Any]]:
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(jobs), desc="universe files", unit="job")
+        except ImportError:  # pragma: no cover
+            bar = None
+    results: list[dict[str, Any]] = []
+    if n_workers == 1 or len(jobs) == 1:
+        for j in jobs:
+            results.append(_run_job(j))
+            if bar is not None:
+                bar.update(1)
+    else:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as ex:
+            futs = [ex.submit(_run_job, j) for j in jobs]
+            try:
+                for f in cf.as_completed(futs):
+                    results.append(f.result())
+                    if bar is not None:
+                        bar.update(1)
+            except BaseException:
+                for f in futs:
+                    f.cancel()
+                raise
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _manifest(profile: str, settings: dict[str, Any], seed: int, cards: dict[str, Any],
+              hashes: dict[str, str], results: list[dict[str, Any]], info: dict[str, Any],
+              tmp: Path, out: Path) -> dict[str, Any]:
+    def rel(path: str) -> str:
+        return str(Path("samples") / Path(path).relative_to(tmp))
+
+    mc: dict[str, Any] = {}
+    for p in MC_PROCESSES:
+        rs = sorted((r for r in results if r["kind"] == "mc" and r["process"] == p), key=lambda r: r["path"])
+        rs.sort(key=lambda r: int(Path(r["path"]).stem.rsplit("_", 1)[1]))
+        n_prod = sum(r["n_produced"] for r in rs)
+        n_ev = sum(r["n_events"] for r in rs)
+        mc[p] = {"files": [rel(r["path"]) for r in rs], "xsec_pb": cards["nominal"]["physics"]["xsec_pb"][p],
+                 "sumw": float(sum(r["sumw"] for r in rs)), "n_events": n_ev, "n_produced": n_prod,
+                 "filter_eff": n_ev / n_prod if n_prod else 0.0, "card": "nominal"}
+    sets: dict[str, Any] = {"data": {}, "closure": {}}
+    for r in results:
+        if r["kind"] != "data":
+            continue
+        for s, path, n in r["outputs"]:
+            entry = sets[s].setdefault(r["stream"], {"files": [], "n_events": 0, "card": s,
+                                                     "n_produced": {p: 0 for p in STREAMS[r["stream"]]}})
+            entry["files"].append(rel(path))
+            entry["n_events"] += n
+            for p, c in r["counts"].items():
+                entry["n_produced"][p] += c
+    for s in sets.values():
+        for e in s.values():
+            e["files"].sort(key=lambda f: int(Path(f).stem.rsplit("_", 1)[1]))
+    t_gen = sum(r["t_gen"] for r in results)
+    t_write = sum(r["t_write"] for r in results)
+    n_written = sum(v["n_events"] for v in mc.values()) + sum(e["n_events"] for s in sets.values() for e in s.values())
+    return {
+        "schema_version": SCHEMA_VERSION, "profile": profile, "lumi_pb": LUMI_PB,
+        "events_scale": settings["events_scale"], "events_scale_name": settings["events_scale_name"],
+        "seed": seed, "mc": mc, "data": sets["data"], "closure": sets["closure"], "cards": hashes,
+        "card_names": {k: v["name"] for k, v in cards.items()},
+        "closure_shares_data_physics": info["closure_shares_data_physics"],
+        "weight_rule": "genWeight * xsec_pb * lumi_pb / sumw (sumw counts every produced event, "
+                       "including those rejected by the generator filter)",
+        "generation": {"wmnb_version": __version__, "cpu_s_generate": round(t_gen, 2),
+                       "cpu_s_write": round(t_write, 2),
+                       "events_per_cpu_s_generate": round(n_written / t_gen, 1) if t_gen else None,
+                       "events_per_cpu_s_write": round(n_written / t_write, 1) if t_write else None},
+    }
+
+
+def read_manifest(profile: str, out: Path | str | None = None) -> dict[str, Any]:
+    """The manifest of a generated universe (``results/<profile>/00_universe/manifest.json``)."""
+    path = (Path(out) if out is not None else universe_dir(profile)) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no universe manifest at {path}: run "
+                                f"`wmnb generate --profile {profile}` or generate_universe({profile!r}) first")
+    return read_json(path)
+
+
+def sample_paths(manifest: dict[str, Any], sample_set: str, name: str, root: Path | str) -> list[Path]:
+    """Absolute paths of the files of ``manifest[sample_set][name]`` under the universe ``root``."""
+    return [Path(root) / f for f in manifest[sample_set][name]["files"]]
+
+
+def remove_universe(out: Path) -> None:  # pragma: no cover - convenience
+    """Delete a generated universe folder."""
+    shutil.rmtree(out, ignore_errors=True)
