@@ -239,3 +239,43 @@ def test_dask_equals_local(universe, tmp_path):
         assert sk_l[sel]["cutflow"] == sk_d[sel]["cutflow"]
         for k, v in sk_l[sel]["columns"].items():
             np.testing.assert_array_equal(v, sk_d[sel]["columns"][k])
+
+
+def test_chapter_helpers_on_toy_universe(universe):
+    from wmnb.engine import chapter as ch01
+
+    hists = ch01.control_histograms(PROFILE)
+    assert set(hists["w_mu_pt"]) == {"wplus_munu", "z_mumu", "data"}
+    assert set(hists["jpsi_mass"]) == {"jpsi", "data"}
+    # the N-1 W pT histogram equals a direct count with the other cuts
+    cols = read_skim(PROFILE, "w", "data")
+    sel = cols["veto_pass"] & (cols["mu_iso"] < 0.15) & (cols["mt"] > 40) & (cols["mu_pt"] >= 20) & (cols["mu_pt"] < 64)
+    assert hists["w_mu_pt"]["data"].sum().value == pytest.approx(sel.sum())
+    table = ch01.cutflow_table(PROFILE, "w")
+    assert table.splitlines()[0] == "| cut | wplus_munu | z_mumu | data |"
+    assert "final: mT>40" in table
+    head = ch01.headline(PROFILE)
+    w = read_skim(PROFILE, "w", "data")
+    from wmnb.engine import w_signal_mask
+    assert head["n_w_data"] == int(w_signal_mask(w).sum())
+    assert head["cutflow_w_data"]["all events"] == 3000
+
+
+def test_plotting_stack_ratio():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wmnb import plotting
+
+    ax = hist.axis.Regular(10, 0, 10, name="x")
+    rng = np.random.default_rng(1)
+    mk = lambda n: hist.Hist(ax, storage=hist.storage.Weight()).fill(rng.uniform(0, 10, n))  # noqa: E731
+    mc = plotting.group_processes({"wplus_munu": mk(500), "wminus_munu": mk(300), "z_mumu": mk(100)})
+    assert set(mc) == {"wmunu", "z_mumu"} and mc["wmunu"].sum().value == 800
+    fig, top, rax = plotting.stack_ratio(mc, mk(900), xlabel="x", logy=True)
+    assert rax.get_ylabel() == "Data / Sim." and top.get_yscale() == "log"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="1-D"):
+        plotting.stack_ratio({"a": hist.Hist(ax, hist.axis.Regular(2, 0, 1, name="y"))})

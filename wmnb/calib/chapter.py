@@ -5,7 +5,7 @@ function of its own so tests can drive it with toy samples.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from .binning import Binning4D, check_columns, quantile_pt_edges
 from .correction import MomentumCalibration, publish_correction, write_artefact
 from .massfit import MassFitConfig, MassFitResult, fit_bins
 from .paramfit import ParamFit, bin_moments, fit_parameters, pulls
-from .resolution import DataResolution, fit_data_resolution, measure_mc_resolution, resolution_moments
+from .resolution import fit_data_resolution, measure_mc_resolution, resolution_moments
 from .scale_model import ScaleParams, eta_edges
 from .uncertainty import (MZ_PDG, MZ_PDG_ERR, Variation, closure_chi2, closure_scale_factor,
                           eigen_variations, map_to_fine, project_calibration)
@@ -61,11 +61,19 @@ class Sample:
     mc: dict[str, np.ndarray]
 
 
-def load_inputs(profile: str) -> dict[str, Sample]:
-    """Read chapter 01's J/psi, Upsilon and Z dimuon skims (data and simulation)."""
+def load_inputs(profile: str, null_test: bool = True) -> dict[str, Sample]:
+    """Read chapter 01's J/psi, Upsilon and Z dimuon skims (data and simulation).
+
+    With ``null_test`` the J/psi skim of the ``closure`` stream (data generated with the
+    simulation's detector) is added as ``jpsi_null`` when it exists."""
     from ..engine import read_skim
+    from ..engine.skims import skim_path
 
     out = {}
+    if null_test and skim_path(profile, "jpsi", "closure").is_file():
+        d = read_skim(profile, "jpsi", "closure")
+        check_columns(d, "jpsi/closure")
+        out["jpsi_null"] = Sample(d, read_skim(profile, "jpsi", "jpsi"))
     for key, sel, mc in (("jpsi", "jpsi", "jpsi"), ("upsilon", "upsilon", "upsilon"), ("z", "z", "z_mumu")):
         d = read_skim(profile, sel, "data")
         m = read_skim(profile, sel, mc)
@@ -145,6 +153,21 @@ def truth_difference(edges: np.ndarray) -> ScaleParams | None:
     return diff if len(edges) == len(fine) else diff.rebinned(edges)
 
 
+def truth_resolution() -> dict[str, Any] | None:
+    """Resolution models of the nominal (simulation) and data truth cards (comparisons only)."""
+    try:
+        from ..universe import load_card
+    except ImportError:
+        return None
+    from .resolution import ResolutionModel
+
+    out = {}
+    for card, key in (("nominal", "simulation"), ("data", "data")):
+        r = load_card(card)["detector"]["resolution"]
+        out[key] = ResolutionModel(eta_edges(len(r["a"])), *(np.asarray(r[k], float) for k in "abcd"))
+    return out
+
+
 def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[str, Sample] | None = None,
         truth: ScaleParams | None | str = "cards", mz_truth: float | None = None,
         mc_mz: float | None = None, publish: bool = True) -> dict[str, Any]:
@@ -173,11 +196,21 @@ def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[st
     pf = jpsi.params
     if truth == "cards":
         truth = truth_difference(edges)
+        out["truth_resolution"] = truth_resolution()
     out["truth"] = truth
     if truth is not None:
         pu = pulls(pf, truth)
         out["pulls"] = pu
         out["pull_mean"], out["pull_width"] = float(np.mean(pu)), float(np.std(pu, ddof=1))
+
+    # null test: the "closure" stream has the simulation's detector, so its (A, e, M) must be zero
+    if "jpsi_null" in inputs:
+        null = scale_step(inputs["jpsi_null"], edges, cfg.n_pt, JPSI_WINDOW, True, cfg.min_data, cfg.min_mc,
+                          pt_edges=jpsi.binning.pt_edges)
+        det = null.params.determined
+        v = null.params.vector()[det]
+        out["null_test"] = null
+        out["null_chi2_ndf"] = float(v @ np.linalg.solve(null.params.cov[np.ix_(det, det)], v)) / max(int(det.sum()), 1)
 
     corr0 = MomentumCalibration(pf.params, [], None, seed=cfg.seed)
 
@@ -255,8 +288,7 @@ def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[st
     zs = inputs["z"]
     zdata = corrected(zs.data, corr, True, "data", "z")
     zmc = corrected(zs.mc, corr, False, "z_mumu", "z")
-    ws = corr.weights(zmc, SampleInfo("z_mumu", False, "z", ("mup", "mum")))
-    mz = fit_mz(zdata, zmc, mc_mz, ws.variations, ws.groups)
+    mz = fit_mz(zdata, zmc, mc_mz, corr.iter_variations(zmc, SampleInfo("z_mumu", False, "z", ("mup", "mum"))))
     out["mz"] = mz
     out["mz_truth"] = mz_truth
     out["mz_minus_truth"] = (mz.mz - mz_truth) * 1000
@@ -276,6 +308,7 @@ def headline(out: dict[str, Any]) -> dict[str, Any]:
         "n_params_determined": int(j.params.determined.sum()),
         "chi2_ndf_param_fit": j.params.chi2 / max(j.params.ndf, 1),
         "closure_chi2_ndf_z": out["closure_chi2_ndf_z"],
+        "null_test_chi2_ndf": out.get("null_chi2_ndf", float("nan")),
         "closure_chi2_ndf_z_A": out.get("closure_chi2_ndf_z_A", float("nan")),
         "closure_chi2_ndf_z_M": out.get("closure_chi2_ndf_z_M", float("nan")),
         "uncertainty_scale_factor": out["scale_factor"],

@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -119,18 +120,26 @@ class MomentumCalibration(Correction):
             s2 = s2 + np.maximum(self.resolution.extra_rel2(gen_pt, eta), 0.0)
         return s2
 
-    def weights(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> WeightSet:
-        """Per-event weight ratios of every scale variation (simulation only)."""
+    def iter_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo):
+        """Yield ``(name, group, up, down)`` weight factors one variation at a time (simulation
+        only), so callers can histogram hundreds of variations without holding them all."""
         if sample.is_data or not self.variations:
-            return WeightSet()
+            return
         n = len(np.asarray(columns[f"{sample.muon_prefixes[0]}_pt"]))
+        missing = [p for p in sample.muon_prefixes if f"{p}_gen_pt" not in columns]
+        if len(missing) == len(sample.muon_prefixes):
+            raise KeyError(f"{CORRECTION_NAME}: simulation sample {sample.name!r} (selection {sample.selection!r}) "
+                           f"has no generator pT for any muon ({[p + '_gen_pt' for p in missing]}); "
+                           "weight-based scale variations need it: chapter 01 must keep gen-matched pT")
+        if missing:
+            # e.g. a tag muon without generator columns: its response is not varied (recorded)
+            warnings.warn(f"{CORRECTION_NAME}: {sample.name}/{sample.selection}: no generator pT for "
+                          f"{missing}; their scale is not varied", stacklevel=2)
         per_muon = []
         for p in sample.muon_prefixes:
-            gkey = f"{p}_gen_pt"
-            if gkey not in columns:
-                raise KeyError(f"{CORRECTION_NAME}: simulation sample {sample.name!r} lacks {gkey!r}, needed "
-                               "for weight-based scale variations; chapter 01 must keep gen-matched pT")
-            gpt = np.asarray(columns[gkey], dtype=np.float64)
+            if f"{p}_gen_pt" not in columns:
+                continue
+            gpt = np.asarray(columns[f"{p}_gen_pt"], dtype=np.float64)
             pt = self._need(columns, f"{p}_pt", sample)
             eta = self._need(columns, f"{p}_eta", sample)
             q = self._charge(columns, p, n)
@@ -139,7 +148,6 @@ class MomentumCalibration(Correction):
             x = np.where(ok, gsafe / np.where(ok, pt, 1.0), 1.0)      # k_reco / k_gen
             inv_s2 = np.where(ok, 1.0 / self.response_sigma2(gsafe, eta), 0.0)
             per_muon.append((x, inv_s2, 1.0 / gsafe, q, eta_index(eta, self.params.edges)))
-        ws = WeightSet()
         for v in self.variations:
             log_up = np.zeros(n)
             log_dn = np.zeros(n)
@@ -149,9 +157,15 @@ class MomentumCalibration(Correction):
                 quad = 0.5 * D * D * inv_s2
                 log_up += lin - quad
                 log_dn += -lin - quad
-            ws.variations[f"{v.name}Up"] = np.exp(log_up)
-            ws.variations[f"{v.name}Down"] = np.exp(log_dn)
-            ws.groups[v.name] = v.group
+            yield v.name, v.group, np.exp(log_up), np.exp(log_dn)
+
+    def weights(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> WeightSet:
+        """Per-event weight ratios of every scale variation (simulation only)."""
+        ws = WeightSet()
+        for name, group, up, down in self.iter_variations(columns, sample):
+            ws.variations[f"{name}Up"] = up
+            ws.variations[f"{name}Down"] = down
+            ws.groups[name] = group
         return ws
 
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import ndtr
 
 _SQRT2PI = np.sqrt(2 * np.pi)
 PAR_NAMES = ("s", "v", "Ns", "Nb", "lam")
+MU_FLOOR = 1e-6  # expected events: floor of mu in the likelihood
 LAM_PRIOR = 5.0  # weak Gaussian prior width on the (dimensionless) background slope
 
 
@@ -135,7 +137,9 @@ class _Model:
         m = e * r + npad - j                      # (U_e - u_j) = (m - 0.5) * fd
         self.m_min = int(m.min())
         self.grid = (np.arange(self.m_min, int(m.max()) + 1) - 0.5) * self.fd   # [D]
-        self.gather = (m - self.m_min)            # [E, F]
+        self.gather = (m - self.m_min)            # [E, F] (reference; _conv uses a strided view)
+        assert self.m_min == npad - (F - 1)
+        self.r, self.n_edges = r, cfg.n_data + 1
         tot = templ.sum(axis=1, keepdims=True)
         self.T = templ / np.where(tot > 0, tot, 1.0)   # [B, F]
         self.x = np.linspace(-1, 1, 2 * cfg.n_data + 1)[1::2]
@@ -149,9 +153,13 @@ class _Model:
         return new
 
     def _conv(self, K: np.ndarray) -> np.ndarray:
-        """sum_j T[b, j] K[b, gather[e, j]] -> [B, E]."""
-        G = K[:, self.gather]                     # [B, E, F]
-        return np.matmul(G, self.T[:, :, None])[:, :, 0]
+        """sum_j T[b, j] K[b, gather[e, j]] -> [B, E].
+
+        gather[e, j] = e * r + (F - 1) - j, so row e is a reversed window of K starting at
+        e * r: a strided view (no copy) contracted with the reversed template."""
+        F = self.T.shape[1]
+        W = sliding_window_view(K, F, axis=1)[:, 0::self.r][:, : self.n_edges]
+        return np.einsum("bef,bf->be", W, self.T[:, ::-1])
 
     def __call__(self, p: np.ndarray, jac: bool = True):
         s, v, Ns, Nb, lam = (p[:, i] for i in range(5))
@@ -182,7 +190,7 @@ class _Model:
 
 
 def _nll(mu: np.ndarray, n: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    mu = np.maximum(mu, 1e-300)
+    mu = np.maximum(mu, MU_FLOOR)
     return (mu - n * np.log(mu)).sum(axis=1) + 0.5 * (lam / LAM_PRIOR) ** 2
 
 
@@ -201,7 +209,9 @@ def _info(J: np.ndarray, mu: np.ndarray, n: np.ndarray, lam: np.ndarray, backgro
     """Gradient and information matrix of the NLL.  ``observed``: use n/mu^2 instead of 1/mu,
     the exact Hessian for the linear yields, which makes the iteration converge quadratically
     where plain Fisher scoring crawls (yields trading against each other)."""
-    inv_mu = 1.0 / np.maximum(mu, 1e-300)
+    # a floor on the expectation: without background, template tails give mu ~ 0 in empty bins,
+    # where 1/mu would swamp the information matrix
+    inv_mu = 1.0 / np.maximum(mu, MU_FLOOR)
     g = np.matmul(((1 - n * inv_mu)[:, None, :]), J)[:, 0, :]
     w = n * inv_mu * inv_mu if observed else inv_mu
     I = np.matmul(np.swapaxes(J, 1, 2) * w[:, None, :], J)
@@ -344,7 +354,7 @@ def _fit_chunk(n: np.ndarray, templ: np.ndarray, cfg: MassFitConfig):
     fi = np.flatnonzero(free)
     cov[:, fi[:, None], fi[None, :]] = inv
     converged = np.isfinite(f) & np.isfinite(edm) & (edm < cfg.edm_max)
-    mu = np.maximum(mu, 1e-300)
+    mu = np.maximum(mu, MU_FLOOR)
     chi2 = ((n - mu) ** 2 / mu).sum(axis=1)
     return p, cov, f, chi2, converged, it, at_floor
 

@@ -8,6 +8,7 @@ statistical and calibration components are the fitter's nominal impacts.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,12 +53,13 @@ class MzResult:
 
 
 def fit_mz(data_cols: dict[str, np.ndarray], mc_cols: dict[str, np.ndarray], mc_mass: float,
-           variations: dict[str, np.ndarray] | None = None, groups: dict[str, str] | None = None,
+           variations: Iterable[tuple[str, str, np.ndarray, np.ndarray]] = (),
            min_mc: float = 1.0) -> MzResult:
     """Fit m_Z of corrected data with smeared simulation generated at ``mc_mass`` (GeV).
 
-    ``variations``: name -> per-event weight factor of the simulation (``<name>Up``/``Down``).
-    Bins with fewer than ``min_mc`` simulated events are dropped (recorded in ``n_bins``).
+    ``variations``: iterable of ``(name, group, up, down)`` per-event weight factors of the
+    simulation (e.g. ``MomentumCalibration.iter_variations``), consumed one at a time.
+    Bins with fewer than ``min_mc`` effective simulated events are dropped.
     """
     from ..fit import ModelBuilder, fit
 
@@ -82,17 +84,14 @@ def fit_mz(data_cols: dict[str, np.ndarray], mc_cols: dict[str, np.ndarray], mc_
     b.add_poi_shape("mass", "Z", up=up[keep] * scale, down=dn[keep] * scale, scale=DELTA_M * 1000)
     b.add_norm_poi("norm_Z", "Z")
     n_syst = 0
-    for name, factor in (variations or {}).items():
-        if not name.endswith("Up"):
-            continue
-        base = name[:-2]
-        hu, _ = histogram(mc_cols, w * factor)
-        hd, _ = histogram(mc_cols, w * variations[base + "Down"])
+    for base, group, f_up, f_dn in variations:
+        hu, _ = histogram(mc_cols, w * f_up)
+        hd, _ = histogram(mc_cols, w * f_dn)
         hu, hd = hu[keep], hd[keep]
         if np.all(np.abs(hu / nom[keep] - 1) < 1e-9):
             continue
         b.add_shape_systematic(base, "Z", up=np.maximum(hu, 1e-12) * scale, down=np.maximum(hd, 1e-12) * scale,
-                               group=(groups or {}).get(base, "muonScale"))
+                               group=group)
         n_syst += 1
     model = b.build()
     res = fit(model, global_impacts=False)
@@ -100,7 +99,10 @@ def fit_mz(data_cols: dict[str, np.ndarray], mc_cols: dict[str, np.ndarray], mc_
     imp = res.impacts_nominal("mass") if n_syst else {}
     calib = float(imp.get("muonScale", 0.0))
     stat = float(np.sqrt(max(err ** 2 - calib ** 2, 0.0)))
-    pre = np.asarray(model.expected())
-    post = np.asarray(res.postfit_yields.total)
+    # full (14 x 25) grids with zeros where bins were dropped, for plots
+    pre, post, dfull = np.zeros(len(nom)), np.zeros(len(nom)), np.zeros(len(nom))
+    pre[keep] = np.asarray(model.expected())
+    post[keep] = np.asarray(res.postfit_yields.total)
+    dfull[keep] = dat[keep]
     return MzResult(mz=mc_mass + DELTA_M * theta, err=DELTA_M * err, stat=DELTA_M * stat, calib=DELTA_M * calib,
-                    mc_mass=mc_mass, n_data=float(dat.sum()), n_syst=n_syst, data=dat[keep], prefit=pre, postfit=post)
+                    mc_mass=mc_mass, n_data=float(dat.sum()), n_syst=n_syst, data=dfull, prefit=pre, postfit=post)

@@ -22,7 +22,8 @@ def plot_parameters(out: dict[str, Any]):
     pf = out["jpsi"].params
     err = pf.errors()
     truth: ScaleParams | None = out.get("truth")
-    fig, axes = plt.subplots(1, 4, figsize=(24, 6))
+    fig, axes = plt.subplots(2, 2, figsize=(18, 13))
+    axes = axes.ravel()
     x = _centres(pf.params.edges)
     for ax, nm in zip(axes[:3], ("A", "e", "M")):
         label, f, unit = _UNITS[nm]
@@ -92,13 +93,12 @@ def plot_closure(out: dict[str, Any]):
                             step="post", color="gold", alpha=0.7, label="calib. stat.")
     axes[0].set_ylabel(r"$A'$ [$10^{-4}$]")
     axes[1].set_ylabel(r"$M'$ [GeV$^{-1}$ $10^{-5}$]")
-    for ax in axes:
+    for ax, nm in zip(axes, ("A", "M")):
         ax.axhline(0, color="k", lw=1)
         ax.set_xlabel(r"$\eta^\mu$")
-        ax.legend(fontsize=12, ncol=2)
+        ax.legend(fontsize=12, ncol=2, title_fontsize=13,
+                  title=f"Z closure $\\chi^2$/ndf = {out.get(f'closure_chi2_ndf_z_{nm}', np.nan):.2f}")
         cms_label(ax)
-    axes[0].set_title(f"Z closure $\\chi^2$/ndf = {out.get('closure_chi2_ndf_z_A', np.nan):.2f}", fontsize=14)
-    axes[1].set_title(f"Z closure $\\chi^2$/ndf = {out.get('closure_chi2_ndf_z_M', np.nan):.2f}", fontsize=14)
     fig.tight_layout()
     return fig
 
@@ -113,6 +113,13 @@ def plot_resolution(out: dict[str, Any]):
     for pt, ls in ((10.0, "-"), (40.0, "--")):
         ax.plot(x, np.sqrt(mc.rel2(np.full_like(x, pt), x)) * 100, "C0" + ls, label=f"simulation, $p_T$={pt:g} GeV")
         ax.plot(x, np.sqrt(dm.rel2(np.full_like(x, pt), x)) * 100, "C1" + ls, label=f"data, $p_T$={pt:g} GeV")
+    tr = out.get("truth_resolution")
+    if tr:
+        xf = np.linspace(-2.35, 2.35, 95)
+        for pt in (10.0, 40.0):
+            for key, col in (("simulation", "C0"), ("data", "C1")):
+                ax.plot(xf, np.sqrt(tr[key].rel2(np.full_like(xf, pt), xf)) * 100, color=col, ls=":", lw=1,
+                        label=f"truth ({key})" if pt == 10.0 else None)
     ax.set_xlabel(r"$\eta^\mu$")
     ax.set_ylabel(r"$\sigma_{p_T}/p_T$ [%]")
     ax.legend(fontsize=12)
@@ -137,7 +144,7 @@ def plot_mz(out: dict[str, Any]):
         ax.step(MASS_EDGES, np.r_[post, post[-1]], where="post", label="simulation, post-fit")
     ax.set_xlabel(r"$m_{\mu\mu}$ [GeV]")
     ax.set_ylabel("events / bin")
-    ax.set_title(f"$m_Z - m_Z^{{truth}}$ = {out['mz_minus_truth']:.1f} $\\pm$ {out['mz_err']:.1f} MeV", fontsize=14)
-    ax.legend(fontsize=12)
+    ax.legend(fontsize=12, title_fontsize=13,
+              title=f"$m_Z - m_Z^{{truth}}$ = {out['mz_minus_truth']:.1f} $\\pm$ {out['mz_err']:.1f} MeV")
     cms_label(ax)
     return fig

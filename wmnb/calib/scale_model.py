@@ -107,11 +107,12 @@ def apply_bias(pt: np.ndarray, eta: np.ndarray, charge: np.ndarray, params: Scal
 
 
 def correct_pt(pt: np.ndarray, eta: np.ndarray, charge: np.ndarray, params: ScaleParams,
-               n_iter: int = 2) -> np.ndarray:
+               n_iter: int = 6) -> np.ndarray:
     """Remove the bias ``params`` from measured ``pt`` (inverse of :func:`apply_bias`).
 
-    Solves k_meas = k (1 + delta(k)) for k by fixed-point iteration started at k_meas; two
-    iterations leave an error of order delta^3 (< 1e-9 for delta ~ 1e-3).
+    Solves k_meas = k (1 + delta(k)) for k by fixed-point iteration started at k_meas; each
+    iteration shrinks the error by ~|M pT + e k| (~1e-3 for realistic biases), so six
+    iterations are exact to < 1e-9 even for extreme biases (M pT ~ 0.03).
     """
     pt = np.asarray(pt, dtype=np.float64)
     k_meas = 1.0 / pt

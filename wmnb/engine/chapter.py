@@ -154,3 +154,10 @@ def headline(profile: str, sample: str = "data") -> dict[str, Any]:
         mc += float(w.sum())
     out["w_data_over_mc"] = out["n_w_data"] / mc if mc > 0 else float("nan")
     return out
+
+
+def data_lumi_fb(profile: str) -> float:
+    """Integrated luminosity (fb^-1) the profile's generated data correspond to."""
+    from .skims import skim_index
+
+    return float(skim_index(profile)["lumi_pb"]) / 1000.0

@@ -37,7 +37,7 @@ selection + histogramming directly on NanoAOD chunks with either executor.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hist
@@ -45,7 +45,7 @@ import numpy as np
 
 from ..corrections import Correction, SampleInfo, discover
 from .kinematics import pair, project, to_ptphi, to_xy, mt as _mt
-from .selections import SELECTIONS, abcd_region, final_mask, wlike_derived, ISO_MAX, F4
+from .selections import ISO_MAX, SELECTIONS, abcd_region, final_mask, wlike_derived
 
 MUON_PREFIXES = ("mu", "mu2", "mup", "mum", "tag", "probe")
 SYST_AXIS = "syst"
@@ -212,6 +212,13 @@ def derive(selection: str, cols: dict[str, np.ndarray]) -> None:
             cols[k] = np.asarray(cols[k])
 
 
+def derive_extras(selection: str, cols: dict[str, np.ndarray]) -> None:
+    """The derived columns that skims do not store (``iso_pass``, ``abcd_region`` for ``w``)."""
+    if selection == "w":
+        cols["iso_pass"] = (np.asarray(cols["mu_iso"]) < ISO_MAX)
+        cols["abcd_region"] = abcd_region(cols)
+
+
 def _apply_mask(cols: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
     n = mask.size
     return {k: (v[mask] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n else v)
@@ -272,7 +279,11 @@ def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
         if "muon" in c.kinds and c.applies_to(info):
             c.correct(cols, info)
             applied.append(c.name)
-    derive(selection, cols)
+    if applied or wlike_reversed:
+        derive(selection, cols)
+    else:
+        # nothing moved the muons: the stored derived columns are exact, only add the extras
+        derive_extras(selection, cols)
     if final_cuts == "default":
         mask = final_mask(selection, cols)
     elif final_cuts is None:
@@ -317,14 +328,21 @@ def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
 def corrected_columns(profile: str, selection: str, sample: str, *, corrections: Any = "discover",
                       final_cuts: Any = "default", variations: Any = None, wlike_reversed: bool = False,
                       exclude_chapters: tuple[str, ...] = (), columns: Sequence[str] | None = None,
-                      exclude: Sequence[str] = ()
+                      exclude: Sequence[str] | None = None
                       ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Load a skim (``columns`` / minus ``exclude``: see :func:`~wmnb.engine.skims.read_skim`) and
-    apply corrections, derived quantities, final cuts and weights (see :func:`process_columns`)."""
+    apply corrections, derived quantities, final cuts and weights (see :func:`process_columns`).
+
+    ``exclude=None`` (default) skips the large ``lhe_scale`` / ``lhe_pdf`` columns when nothing
+    can use them: no ``lhe_*`` variation preset, no callable variations and no weight correction."""
     from .skims import read_skim
 
-    cols = read_skim(profile, selection, sample, columns, exclude)
     corrs = _resolve_corrections(profile, corrections, exclude_chapters)
+    if exclude is None:
+        uses_lhe = (callable(variations) or any("weight" in c.kinds for c in corrs)
+                    or (variations is not None and any(str(v).startswith("lhe") for v in variations)))
+        exclude = () if uses_lhe else ("lhe_scale", "lhe_pdf")
+    cols = read_skim(profile, selection, sample, columns, exclude)
     return process_columns(selection, sample, cols, corrections=corrs, final_cuts=final_cuts,
                            variations=variations, wlike_reversed=wlike_reversed)
 
@@ -368,7 +386,7 @@ def _hist_task(task: tuple) -> hist.Hist:
 
     tree = open_tree(path)
     req, opt = selection_branches("z" if selection == "wlike" else selection, set(tree.keys()),
-                                  "genWeight" in tree.keys(), path)
+                                  "genWeight" in tree.keys(), path, lean=True)
     need_lhe = variations is not None and (callable(variations) or bool({"lhe_scale", "lhe_pdf"} & set(variations)))
     # only what the reconstructed-level histogram needs: no GenPart / GenV, LHE only for its variations
     opt = tuple(b for b in opt if not b.startswith(("GenPart_", "GenV_", "Pileup_"))

@@ -9,9 +9,19 @@ from __future__ import annotations
 import numpy as np
 
 
+_EVENT_INDEX_CACHE: list[tuple[np.ndarray, np.ndarray]] = []
+
+
 def event_index(offsets: np.ndarray) -> np.ndarray:
-    """Event number of every object."""
-    return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    """Event number of every object (memoised on the identity of ``offsets``, which the
+    selections never modify, because several cuts need it for the same collection)."""
+    for off, ev in _EVENT_INDEX_CACHE:
+        if off is offsets:
+            return ev
+    ev = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    _EVENT_INDEX_CACHE.insert(0, (offsets, ev))
+    del _EVENT_INDEX_CACHE[8:]
+    return ev
 
 
 def count(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -36,8 +46,10 @@ def argmax_masked(values: np.ndarray, mask: np.ndarray, offsets: np.ndarray) -> 
     best[nonempty] = np.maximum.reduceat(v, offsets[:-1][nonempty])
     ev = event_index(offsets)
     cand = np.flatnonzero(mask & (v == best[ev]))
-    events, first = np.unique(ev[cand], return_index=True)
-    out[events] = cand[first]
+    ev_c = ev[cand]                     # non-decreasing: keep the first candidate of each event
+    first = np.ones(ev_c.size, dtype=bool)
+    first[1:] = ev_c[1:] != ev_c[:-1]
+    out[ev_c[first]] = cand[first]
     return out
 
 

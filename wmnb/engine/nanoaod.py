@@ -79,7 +79,9 @@ class Collection:
 
     @property
     def event(self) -> np.ndarray:
-        return np.repeat(np.arange(self.n_events), self.counts)
+        from .jagged import event_index
+
+        return event_index(self.offsets)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.fields[name]
@@ -119,9 +121,32 @@ class Chunk:
         return arr.astype(dtype, copy=False) if dtype is not None else arr
 
 
+_TREE_CACHE: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
+
+
 def open_tree(path: str | os.PathLike, tree: str = TREE) -> Any:
-    """Open ``path`` and return its ``tree`` with clear errors for every way this can fail."""
+    """Open ``path`` and return its ``tree`` with clear errors for every way this can fail.
+
+    Trees are cached per process (keyed by path, size and modification time), because reading
+    the metadata of a NanoAOD tree costs as much as decompressing a chunk of a few branches."""
     path = str(path)
+    try:
+        st = os.stat(path)
+        stamp = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = None
+    cached = _TREE_CACHE.get((path, tree))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    t = _open_tree(path, tree)
+    if stamp is not None:
+        if len(_TREE_CACHE) > 64:
+            _TREE_CACHE.clear()
+        _TREE_CACHE[(path, tree)] = (stamp, t)
+    return t
+
+
+def _open_tree(path: str, tree: str) -> Any:
     if not Path(path).is_file():
         raise FileNotFoundError(f"NanoAOD file {path} does not exist: check the path (or run chapter 00 to generate the samples)")
     try:
@@ -274,26 +299,48 @@ def _check_finite(chunk: Chunk, policy: str) -> None:
         chunk.notes.append(f"{int(bad.sum())} event(s) with non-finite inputs dropped")
 
 
+LEAN_MUON_FIELDS = {
+    "w": ("triggerMatch", "svMatched"),
+    "z": ("triggerMatch", "svMatched"),
+    "wlike": ("triggerMatch", "svMatched"),
+    "jpsi": ("svMatched",),
+    "upsilon": ("svMatched",),
+    "tnp": ("triggerMatch", "svMatched", "tightId", "isGlobal", "isTracker", "isStandalone"),
+}
+
+
 def selection_branches(selection: str, available: set[str], is_mc: bool,
-                       path: str = "<input>") -> tuple[list[str], tuple[str, ...]]:
-    """(required, optional) branches a selection reads from a file with branches ``available``."""
+                       path: str = "<input>", lean: bool = False) -> tuple[list[str], tuple[str, ...]]:
+    """(required, optional) branches a selection reads from a file with branches ``available``.
+
+    ``lean=True``: only what reconstructed-level histograms need (no generator-level branches,
+    no run / pile-up bookkeeping; ``event`` only for the W-like parity)."""
     muon = [f"Muon_{f}" for f in MUON_REQUIRED]
-    muon_opt = tuple(f"Muon_{f}" for f in MUON_FIELDS if f not in MUON_REQUIRED)
     trig_obj = tuple(f"TrigObj_{f}" for f in TRIGOBJ_FIELDS)
-    muon = muon + ["run", "event"]
-    opt: tuple[str, ...] = muon_opt + trig_obj + ("luminosityBlock", "PV_npvs", "PV_npvsGood")
-    if is_mc:
-        opt += ("genWeight", "L1PreFiringWeight_Nom", "L1PreFiringWeight_Up", "L1PreFiringWeight_Dn",
-                "Pileup_nTrueInt") + GENV + tuple(f"GenPart_{f}" for f in GENPART_FIELDS)
+    if lean:
+        muon_opt = tuple(f"Muon_{f}" for f in LEAN_MUON_FIELDS.get(selection, ()))
+        if "Muon_triggerMatch" in available:
+            trig_obj = ()
+        muon = muon + (["event"] if selection in ("wlike", "z") else [])
+        opt: tuple[str, ...] = muon_opt + trig_obj
+        if is_mc:
+            opt += ("genWeight", "L1PreFiringWeight_Nom", "L1PreFiringWeight_Up", "L1PreFiringWeight_Dn")
     else:
-        opt += ("L1PreFiringWeight_Nom",)
+        muon_opt = tuple(f"Muon_{f}" for f in MUON_FIELDS if f not in MUON_REQUIRED)
+        muon = muon + ["run", "event"]
+        opt = muon_opt + trig_obj + ("luminosityBlock", "PV_npvs", "PV_npvsGood")
+        if is_mc:
+            opt += ("genWeight", "L1PreFiringWeight_Nom", "L1PreFiringWeight_Up", "L1PreFiringWeight_Dn",
+                    "Pileup_nTrueInt") + GENV + tuple(f"GenPart_{f}" for f in GENPART_FIELDS)
+        else:
+            opt += ("L1PreFiringWeight_Nom",)
     if selection in ("jpsi", "upsilon"):
         trig = JPSI_TRIGGERS if selection == "jpsi" else UPSILON_TRIGGERS
         req = muon
     else:
         trig = SINGLE_MUON_TRIGGERS
         req = muon + ["MET_pt", "MET_phi"]
-        opt += tuple(f"Electron_{f}" for f in ELECTRON_FIELDS)
+        opt += tuple(f"Electron_{f}" for f in ELECTRON_FIELDS if not (lean and f == "phi"))
         if selection in ("w", "z", "wlike") and is_mc:
             opt += ("LHEScaleWeight", "LHEPdfWeight")
     present = [t for t in trig if t in available]

@@ -80,7 +80,7 @@ Cutflow = dict[str, list[float]]   # cut name -> [events, sum of weights], in or
 
 
 def _cut(cf: Cutflow, name: str, mask: np.ndarray, weight: np.ndarray) -> None:
-    cf[name] = [int(np.count_nonzero(mask)), float(np.sum(weight[mask]))]
+    cf[name] = [int(np.count_nonzero(mask)), float(np.add.reduce(weight, where=mask))]
 
 
 def merge_cutflows(parts: list[Cutflow]) -> Cutflow:
@@ -180,9 +180,14 @@ def _weights(chunk: Chunk, norm: float) -> dict[str, np.ndarray]:
 
 
 def _ids(chunk: Chunk, sel: np.ndarray) -> dict[str, np.ndarray]:
-    out = {"event": chunk.get("event").astype(np.uint64)[sel], "run": chunk.get("run").astype(np.uint32)[sel]}
-    npv = chunk.get("PV_npvsGood") if chunk.has("PV_npvsGood") else chunk.get("PV_npvs", 0)
-    out["npv"] = npv.astype(np.int32)[sel]
+    # event / run are required branches of the skims; lean histogram reads may omit them (0)
+    n = int(np.count_nonzero(sel))
+    out = {}
+    for key, branch, dtype in (("event", "event", np.uint64), ("run", "run", np.uint32),
+                               ("npv", "PV_npvsGood", np.int32)):
+        if branch == "PV_npvsGood" and not chunk.has(branch):
+            branch = "PV_npvs"
+        out[key] = chunk.get(branch)[sel].astype(dtype) if chunk.has(branch) else np.zeros(n, dtype)
     return out
 
 
@@ -361,10 +366,10 @@ def select_w(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[st
     idx_s = idx[alive]
     cols = _muon_columns("mu", mu, idx_s, match)
     cols.pop("mu_trig")
-    met_pt = chunk.get("MET_pt").astype(np.float64)[alive]
-    met_phi = chunk.get("MET_phi").astype(np.float64)[alive]
+    met_pt = chunk.get("MET_pt")[alive].astype(F4)
+    met_phi = chunk.get("MET_phi")[alive].astype(F4)
     cols.update(w_recoil(cols["mu_pt"], cols["mu_phi"], met_pt, met_phi))
-    cols["met_pt"], cols["met_phi"] = met_pt.astype(F4), met_phi.astype(F4)
+    cols["met_pt"], cols["met_phi"] = met_pt, met_phi
     cols["veto_pass"] = veto[alive]
     cols["weight"] = w[alive]
     cols["prefire_up"], cols["prefire_dn"] = wts["prefire_up"][alive], wts["prefire_dn"][alive]
@@ -379,13 +384,18 @@ def select_w(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[st
 
 
 def w_recoil(mu_pt, mu_phi, met_pt, met_phi) -> dict[str, np.ndarray]:
-    """m_T and the recoil projections on the muon for a W candidate (float32 columns)."""
-    mx, my = to_xy(mu_pt, mu_phi)
-    ex, ey = to_xy(met_pt, met_phi)
-    ux, uy = -(ex + mx), -(ey + my)
-    para, perp = project(ux, uy, np.asarray(mu_phi, np.float64))
-    return {"mt": _mt(mu_pt, mu_phi, met_pt, met_phi).astype(F4), "ut_para": para.astype(F4),
-            "ut_perp": perp.astype(F4)}
+    """m_T and the recoil projections on the muon for a W candidate (float32 columns, computed
+    in float32 like the inputs: the skim stores float32 and the engine recomputes in float64
+    whenever a correction changes the muons)."""
+    mu_pt, mu_phi = np.asarray(mu_pt, F4), np.asarray(mu_phi, F4)
+    met_pt, met_phi = np.asarray(met_pt, F4), np.asarray(met_phi, F4)
+    dphi = mu_phi - met_phi
+    cd, sd = np.cos(dphi), np.sin(dphi)
+    # u = -(MET + mu); projections on the muon direction via the angle between MET and muon
+    para = -(met_pt * cd + mu_pt)
+    perp = met_pt * sd
+    mt = np.sqrt(np.maximum(2 * mu_pt * met_pt * (1 - cd), 0))
+    return {"mt": mt.astype(F4), "ut_para": para.astype(F4), "ut_perp": perp.astype(F4)}
 
 
 def _leading_pair(mu: Collection, good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

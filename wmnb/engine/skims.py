@@ -29,7 +29,7 @@ from ..artefacts import atomic_dir, atomic_path, read_json, write_json
 from ..paths import chapter_dir, universe_dir
 from .executors import run_tasks
 from .nanoaod import NanoAODError, load_chunk, open_tree, plan_chunks, selection_branches
-from .selections import ONIA_SELECTIONS, SELECTIONS, SINGLE_MUON_SELECTIONS, Cutflow, merge_cutflows, select
+from .selections import ONIA_SELECTIONS, SELECTIONS, Cutflow, merge_cutflows, select
 
 CHAPTER = "01_selection"
 SKIM_TREE = "Skim"
@@ -277,11 +277,12 @@ def make_skims(profile: str, *, executor: str = "local", scheduler: str | None =
     Returns ``{selection: {sample: {"n_rows", "cutflow", "notes", "size_bytes"}}}`` (also
     written to ``skims/index.json``).  The ``skims/`` directory is replaced atomically.
     """
-    plan = sample_plan(profile, manifest, selections=selections)
+    man = load_manifest(profile) if manifest is None else manifest
+    plan = sample_plan(profile, man, selections=selections)
     if not plan:
         raise ValueError(f"the universe manifest of profile {profile!r} lists no samples")
     index: dict[str, dict[str, Any]] = {s: {} for s in selections}
-    with contextlib_client(executor, scheduler) as client:
+    with _ClientScope(executor, scheduler) as client:
         with atomic_dir(skims_dir(profile)) as tmp:
             for item in plan:
                 res = run_selections(item["files"], item["selections"], norm=item["norm"], step=step,
@@ -299,11 +300,12 @@ def make_skims(profile: str, *, executor: str = "local", scheduler: str | None =
                     write_json(out.with_suffix(".cutflow.json"), doc)
                     index[sel][item["sample"]] = {"n_rows": n_rows, "cutflow": r["cutflow"], "notes": r["notes"],
                                                   "size_bytes": out.stat().st_size}
-            write_json(Path(tmp) / "index.json", {"profile": profile, "selections": index})
+            write_json(Path(tmp) / "index.json", {"profile": profile, "lumi_pb": effective_lumi_pb(man),
+                                                  "selections": index})
     return index
 
 
-class contextlib_client:
+class _ClientScope:
     """Open one Dask client for all samples of :func:`make_skims` (nothing for ``local``)."""
 
     def __init__(self, executor: str, scheduler: str | None) -> None:

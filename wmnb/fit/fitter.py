@@ -18,11 +18,14 @@ from .result import FitResult
 
 def likelihood_for(model: Model) -> Likelihood:
     """The (cached) TF likelihood of ``model``: graphs are traced once per model."""
-    lik = model.__dict__.get("_likelihood")
-    if lik is None:
-        lik = Likelihood(model)
-        model.__dict__["_likelihood"] = lik
-    return lik
+    # rebuild if the model was edited after the first fit (bb_scale, priors, templates)
+    key = (float(model.bb_scale), model.bb_mode, float(np.sum(model.nominal)), float(np.sum(model.sumw2)),
+           float(np.sum(model.k_val)), model.k_val.size, tuple(np.nan_to_num(model.prior_sigma, nan=-1.0)))
+    cached = model.__dict__.get("_likelihood")
+    if cached is None or cached[0] != key:
+        cached = (key, Likelihood(model))
+        model.__dict__["_likelihood"] = cached
+    return cached[1]
 
 
 def blind_offset(model: Model, name: str, seed: int) -> float:
@@ -85,29 +88,41 @@ def _impacts(model: Model, lik: Likelihood, mr: MinResult, cov: np.ndarray, pois
     nom, glob, nom_p, glob_p = {}, {}, {}, {}
     bb = lik.bb_on and bool(np.any(lik.bbmask.numpy()))
     poi_idx = np.array([i for i in range(m.nparams) if m.kinds[i] != NUIS and free[i]])
+    # per-bin terms and the sparse Jacobian dn/dx at the minimum (numpy/scipy from here on)
+    import scipy.sparse as sp
+
+    bt = {k: v.numpy() for k, v in lik.bin_terms(x).items()}
+    Ju = sp.csr_matrix((bt["jval"], (lik.J_idx[:, 0], lik.J_idx[:, 1])), shape=(lik.C, lik.B))
+    sel = sp.csr_matrix((bt["d1"], (m.rows_param, np.arange(lik.C))), shape=(m.nparams, lik.C))
+    Jx = (sel @ Ju).tocsr()  # [N, B]: dn_b / dx_i
     if nominal:
         H = mr.hess.numpy() if isinstance(mr.hess, tf.Tensor) else np.asarray(mr.hess)
-        # stat-only fits (every nuisance fixed): with beta profiled and with beta fixed at its
-        # fitted value. data stat = the latter; binByBinStat = the quadrature difference.
-        Hfix = lik.hessian_beta_fixed(x).numpy()
-        stat_cov = np.linalg.inv(Hfix[np.ix_(poi_idx, poi_idx)])
-        statbb_cov = np.linalg.inv(H[np.ix_(poi_idx, poi_idx)])
+        # stat-only fits (every nuisance fixed): with beta profiled (H's POI block) and with beta
+        # held at its fitted value (that block minus the profiling term J diag(f2 - f2_fixed) J^T).
+        # data stat = the latter; binByBinStat = the quadrature difference (rabbit's convention).
+        Jp = Jx[poi_idx].toarray()
+        hp = H[np.ix_(poi_idx, poi_idx)]
+        hfix = hp + (Jp * (bt["f2_fixed"] - bt["f2"])) @ Jp.T
+        stat_cov = np.linalg.inv(hfix)
+        statbb_cov = np.linalg.inv(hp)
+        sd = np.sqrt(np.maximum(np.diag(cov), 1e-300))
         for p in pois:
             name = m.params[p]
-            tot2 = cov[p, p]
-            d: dict[str, float] = {}
-            for grp, idx in groups.items():
-                d[grp] = _group_impact_nominal(H, cov, p, np.array(idx), free)
+            d: dict[str, float] = {grp: _group_impact_nominal(H, cov, p, np.array(idx), free)
+                                   for grp, idx in groups.items()}
             k = int(np.flatnonzero(poi_idx == p)[0])
             d["stat"] = float(np.sqrt(stat_cov[k, k]))
             d["binByBinStat"] = float(np.sqrt(max(statbb_cov[k, k] - stat_cov[k, k], 0.0))) if bb else 0.0
-            d["total"] = float(np.sqrt(tot2))
+            d["total"] = float(np.sqrt(cov[p, p]))
             nom[name] = d
-            sd = np.sqrt(np.maximum(np.diag(cov), 1e-300))
             nom_p[name] = {m.params[i]: float(cov[p, i] / sd[i]) for i in range(m.nparams) if m.kinds[i] == NUIS}
     if global_:
-        r = cov[:, pois]  # [N, npoi]: dx/dtheta0 = C (unit-width global observables)
-        dstat, dbeta = lik.global_responses(x, tf.constant(r))
+        # dPOI/d(global observable) = -C d2NLL/dx d(obs): theta0 -> C (unit widths); data and
+        # beta0 -> (J^T C_p) times the mixed per-bin derivatives from autodiff
+        r = cov[:, pois]  # [N, npoi]
+        jr = np.asarray(Jx.T @ r)  # [B, npoi]
+        dstat = jr * bt["f1d"][:, None]
+        dbeta = jr * bt["f1b0"][:, None]
         data = lik.data.numpy()
         kstat = lik.kstat.numpy()
         bbm = lik.bbmask.numpy()
@@ -116,8 +131,8 @@ def _impacts(model: Model, lik: Likelihood, mr: MinResult, cov: np.ndarray, pois
             name = m.params[p]
             row = cov[p]
             d = {grp: float(np.sqrt(np.sum(row[idx] ** 2))) for grp, idx in groups.items()}
-            d["stat"] = float(np.sqrt(np.sum(dstat[j].numpy() ** 2 * data)))
-            d["binByBinStat"] = float(np.sqrt(np.sum(np.where(bbm, dbeta[j].numpy() ** 2 / kstat, 0.0))))
+            d["stat"] = float(np.sqrt(np.sum(dstat[:, j] ** 2 * data)))
+            d["binByBinStat"] = float(np.sqrt(np.sum(np.where(bbm, dbeta[:, j] ** 2 / kstat, 0.0))))
             if prior.any():
                 d["prior"] = float(np.sqrt(np.sum((row[prior] / m.prior_sigma[prior]) ** 2)))
             d["total"] = float(np.sqrt(cov[p, p]))

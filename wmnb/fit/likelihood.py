@@ -98,6 +98,9 @@ class Likelihood:
         self.data = tf.Variable(np.asarray(m.data if data is None else data, np.float64), dtype=DT, trainable=False)
         self.theta0 = tf.Variable(np.zeros(N), dtype=DT, trainable=False)
         self.beta0 = tf.Variable(np.ones(B), dtype=DT, trainable=False)
+        self.compile = True
+        self._ncalls: dict[str, int] = {}
+        self._compiled: dict[str, object] = {}
 
     # ---------------------------------------------------------------- state
     def set_data(self, data: np.ndarray) -> None:
@@ -157,14 +160,66 @@ class Likelihood:
         return (tf.reduce_sum(self._bin_nll(n, self.data, self.beta0))
                 + 0.5 * tf.reduce_sum(self.cons_w * dx * dx) + 0.5 * tf.reduce_sum(self.prior_w * pc * pc))
 
-    # ---------------------------------------------------------------- public compiled functions
-    @tf.function(input_signature=[tf.TensorSpec([None], DT)], reduce_retracing=True)
-    def value(self, x: tf.Tensor) -> tf.Tensor:
+
+    # ---------------------------------------------------------------- eager first, compiled when reused
+    #: calls of a function run eagerly before it is traced with tf.function: one-off fits of big
+    #: models skip tracing (seconds), toys and scans reuse the traced graph
+    EAGER_CALLS = 2
+
+    def _run(self, name: str, *args: tf.Tensor):
+        n = self._ncalls.get(name, 0)
+        self._ncalls[name] = n + 1
+        impl = getattr(self, f"_{name}_impl")
+        if n < self.EAGER_CALLS or not self.compile:
+            return impl(*args)
+        fn = self._compiled.get(name)
+        if fn is None:
+            sig = [tf.TensorSpec([None], DT)] + ([tf.TensorSpec([None, None], DT)] if len(args) == 2 else [])
+            fn = self._compiled[name] = tf.function(impl, input_signature=sig, reduce_retracing=True)
+        return fn(*args)
+
+    def value(self, x: tf.Tensor):
+        """See ``_value_impl``."""
+        return self._run("value", x)
+
+    def value_and_grad(self, x: tf.Tensor):
+        """See ``_value_and_grad_impl``."""
+        return self._run("value_and_grad", x)
+
+    def value_grad_hess(self, x: tf.Tensor):
+        """See ``_value_grad_hess_impl``."""
+        return self._run("value_grad_hess", x)
+
+    def hessian_beta_fixed(self, x: tf.Tensor):
+        """See ``_hessian_beta_fixed_impl``."""
+        return self._run("hessian_beta_fixed", x)
+
+    def hessian_autodiff(self, x: tf.Tensor):
+        """See ``_hessian_autodiff_impl``."""
+        return self._run("hessian_autodiff", x)
+
+    def yields(self, x: tf.Tensor):
+        """See ``_yields_impl``."""
+        return self._run("yields", x)
+
+    def global_responses(self, x: tf.Tensor, r: tf.Tensor):
+        """See ``_global_responses_impl``."""
+        return self._run("global_responses", x, r)
+
+    def bin_terms(self, x: tf.Tensor):
+        """See ``_bin_terms_impl``."""
+        return self._run("bin_terms", x)
+
+    def jacobian_yields(self, x: tf.Tensor):
+        """See ``_jacobian_yields_impl``."""
+        return self._run("jacobian_yields", x)
+
+    # ---------------------------------------------------------------- implementations
+    def _value_impl(self, x: tf.Tensor) -> tf.Tensor:
         """NLL at ``x``."""
         return self._nll(x)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], DT)], reduce_retracing=True)
-    def value_and_grad(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _value_and_grad_impl(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as t:
             t.watch(x)
             f = self._nll(x)
@@ -219,8 +274,7 @@ class Likelihood:
             return h
         return h + tf.linalg.diag(self.cons_w + self.prior_w)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], DT)], reduce_retracing=True)
-    def value_grad_hess(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _value_grad_hess_impl(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """NLL, gradient (autodiff) and exact Hessian (structured chain rule) at ``x``."""
         with tf.GradientTape() as t:
             t.watch(x)
@@ -231,18 +285,16 @@ class Likelihood:
         der = self._bin_derivs(n)
         return f, g, self._assemble(x, npb, der["f1"], der["f2"])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], DT)], reduce_retracing=True)
-    def hessian_beta_fixed(self, x: tf.Tensor) -> tf.Tensor:
+    def _hessian_beta_fixed_impl(self, x: tf.Tensor) -> tf.Tensor:
         """Hessian with the BB-lite parameters held at their fitted values (not profiled)."""
         npb = self._npb(x)
         n = tf.reduce_sum(tf.reshape(npb, [self.P, self.B]), 0)
         der = self._bin_derivs(n)
         return self._assemble(x, npb, der["f1"], der["f2_fixed"])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], DT)], reduce_retracing=True)
-    def hessian_autodiff(self, x: tf.Tensor) -> tf.Tensor:
+    def _hessian_autodiff_impl(self, x: tf.Tensor) -> tf.Tensor:
         """Reference Hessian: ``tape.jacobian`` of the autodiff gradient (small models only)."""
-        with tf.GradientTape() as t2:
+        with tf.GradientTape(persistent=True) as t2:
             t2.watch(x)
             with tf.GradientTape() as t1:
                 t1.watch(x)
@@ -250,15 +302,12 @@ class Likelihood:
             g = t1.gradient(f, x)
         return t2.jacobian(g, x, experimental_use_pfor=False)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], DT)], reduce_retracing=True)
-    def yields(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _yields_impl(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Per-process yields [P, B] and the fitted BB-lite factors beta [B] at ``x``."""
         npb = tf.reshape(self._npb(x), [self.P, self.B])
         return npb, self._beta(tf.reduce_sum(npb, 0))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], DT), tf.TensorSpec([None, None], DT)],
-                 reduce_retracing=True)
-    def global_responses(self, x: tf.Tensor, r: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _global_responses_impl(self, x: tf.Tensor, r: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Data and beta0 responses of linear combinations ``r`` [N, m] of parameters.
 
         Returns ``dstat`` [m, B] = r^T H^-1-weighted derivatives d^2NLL/dx dd_b contracted with
@@ -276,8 +325,16 @@ class Likelihood:
         jr = tf.sparse.sparse_dense_matmul(J, ru, adjoint_a=True)  # [B, m]
         return tf.transpose(jr * der["f1d"][:, None]), tf.transpose(jr * der["f1b0"][:, None])
 
-    @tf.function(input_signature=[tf.TensorSpec([None], DT)], reduce_retracing=True)
-    def jacobian_yields(self, x: tf.Tensor) -> tf.Tensor:
+    def _bin_terms_impl(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Per-bin derivatives, the values of J (entries ``J_idx``) and phi' per row at ``x``."""
+        npb = self._npb(x)
+        n = tf.reduce_sum(tf.reshape(npb, [self.P, self.B]), 0)
+        der = self._bin_derivs(n)
+        der["jval"] = tf.math.unsorted_segment_sum(self.k_val * tf.gather(npb, self.k_col), self.jmap, self.nJ)
+        der["d1"] = self._dphi(x)[0]
+        return der
+
+    def _jacobian_yields_impl(self, x: tf.Tensor) -> tf.Tensor:
         """dense d n_b / d x [N, B] (for post-fit uncertainties; moderate sizes)."""
         npb = self._npb(x)
         d1, _ = self._dphi(x)

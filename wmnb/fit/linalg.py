@@ -63,5 +63,7 @@ def cho_inverse(L) -> np.ndarray:
     inv, info = lapack.dpotri(L, lower=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"potri failed (info={info})")
-    # potri fills the lower triangle only
-    return np.tril(inv) + np.tril(inv, -1).T
+    # potri fills the lower triangle only (the upper one is zero: potrf ran with clean=1)
+    full = inv + inv.T
+    full[np.diag_indices_from(full)] *= 0.5
+    return full

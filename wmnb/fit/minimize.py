@@ -70,6 +70,13 @@ def minimize(lik: Likelihood, x0: np.ndarray, fixed: np.ndarray | None = None, t
             if lam == 0.0:
                 edm = float(-0.5 * gf @ step)
                 if edm < tol:
+                    # free polish: the Newton step already solved for shrinks the remaining
+                    # distance quadratically; H (and the covariance) changes negligibly over it
+                    xt = x.copy()
+                    xt[fidx] += step
+                    ft = float(lik.value(tf.constant(xt)))
+                    if np.isfinite(ft) and ft <= f:
+                        x, f = xt, ft
                     return MinResult(x, f, g, H_t, L, free, edm, it, True, "converged")
             hs = (H @ step) if not linalg.on_gpu() else tf.linalg.matvec(H, tf.constant(step)).numpy()
             pred = float(gf @ step + 0.5 * step @ hs)

@@ -221,6 +221,8 @@ class Model:
         if missing:
             raise ValueError(f"{path} lacks arrays {missing}; expected the format of shared/bench/wmodel.py")
         logk = z["logk"]
+        if logk.ndim != 3:
+            raise ValueError(f"{path}: logk must be [systs, processes, bins], got shape {logk.shape}")
         S, P, B = logk.shape
         systs = [str(s) for s in z["systs"]]
         constrained = z["constrained"].astype(bool)
@@ -234,14 +236,15 @@ class Model:
         kinds = np.where(constrained[order], NUIS, POI_SHAPE).astype(np.int8)
         groups = ["POI" if k != NUIS else _default_group(n) for n, k in zip(params, kinds)]
         new_row = inv[row]
-        srt = np.lexsort((col, new_row))
+        # np.nonzero is row-major: already sorted unless the POIs had to move to the front
+        srt = slice(None) if np.array_equal(order, np.arange(S)) else np.lexsort((col, new_row))
         return cls(
             processes=[str(p) for p in z["processes"]], signal=np.array([str(p) == "W" for p in z["processes"]]),
             nominal=z["nominal"].astype(np.float64), sumw2=z["sumw2"].astype(np.float64),
             data=z["data"].astype(np.float64), params=params, kinds=kinds, groups=groups,
             rows_param=np.arange(S, dtype=np.int64), rows_tf=np.zeros(S, np.int8),
             k_row=new_row[srt].astype(np.int64), k_col=col[srt].astype(np.int64),
-            k_val=flat[row, col][srt].astype(np.float64),
+            k_val=np.asarray(flat[row, col], np.float64)[srt],
             prior_sigma=np.full(S, np.nan), bb_scale=bb_scale, attrs={"source": str(path)},
         )
 

@@ -34,7 +34,7 @@ class FitResult:
     niter: int
     message: str
     data: np.ndarray = field(repr=False)
-    timing: dict[str, float] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict, repr=False)
     nominal: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
     global_: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
     nominal_params: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import binning
 from .systematics import W_PRODUCTION
-from .templates import TemplateSet
+from .templates import TemplateSet, smoothed_mass_variation
 
 #: POI layouts: name -> list of (POI name, region of the bins where the POI moves the signal).
 POI_LAYOUTS: dict[str, list[tuple[str, str]]] = {
@@ -118,13 +118,14 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
         signal=ts.signal, mask=mask, bb_scale=cfg.bb_scale if mc_stat else 0.0,
         mass_step_mev=cfg.mass_step_mev,
     )
+    mass_up, mass_down = smoothed_mass_variation(ts, cfg.mass_eta_merge)
     for poi, poi_region in POI_LAYOUTS[pois]:
         sel = binning.region_mask(poi_region)
         spec.pois[poi] = {}
         for p in ts.signal:
             nom = ts.processes[p].nominal
-            up = np.where(sel, ts.mass_up[p], nom)[mask]
-            down = np.where(sel, ts.mass_down[p], nom)[mask]
+            up = np.where(sel, mass_up[p], nom)[mask]
+            down = np.where(sel, mass_down[p], nom)[mask]
             if (sel & mask).any():
                 spec.pois[poi][p] = (up, down)
         if not spec.pois[poi]:

@@ -69,6 +69,7 @@ class MwConfig:
     norm_kappas: Mapping[str, float] = field(default_factory=lambda: {
         "z_mumu": 1.03, "z_tautau": 1.03, "top": 1.06, "diboson": 1.16, "nonprompt": 1.30})
     bb_scale: float = 1.25
+    mass_eta_merge: int = 4             # eta bins over which the relative mass variation is averaged
     use_pdf: bool = True
     use_scales: bool = True
 
@@ -114,11 +115,12 @@ def builtin_variations(cols: Mapping[str, np.ndarray], sample: str,
         yield Variation("widthW", "width",
                         mass_weights(m, m0, g0, m0, g0 + dg), mass_weights(m, m0, g0, m0, g0 - dg))
     if config.use_pdf and (sample in W_PRODUCTION or sample in Z_PRODUCTION) and "lhe_pdf" in cols:
-        pdf = np.asarray(cols["lhe_pdf"], dtype=np.float64)
+        pdf = np.asarray(cols["lhe_pdf"])          # kept in its stored precision (it is large)
         if pdf.ndim != 2 or pdf.shape[1] < 3 or pdf.shape[1] % 2 == 0:
             raise ValueError(f"sample {sample!r}: lhe_pdf must be [n, 1 + 2k] (central + Hessian pairs), "
                              f"got shape {pdf.shape}")
-        central = np.where(pdf[:, 0] != 0, pdf[:, 0], 1.0)
+        c0 = pdf[:, 0].astype(np.float64)
+        central = np.where(c0 != 0, c0, 1.0)
         for k in range((pdf.shape[1] - 1) // 2):
             yield Variation(f"pdf{k + 1}", "pdf", pdf[:, 1 + 2 * k] / central, pdf[:, 2 + 2 * k] / central)
     if config.use_scales and sample in W_PRODUCTION and "lhe_scale" in cols:

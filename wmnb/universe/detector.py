@@ -137,15 +137,17 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     iso_p = eff["isolation"]
     ux_t, uy_t = truth.had[:, 0:1], truth.had[:, 1:2]
     upar_true = ux_t * np.cos(phi_t) + uy_t * np.sin(phi_t)
+    leak = iso_p["recoil_leak"] * np.maximum(upar_true, 0.0) * rng.exponential(1.0, (n, K_RECO))
     cone = (rng.gamma(iso_p["ue_shape"], iso_p["ue_scale"], (n, K_RECO))
             + iso_p["pu_per_vertex"] * npv[:, None] * rng.gamma(2.0, 0.5, (n, K_RECO))
-            + iso_p["recoil_leak"] * np.maximum(upar_true, 0.0) * rng.exponential(1.0, (n, K_RECO))
-            + activity)
+            + leak + activity)
     iso = cone / pt_r
 
     # ---------------- single-muon trigger with trigger-level isolation
     tr = eff["trigger"]
-    iso_trig = iso * np.maximum(1.0 + tr["iso_smear"] * rng.standard_normal((n, K_RECO)), 0.0)
+    # HLT isolation: coarser (smeared) and without recoil subtraction, so it sees the recoil
+    # leaking into the cone twice as much: the trigger efficiency depends on u_par as well
+    iso_trig = (cone + 2.0 * leak) / pt_r * np.maximum(1.0 + tr["iso_smear"] * rng.standard_normal((n, K_RECO)), 0.0)
     p_trig = step_efficiency(tr, eta_t, charge) * ndtr((pt_r - tr["threshold"]) / tr["turnon_width"])
     trig_match = glob & (u() < p_trig) & (iso_trig < tr["iso_cut"]) & (np.abs(eta_r) < 2.4)
     hlt_isomu = np.any(trig_match, axis=1)

@@ -440,11 +440,11 @@ def _onium(rng: np.random.Generator, n: int, physics: dict[str, Any], masses: np
 
 
 def generate_jpsi(rng: np.random.Generator, n: int, physics: dict[str, Any]) -> Truth:
-    """Prompt J/psi -> mu mu with pT(J/psi) > 18 GeV (the Dimuon20_Jpsi trigger's region),
+    """Prompt J/psi -> mu mu with pT(J/psi) > 19.5 GeV (the Dimuon20_Jpsi trigger's region),
     isotropic decays."""
     qq = physics["quarkonia"]
     m = ph.sample_resonance(rng, n, qq["jpsi_mass_mev"] / 1000, qq["jpsi_width_mev"] / 1000)
-    return _onium(rng, n, physics, m, np.full(n, 443), qq["jpsi_pt0"], qq["jpsi_power"], 18.0, "jpsi")
+    return _onium(rng, n, physics, m, np.full(n, 443), qq["jpsi_pt0"], qq["jpsi_power"], 19.5, "jpsi")
 
 
 UPSILON_PDG = np.array([553, 100553, 200553])

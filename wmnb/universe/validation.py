@@ -15,6 +15,7 @@ import numpy as np
 import uproot
 
 from ..paths import universe_dir
+from . import kinematics as kin
 from .generate import read_manifest
 
 PAPER_SELECTED_W = 117e6
@@ -175,12 +176,12 @@ def dimuon_masses(root: Path, files: list[str], kind: str) -> dict[str, np.ndarr
         if kind != "z":
             ev = ev & (a.HLT_Dimuon20_Jpsi | a.HLT_Dimuon13_Upsilon)
         mu = mu[ev]
-        pt, eta, phi, q = (ak.to_numpy(mu[k][:, i]) for k in ("Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge") for i in (0, 1)) if False else (None, None, None, None)
         p0 = [ak.to_numpy(mu[k][:, 0]) for k in ("Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge")]
         p1 = [ak.to_numpy(mu[k][:, 1]) for k in ("Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge")]
         os_ = p0[3] != p1[3]
-        m2 = 2 * p0[0] * p1[0] * (np.cosh(p0[1] - p1[1]) - np.cos(p0[2] - p1[2]))
-        out["mass"].append(np.sqrt(np.maximum(m2, 0))[os_])
+        v = kin.massless_p4(p0[0], p0[1], p0[2], kin.MUON_MASS) + kin.massless_p4(p1[0], p1[1], p1[2], kin.MUON_MASS)
+        m = kin.mass(v)
+        out["mass"].append(m[os_])
         out["max_abs_eta"].append(np.maximum(np.abs(p0[1]), np.abs(p1[1]))[os_])
     return {k: np.concatenate(v) for k, v in out.items()}
 

@@ -1,0 +1,70 @@
+"""Chapter 02 end to end on toy samples: J/psi calibration, closure on Upsilon and Z, published
+correction and the dimuon m_Z recovery."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wmnb.calib.chapter import CalibConfig, headline, run
+from wmnb.calib.scale_model import eta_edges
+from wmnb.calib.toys import random_scale_params, toy_inputs
+
+MZ_MC = 91.1876
+MZ_DATA = MZ_MC + 0.040          # data generated 40 MeV above the simulation
+
+
+@pytest.fixture(scope="module")
+def toy_chapter(tmp_path_factory):
+    rng = np.random.default_rng(2016)
+    bias = random_scale_params(rng, eta_edges(12), A=3e-4, e=1e-3, M=4e-5)
+    inputs = toy_inputs(rng, bias, n_jpsi=250_000, n_z=120_000, n_upsilon=40_000, mz_data=MZ_DATA, mz_mc=MZ_MC)
+    cfg = CalibConfig(n_eta=12, n_pt=3, n_eta_closure=12, n_pt_closure=2, min_data=50, min_mc=50, seed=1)
+    out_dir = tmp_path_factory.mktemp("calib")
+    out = run("toy", out_dir, cfg, inputs=inputs, truth=bias, mz_truth=MZ_DATA, mc_mz=MZ_MC, publish=True)
+    return out, out_dir
+
+
+@pytest.mark.slow
+def test_chapter_headline_and_closure(toy_chapter):
+    out, out_dir = toy_chapter
+    h = headline(out)
+    for key in ("pull_mean", "pull_width", "n_fits", "n_failed_fits", "closure_chi2_ndf_z",
+                "mz_minus_truth", "mz_err", "mz_pull", "runtime_s"):
+        assert key in h and np.isfinite(h[key]), key
+    assert h["n_failed_fits"] <= 0.05 * h["n_fits"]
+    assert abs(h["pull_mean"]) < 0.5 and 0.6 < h["pull_width"] < 1.5
+    # the correction closes on Z and Upsilon: residuals compatible with zero
+    assert h["closure_chi2_ndf_z"] < 2.0
+    ups = out["closure"]["upsilon"].params
+    v = ups.vector()[ups.determined]
+    C = ups.cov[np.ix_(ups.determined, ups.determined)]
+    assert v @ np.linalg.solve(C, v) / len(v) < 2.5
+    # the correction is published next to its artefact
+    assert (out_dir / "corrections" / "muon_momentum_scale.json").is_file()
+
+
+@pytest.mark.slow
+def test_dimuon_mz_is_recovered(toy_chapter):
+    out, _ = toy_chapter
+    mz = out["mz"]
+    assert abs(out["mz_pull"]) < 3.0, (out["mz_minus_truth"], out["mz_err"])
+    # the 40 MeV offset between data and simulation is really measured, not assumed
+    assert abs((mz.mz - MZ_MC) * 1000 - 40.0) < 3 * out["mz_err"]
+    assert mz.err * 1000 < 20.0
+    assert mz.stat > 0 and mz.calib > 0
+
+
+def test_default_profile_summary_meets_the_issue_bounds():
+    """On the default profile (when it has been run) the J/psi calibration must reproduce the truth
+    card: pull mean within +-0.3 and width within 0.6-1.5, Z closure and m_Z consistent."""
+    from wmnb.artefacts import read_summary
+    from wmnb.paths import chapter_dir
+
+    d = chapter_dir("default", "02_calibration")
+    if not (d / "summary.json").is_file():
+        pytest.skip("chapter 02 has not been run on the default profile")
+    h = read_summary(d)["headline"]
+    assert abs(h["pull_mean"]) < 0.3 and 0.6 < h["pull_width"] < 1.5, h
+    assert h["n_failed_fits"] <= 0.05 * h["n_fits"]
+    assert h["closure_chi2_ndf_z"] < 2.0
+    assert abs(h["mz_pull"]) < 3.0

@@ -1,0 +1,195 @@
+"""Plots and tables of chapter 00 (the notebook only calls these)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uproot
+
+from . import physics as ph
+from .card import N_ETA, load_card
+from .validation import core_gaussian, dimuon_masses
+
+ETA_CENTRES = -2.35 + 0.1 * np.arange(N_ETA)
+
+KNOB_TABLE = [
+    ("physics.mw_mev, gw_mev", "W mass and width", "08 (m_W fit), 09 (helicity fit)"),
+    ("physics.mz_mev", "Z mass", "02 (dimuon m_Z), 07 (W-like m_Z)"),
+    ("physics.rapidity, physics.pdf", "boson rapidity, PDF-like eigenvectors (LHEPdfWeight)", "06 (theory), 08 (PDF nuisances)"),
+    ("physics.qt, physics.scales", "q_T spectrum (NP kT, CS kernel), muR/muF (LHEScaleWeight)", "06 (q_T^V, TNPs), 07 (Z validation)"),
+    ("physics.angular", "A0-A4 vs q_T, y, charge", "06 (A_i), 09 (helicity cross sections)"),
+    ("physics.nonprompt", "nonprompt iso-m_T correlation, SV flag", "05 (extended ABCD, 0.85 correction)"),
+    ("detector.momentum_scale.A, e, M", "curvature bias per eta", "02 (J/psi calibration, Z/Upsilon closure)"),
+    ("detector.resolution.a, b, c, d", "momentum resolution per eta", "02 (resolution from J/psi and Z)"),
+    ("detector.efficiency.*", "reco, tracking, ID, trigger, isolation vs pT, eta, q, u_par", "03 (tag and probe)"),
+    ("detector.recoil", "hadronic recoil response and resolution", "04 (recoil calibration)"),
+    ("detector.pileup", "pileup profile", "01 (pileup reweighting)"),
+    ("detector.prefiring", "L1 prefiring probability", "01/08 (prefiring weights)"),
+]
+
+
+def knob_table_markdown() -> str:
+    """Markdown table: which truth-card knob each chapter measures."""
+    lines = ["| card knob | what | measured in chapter |", "|---|---|---|"]
+    lines += [f"| `{a}` | {b} | {c} |" for a, b, c in KNOB_TABLE]
+    return "\n".join(lines)
+
+
+def process_table(manifest: dict[str, Any]) -> str:
+    """Markdown table of the simulated samples and data streams."""
+    lines = ["| sample | card | xsec (pb) | produced | written | filter eff. | files |", "|---|---|---|---|---|---|---|"]
+    for p, e in manifest["mc"].items():
+        lines.append(f"| mc/{p} | {e['card']} | {e['xsec_pb']:.4g} | {e['n_produced']:,} | {e['n_events']:,} | "
+                     f"{e['filter_eff']:.3f} | {len(e['files'])} |")
+    for s in ("data", "closure"):
+        for stream, e in manifest[s].items():
+            prod = sum(e["n_produced"].values())
+            lines.append(f"| {s}/{stream} | {e['card']} | - | {prod:,} | {e['n_events']:,} | {e['n_events'] / max(prod, 1):.3f} | {len(e['files'])} |")
+    return "\n".join(lines)
+
+
+def read_columns(root: Path, files: list[str], branches: list[str], max_events: int | None = None) -> dict[str, Any]:
+    """Branches of a sample (awkward arrays), optionally only the first ``max_events``."""
+    import awkward as ak
+
+    parts = []
+    n = 0
+    for f in files:
+        with uproot.open(Path(root) / f) as fh:
+            stop = None if max_events is None else max_events - n
+            a = fh["Events"].arrays(branches, entry_stop=stop, library="ak")
+        parts.append(a)
+        n += len(a)
+        if max_events is not None and n >= max_events:
+            break
+    return ak.concatenate(parts)
+
+
+def plot_truth_spectra(axes: Any, root: Path, manifest: dict[str, Any]) -> None:
+    """Generator-level q_T, rapidity and (muon) pT of W+, W- and Z (GenV branches)."""
+    labels = {"wplus_munu": r"W$^+\to\mu\nu$", "wminus_munu": r"W$^-\to\mu\nu$", "z_mumu": r"Z$\to\mu\mu$"}
+    for p, lab in labels.items():
+        a = read_columns(root, manifest["mc"][p]["files"], ["GenV_pt", "GenV_y"], 200_000)
+        axes[0].hist(np.asarray(a.GenV_pt), bins=60, range=(0, 60), histtype="step", density=True, label=lab)
+        axes[1].hist(np.asarray(a.GenV_y), bins=50, range=(-5, 5), histtype="step", density=True, label=lab)
+    axes[0].set_xlabel(r"generator $q_T$ (GeV)")
+    axes[1].set_xlabel("generator boson rapidity y")
+    for ax in axes[:2]:
+        ax.set_ylabel("normalised")
+        ax.legend(fontsize=12)
+    axes[1].text(0.03, 0.05, "note: events after the generator\nfilter (a muon in |eta|<2.4)", transform=axes[1].transAxes, fontsize=10)
+
+
+def angular_moments(root: Path, files: list[str], qt_edges: np.ndarray, max_events: int = 400_000) -> dict[str, np.ndarray]:
+    """A0..A4 measured from the generated Collins-Soper angles (moments of PHYSICS.md) in q_T
+    bins, with statistical errors."""
+    a = read_columns(root, files, ["GenV_pt", "GenV_y", "GenV_cosThetaCS", "GenV_phiCS"], max_events)
+    qt, y = np.asarray(a.GenV_pt), np.asarray(a.GenV_y)
+    c, f = np.asarray(a.GenV_cosThetaCS, dtype=float), np.asarray(a.GenV_phiCS, dtype=float)
+    s = np.sqrt(np.clip(1 - c * c, 0, 1))
+    sgn = np.sign(y)  # A1, A4 are odd in y: fold
+    obs = {"A0": (20 / 3 * 0.5 * (1 - 3 * c * c) + 2 / 3), "A1": 5 * 2 * s * c * np.cos(f) * sgn,
+           "A2": 20 * 0.5 * s * s * np.cos(2 * f), "A3": 4 * s * np.cos(f), "A4": 4 * c * sgn}
+    out: dict[str, np.ndarray] = {"qt": 0.5 * (qt_edges[1:] + qt_edges[:-1])}
+    idx = np.digitize(qt, qt_edges) - 1
+    for k, v in obs.items():
+        m = np.array([v[idx == i].mean() if np.any(idx == i) else np.nan for i in range(len(qt_edges) - 1)])
+        e = np.array([v[idx == i].std() / np.sqrt(max(np.sum(idx == i), 1)) for i in range(len(qt_edges) - 1)])
+        out[k], out[k + "_err"] = m, e
+    return out
+
+
+def plot_angular_coefficients(ax: Any, root: Path, manifest: dict[str, Any], process: str = "wplus_munu") -> None:
+    """Measured A_i vs q_T (points) against the card's functions averaged over y (lines)."""
+    edges = np.array([0, 2, 4, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 70, 100.0])
+    m = angular_moments(root, manifest["mc"][process]["files"], edges)
+    tp = ph.theory_point(load_card("nominal")["physics"], {"wplus_munu": "wplus", "wminus_munu": "wminus"}.get(process, "z"))
+    a = read_columns(root, manifest["mc"][process]["files"], ["GenV_y"], 100_000)
+    ys = np.asarray(a.GenV_y)
+    qq = np.linspace(0.5, 100, 100)
+    for i, k in enumerate(["A0", "A1", "A2", "A3", "A4"]):
+        ln = ax.errorbar(m["qt"], m[k], yerr=m[k + "_err"], fmt="o", ms=4, label=k)
+        coeff = np.array([ph.angular_coefficients(np.full(ys.size, q), ys, tp)[i] * (np.sign(ys) if i in (1, 4) else 1) for q in qq]).mean(axis=1)
+        ax.plot(qq, coeff, color=ln[0].get_color(), lw=1)
+    ax.set_xlabel(r"generator $q_T$ (GeV)")
+    ax.set_ylabel(r"$A_i$ (A1, A4 folded by sign(y))")
+    ax.legend(ncol=3, fontsize=12)
+
+
+def plot_mass_peaks(axes: Any, root: Path, manifest: dict[str, Any]) -> dict[str, float]:
+    """Reconstructed dimuon peaks in data and simulation (Z, J/psi, Upsilon), with the fitted
+    core widths; returns the numbers."""
+    res: dict[str, float] = {}
+    specs = [("z", "SingleMuon", "z_mumu", (70, 110), 91.19, 2.0), ("onia", "MuOnia", "jpsi", (2.8, 3.4), 3.097, 0.03),
+             ("onia", "MuOnia", "upsilon", (8.8, 10.8), 9.46, 0.08)]
+    for ax, (kind, stream, proc, rng, centre, width) in zip(axes, specs):
+        d = dimuon_masses(root, manifest["data"][stream]["files"], kind)
+        m = dimuon_masses(root, manifest["mc"][proc]["files"], kind)
+        hd, e = np.histogram(d["mass"], bins=80, range=rng)
+        hm, _ = np.histogram(m["mass"], bins=e)
+        x = 0.5 * (e[1:] + e[:-1])
+        ax.errorbar(x, hd, yerr=np.sqrt(hd), fmt="o", ms=3, color="k", label="data")
+        scale = hd.sum() / max(hm.sum(), 1)
+        ax.step(x, hm * scale, where="mid", label="simulation (norm.)")
+        ax.set_xlabel(r"$m_{\mu\mu}$ (GeV)")
+        ax.set_ylabel("events / bin")
+        for label, arr in (("data", d), ("mc", m)):
+            sel = (arr["mass"] > rng[0]) & (arr["mass"] < rng[1])
+            if kind == "z":
+                sel &= arr["max_abs_eta"] < 1.0
+            mu, sg = core_gaussian(arr["mass"][sel], centre, width)
+            res[f"{proc}_{label}_peak"] = mu
+            res[f"{proc}_{label}_core_sigma"] = sg
+        ax.legend(fontsize=11)
+    return res
+
+
+def plot_detector_knobs(axes: Any) -> None:
+    """A, e, M and the resolution at pT = 40 GeV per eta bin, data card vs nominal card."""
+    nom, dat = load_card("nominal")["detector"], load_card("data")["detector"]
+    for ax, knob, unit in zip(axes[:3], ("A", "e", "M"), ("", " (GeV)", r" (GeV$^{-1}$)")):
+        ax.step(ETA_CENTRES, nom["momentum_scale"][knob], where="mid", label="simulation (nominal)")
+        ax.step(ETA_CENTRES, dat["momentum_scale"][knob], where="mid", label="data (truth)")
+        ax.set_xlabel(r"$\eta$")
+        ax.set_ylabel(knob + unit)
+        ax.legend(fontsize=11)
+    from .detector import relative_resolution
+
+    pt = np.full(N_ETA, 40.0)
+    for lab, det in (("simulation", nom), ("data (truth)", dat)):
+        axes[3].step(ETA_CENTRES, 100 * relative_resolution(det, pt, ETA_CENTRES), where="mid", label=lab)
+    axes[3].set_xlabel(r"$\eta$")
+    axes[3].set_ylabel(r"$\sigma_{p_T}/p_T$ at 40 GeV (%)")
+    axes[3].legend(fontsize=11)
+
+
+def plot_efficiencies(ax: Any) -> None:
+    """Efficiency plateaus per step and eta (data card vs nominal), positive muons."""
+    nom, dat = load_card("nominal")["detector"]["efficiency"], load_card("data")["detector"]["efficiency"]
+    for step in ("reco", "tracking", "id", "trigger"):
+        l, = ax.step(ETA_CENTRES, np.asarray(nom[step]["plateau"]) * (1 + np.asarray(nom[step]["charge_asym"])), where="mid", label=f"{step} (sim)")
+        ax.step(ETA_CENTRES, np.asarray(dat[step]["plateau"]) * (1 + np.asarray(dat[step]["charge_asym"])), where="mid", ls="--", color=l.get_color(), label=f"{step} (data)")
+    ax.set_xlabel(r"$\eta$")
+    ax.set_ylabel(r"efficiency plateau ($\mu^+$)")
+    ax.legend(ncol=2, fontsize=10)
+
+
+def plot_w_observables(axes: Any, sel: dict[str, np.ndarray]) -> None:
+    """Selected-W muon pT (Jacobian peak), eta per charge and charge asymmetry."""
+    axes[0].hist(sel["pt"], bins=30, range=(26, 56), histtype="step", color="k")
+    axes[0].set_xlabel(r"muon $p_T$ (GeV)")
+    axes[0].set_ylabel("events / GeV")
+    e = np.linspace(-2.4, 2.4, 25)
+    hp, _ = np.histogram(sel["eta"][sel["charge"] > 0], bins=e)
+    hm, _ = np.histogram(sel["eta"][sel["charge"] < 0], bins=e)
+    x = 0.5 * (e[1:] + e[:-1])
+    axes[1].step(x, hp, where="mid", label=r"$\mu^+$")
+    axes[1].step(x, hm, where="mid", label=r"$\mu^-$")
+    axes[1].set_xlabel(r"muon $\eta$")
+    axes[1].set_ylabel("events")
+    axes[1].legend(fontsize=12)
+    tot = np.maximum(hp + hm, 1)
+    axes[2].errorbar(x, (hp - hm) / tot, yerr=np.sqrt(4 * hp * hm / tot**3), fmt="o", color="k")
+    axes[2].set_xlabel(r"muon $\eta$")
+    axes[2].set_ylabel("charge asymmetry")
