@@ -4,7 +4,7 @@ For each ``--neff`` (3 -> 900 parameters, 32 -> 3684) the model is generated onc
 ``shared/bench/wmodel.py`` (``.npz`` for wmnb, ``--rabbit`` HDF5 for rabbit-fit), then each tool
 runs in a fresh process doing fit + Hessian + nominal and global impacts:
 
-    wmnb fit MODEL.npz --json
+    wmnb fit MODEL.npz --json --signal-strength     (a free W normalisation, like rabbit-fit's default)
     rabbit_fit MODEL.hdf5 -o OUT -t 0 --unblind --doImpacts --globalImpacts
 
 Wall time and peak resident memory are measured around the whole process (a wrapper process
@@ -103,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     for neff in a.neff:
         npz, h5 = work / f"wmodel_neff{neff}.npz", work / f"wmodel_neff{neff}.hdf5"
         if not npz.is_file() or (use_rabbit and not h5.is_file()):
-            gen = [str(rpy if use_rabbit else sys.executable), str(wmodel), "--neff", str(neff), "--npz", str(npz)]
+            # wmodel.py writes the rabbit file relative to its working directory: pass bare names
+            gen = [str(rpy if use_rabbit else sys.executable), str(wmodel), "--neff", str(neff), "--npz", npz.name]
             if use_rabbit:
-                gen += ["--rabbit", str(h5)]
-            subprocess.run(gen, check=True, cwd=work, capture_output=True)
+                gen += ["--rabbit", h5.name]
+            g = subprocess.run(gen, cwd=work, capture_output=True, text=True)
+            if g.returncode != 0:
+                raise RuntimeError(f"model generation failed ({' '.join(gen)}):\n{g.stderr[-3000:]}")
         row: dict = {"neff": neff}
-        r = measured([sys.executable, "-m", "wmnb.cli", "fit", str(npz), "--json"])
+        # rabbit-fit adds a free signal strength for the signal process W (its default POIMode
+        # "mu"); --signal-strength gives wmnb the same model
+        r = measured([sys.executable, "-m", "wmnb.cli", "fit", str(npz), "--json", "--signal-strength"])
         if r["rc"] != 0:
             raise RuntimeError(f"wmnb fit failed:\n{r['stderr']}")
         j = last_json(r["stdout"])

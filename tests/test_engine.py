@@ -68,6 +68,8 @@ def test_fill_errors():
         fill({"x": np.zeros(3)}, ax, ["x"], np.ones(3), {"nominal": np.ones(3)})
     with pytest.raises(ValueError, match="shape"):
         fill({"x": np.zeros(3)}, ax, ["x"], np.ones(4))
+    with pytest.raises(ValueError, match="growth"):
+        fill({"x": np.zeros(3)}, [hist.axis.IntCategory([], growth=True, name="g")], ["x"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,3 +281,20 @@ def test_plotting_stack_ratio():
     plt.close(fig)
     with pytest.raises(ValueError, match="1-D"):
         plotting.stack_ratio({"a": hist.Hist(ax, hist.axis.Regular(2, 0, 1, name="y"))})
+
+
+def test_histogram_files_equals_skim_path(universe):
+    """The lean direct path (chunked, fewer branches) equals selection + processing + fill."""
+    from wmnb.engine import process_columns
+
+    f = str(universe["files"]["wplus_munu"])
+    axes = [hist.axis.Regular(30, 26, 56, name="pt"), hist.axis.Regular(48, -2.4, 2.4, name="eta"),
+            hist.axis.IntCategory([-1, 1], name="charge")]
+    fields = ["mu_pt", "mu_eta", "mu_charge"]
+    h1 = histogram_files([f], "w", axes, fields, variations=["prefire", "lhe_scale"], step=700, progress=False)
+    cols = run_selections([f], ["w"], progress=False)["w"]["columns"]
+    c, w, v, _ = process_columns("w", "mc", cols, variations=["prefire", "lhe_scale"])
+    h2 = fill(c, axes, fields, w, v)
+    assert list(h1.axes["syst"]) == list(h2.axes["syst"]) and h1.axes["syst"].size == 11
+    np.testing.assert_allclose(h1.view(flow=True)["value"], h2.view(flow=True)["value"], rtol=1e-12, atol=1e-12)
+    assert h1[..., "nominal"].sum().value > 100

@@ -136,3 +136,13 @@ def test_card_hash_ignores_formatting(tmp_path):
     f = tmp_path / "same.yaml"
     f.write_text(yaml.safe_dump(c, default_flow_style=True))
     assert card_hash(load_card(f)) == card_hash(c)
+
+
+def test_every_field_is_documented_in_the_book_page():
+    from wmnb.paths import project_root
+
+    page = (project_root() / "book" / "universe-format.md").read_text()
+    missing = [p for p in FIELDS if f"`{p}`" not in page]
+    assert not missing, f"fields missing from book/universe-format.md: {missing}"
+    for path, f in FIELDS.items():
+        assert f.doc, path

@@ -115,7 +115,7 @@ def stack_ratio(mc: Mapping[str, Any], data: Any = None, *, xlabel: str = "", yl
         # leave room for the legend above the highest bin
         ax.set_ylim(bottom, (top if top > 0 else 1) * (top / bottom) ** 0.6 if top > bottom else 10 * bottom)
     else:
-        ax.set_ylim(0, 1.45 * top if top > 0 else 1)
+        ax.set_ylim(0, 1.7 * top if top > 0 else 1)
     ax.set_xlim(edges[0], edges[-1])
     ax.legend(ncol=2, fontsize="small", loc="upper right")
     cms_label(ax, data=data is not None, lumi=lumi)

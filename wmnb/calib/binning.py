@@ -44,10 +44,21 @@ def quantile_pt_edges(pt: np.ndarray, n_bins: int, pt_min: float | None = None,
 
 @dataclass(frozen=True)
 class Binning4D:
-    """(eta+, pT+, eta-, pT-) bins; flat id = ((ie+ * npt + ip+) * neta + ie-) * npt + ip-."""
+    """(eta+, pT+, eta-, pT-) bins; flat id = ((ie+ * npt + ip+) * neta + ie-) * npt + ip-.
+
+    ``mode="ratio"`` replaces the pT bins by the sign of pT+ - pT- (ip+ = [pT+ >= pT-], ip- = 0):
+    for a broad resonance (Z) pT edges near m/2 select different parts of the line shape when
+    data and simulation scales differ (bin migration biases the fitted scale), whereas the
+    ordering of the two pT's is insensitive to a common scale and still separates the
+    charge-dependent M' term (which enters as M' (pT+ - pT-))."""
 
     eta_edges: np.ndarray
     pt_edges: np.ndarray
+    mode: str = "pt"
+
+    @classmethod
+    def ratio(cls, eta_edges: np.ndarray) -> "Binning4D":
+        return cls(np.asarray(eta_edges, float), np.array([0.0, 1.0, 2.0]), "ratio")
 
     @property
     def n_eta(self) -> int:
@@ -68,12 +79,16 @@ class Binning4D:
         for p in ("mup", "mum"):
             pt = np.asarray(cols[f"{p}_pt"], dtype=np.float64)
             eta = np.asarray(cols[f"{p}_eta"], dtype=np.float64)
-            ok &= (pt >= self.pt_edges[0]) & (pt < self.pt_edges[-1])
-            ok &= (eta >= self.eta_edges[0]) & (eta < self.eta_edges[-1])
+            if self.mode == "pt":
+                ok &= (pt >= self.pt_edges[0]) & (pt < self.pt_edges[-1])
+            ok &= (eta >= self.eta_edges[0]) & (eta < self.eta_edges[-1]) & np.isfinite(pt) & (pt > 0)
             ie = eta_index(eta, self.eta_edges)
             ip = np.clip(np.searchsorted(self.pt_edges, pt, side="right") - 1, 0, self.n_pt - 1)
             ids.append((ie, ip))
         (ep, pp), (em, pm) = ids
+        if self.mode == "ratio":
+            pp = (np.asarray(cols["mup_pt"], float) >= np.asarray(cols["mum_pt"], float)).astype(np.int64)
+            pm = np.zeros_like(pp)
         flat = ((ep * self.n_pt + pp) * self.n_eta + em) * self.n_pt + pm
         return np.where(ok, flat, -1)
 
@@ -82,4 +97,4 @@ class Binning4D:
         return np.unravel_index(np.asarray(flat), (self.n_eta, self.n_pt, self.n_eta, self.n_pt))
 
     def to_dict(self) -> dict:
-        return {"eta_edges": self.eta_edges.tolist(), "pt_edges": self.pt_edges.tolist()}
+        return {"eta_edges": self.eta_edges.tolist(), "pt_edges": self.pt_edges.tolist(), "mode": self.mode}

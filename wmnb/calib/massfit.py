@@ -199,7 +199,7 @@ def _clamp(p: np.ndarray, h2: float, background: bool, v_floor: float) -> np.nda
     p[:, 0] = np.clip(p[:, 0], -0.05, 0.05)
     p[:, 1] = np.clip(p[:, 1], -v_floor * h2, 0.05)
     p[:, 2] = np.maximum(p[:, 2], 1e-3)
-    p[:, 3] = np.maximum(p[:, 3], 1e-6) if background else 0.0
+    p[:, 3] = np.maximum(p[:, 3], NB_FLOOR) if background else 0.0
     p[:, 4] = np.clip(p[:, 4], -50, 50) if background else 0.0
     return p
 
@@ -219,6 +219,18 @@ def _info(J: np.ndarray, mu: np.ndarray, n: np.ndarray, lam: np.ndarray, backgro
         g[:, -1] += lam / LAM_PRIOR ** 2
         I[:, -1, -1] += 1 / LAM_PRIOR ** 2
     return g, I
+
+
+NB_FLOOR = 1e-6
+
+
+def _held(p: np.ndarray, g: np.ndarray, h2: float, cfg: MassFitConfig) -> dict[int, np.ndarray]:
+    """Free-parameter columns held at a bound whose gradient points outwards: the resolution
+    parameter at its floor and (with a background) the background yield at zero."""
+    out = {1: (p[:, 1] <= -cfg.v_floor * h2 * (1 - 1e-9)) & (g[:, 1] > 0)}
+    if cfg.background:
+        out[3] = (p[:, 3] <= NB_FLOOR * (1 + 1e-9)) & (g[:, 3] > 0)
+    return out
 
 
 def _edm(g: np.ndarray, I: np.ndarray) -> np.ndarray:
@@ -301,11 +313,12 @@ def _fit_chunk(n: np.ndarray, templ: np.ndarray, cfg: MassFitConfig):
         g, I = _info(J[ia][:, :, free], mu[ia], n[ia], p[ia, 4], cfg.background, observed=True)
         # active set: a resolution parameter at its floor, pushed outwards, is held fixed
         # (otherwise the clamped step spoils the Newton step of the correlated yields)
-        hold = (p[ia, 1] <= -cfg.v_floor * h2 * (1 - 1e-9)) & (g[:, 1] > 0)
-        g[hold, 1] = 0.0
-        I[hold, 1, :] = 0.0
-        I[hold, :, 1] = 0.0
-        I[hold, 1, 1] = 1.0
+        # (the same for a background yield at zero)
+        for col, held in _held(p[ia], g, h2, cfg).items():
+            g[held, col] = 0.0
+            I[held, col, :] = 0.0
+            I[held, :, col] = 0.0
+            I[held, col, col] = 1.0
         diag = np.einsum("bii->bi", I)
         A = I + damp[ia, None, None] * diag[:, :, None] * eye + 1e-12 * diag.max(axis=1)[:, None, None] * eye
         step = -np.linalg.solve(A, g[..., None])[..., 0]
@@ -339,12 +352,14 @@ def _fit_chunk(n: np.ndarray, templ: np.ndarray, cfg: MassFitConfig):
     g, I = _info(J[:, :, free], mu, n, p[:, 4], cfg.background)
     # final convergence test: estimated distance to the minimum (EDM) over the parameters not
     # held at a bound by a gradient that points out of the allowed region
-    at_floor = (p[:, 1] <= -cfg.v_floor * h2 * (1 - 1e-9)) & (g[:, 1] > 0)
-    gp = np.where(np.stack([np.zeros(B, bool), at_floor] + [np.zeros(B, bool)] * (nf - 2), 1), 0.0, g)
-    Ip = I.copy()
-    Ip[at_floor, 1, :] = 0.0
-    Ip[at_floor, :, 1] = 0.0
-    Ip[at_floor, 1, 1] = 1.0
+    held = _held(p, g, h2, cfg)
+    at_floor = held[1]
+    gp, Ip = g.copy(), I.copy()
+    for col, hm in held.items():
+        gp[hm, col] = 0.0
+        Ip[hm, col, :] = 0.0
+        Ip[hm, :, col] = 0.0
+        Ip[hm, col, col] = 1.0
     edm = _edm(gp, Ip)
     inv = np.full((B, nf, nf), np.nan)
     fin = np.isfinite(I).all(axis=(1, 2)) & (np.linalg.det(I) > 0)

@@ -61,6 +61,7 @@ class ParamFit:
     chi2: float
     ndf: int
     n_bins_used: int
+    propagator: np.ndarray | None = None   # d(params)/d(extra parameters), see fit_parameters
 
     def errors(self) -> ScaleParams:
         err = np.sqrt(np.abs(np.diag(self.cov)))
@@ -90,9 +91,35 @@ def design_matrix(binning: Binning4D, mom: BinMoments, with_e: bool = True) -> n
     return X
 
 
+def event_design(edges: np.ndarray, idx: np.ndarray, cols: dict[str, np.ndarray], bins: np.ndarray) -> np.ndarray:
+    """Design matrix of the 4-D bins ``bins`` in the fine (A, e, M) parameters on ``edges``,
+    averaged over the (simulated) events of each bin: row = <d+ + d-> per unit parameter.
+
+    Used to propagate a calibration on fine eta bins into the closure parameters of coarser
+    4-D bins exactly (each muon contributes to its own fine eta bin)."""
+    from .scale_model import eta_index
+
+    bins = np.asarray(bins)
+    n_eta = len(edges) - 1
+    pos = np.clip(np.searchsorted(bins, idx), 0, max(len(bins) - 1, 0))
+    ok = (idx >= 0) & (bins[pos] == idx)
+    cnt = np.maximum(np.bincount(pos[ok], minlength=len(bins)), 1)
+    X = np.zeros(len(bins) * 3 * n_eta)
+    for p, q in (("mup", 1.0), ("mum", -1.0)):
+        pt = np.asarray(cols[f"{p}_pt"], dtype=np.float64)[ok]
+        ie = eta_index(np.asarray(cols[f"{p}_eta"], dtype=np.float64)[ok], edges)
+        for c, val in ((0, np.ones_like(pt)), (1, -1.0 / pt), (2, q * pt)):
+            X += np.bincount(pos[ok] * 3 * n_eta + 3 * ie + c, weights=val, minlength=X.size)
+    return X.reshape(len(bins), 3 * n_eta) / cnt[:, None]
+
+
 def fit_parameters(binning: Binning4D, fits: MassFitResult, mom: BinMoments, with_e: bool = True,
-                   min_bins_per_eta: int = 3) -> ParamFit:
-    """Weighted linear least squares of (A, e, M) (or (A', M')) to the good 4-D bin scales."""
+                   min_bins_per_eta: int = 3, extra_design: np.ndarray | None = None) -> ParamFit:
+    """Weighted linear least squares of (A, e, M) (or (A', M')) to the good 4-D bin scales.
+
+    ``extra_design`` (rows: the same bins as ``fits``): the fitted parameters' linear response
+    ``L = d(params)/d(theta)`` to bin shifts ``extra_design @ theta`` is returned as
+    ``propagator`` (e.g. to carry the J/psi calibration covariance into the closure)."""
     if not np.array_equal(mom.bins, fits.bins):
         raise ValueError("bin moments and mass fits refer to different 4-D bins")
     ok = fits.ok
@@ -121,11 +148,17 @@ def fit_parameters(binning: Binning4D, fits: MassFitResult, mom: BinMoments, wit
     theta[determined] = theta_d
     cov = np.full((X.shape[1], X.shape[1]), np.nan)
     cov[np.ix_(determined, determined)] = cov_d
+    prop = None
+    if extra_design is not None:
+        Xe = np.asarray(extra_design)[ok][use_rows]
+        prop = np.full((X.shape[1], Xe.shape[1]), np.nan)
+        prop[determined] = cov_d @ (Xd.T @ (w[:, None] * Xe))
     per = theta.reshape(binning.n_eta, npar)
     cols = {nm: per[:, i] for i, nm in enumerate(names)}
     params = ScaleParams(binning.eta_edges, cols["A"], cols.get("e", np.zeros(binning.n_eta)), cols["M"])
     return ParamFit(params=params, cov=cov, names=names, determined=determined, chi2=chi2,
-                    ndf=int(use_rows.sum() - determined.sum()), n_bins_used=int(use_rows.sum()))
+                    ndf=int(use_rows.sum() - determined.sum()), n_bins_used=int(use_rows.sum()),
+                    propagator=prop)
 
 
 def pulls(fit: ParamFit, truth: ScaleParams) -> np.ndarray:

@@ -79,18 +79,17 @@ def plot_closure(out: dict[str, Any]):
         x = _centres(p.edges) + {"jpsi": -0.02, "upsilon": 0.0, "z": 0.02}[key]
         for ax, nm, f in ((axes[0], "A", 1e4), (axes[1], "M", 1e5)):
             ax.errorbar(x, getattr(p, nm) * f, yerr=getattr(e, nm) * f, fmt="o", ms=4, color=colour, label=lab)
-    # calibration statistical band (unscaled and scaled), averaged onto the closure bins
-    cz = next((c for c in out["closure"].values() if c is not None), None)
-    if cz is not None:
-        from .uncertainty import project_calibration
+    # calibration statistical band (unscaled and scaled), propagated into the Z closure bins
+    cz = out["closure"].get("z")
+    if cz is not None and cz.params.propagator is not None:
+        L = np.nan_to_num(cz.params.propagator)
+        C = L @ np.nan_to_num(pf.cov) @ L.T
         ce = cz.params.params.edges
-        _, C = project_calibration(pf.cov, pf.params.edges, ce, np.zeros(len(ce) - 1))
-        band = np.sqrt(np.diag(C)).reshape(-1, 2)
+        band = np.sqrt(np.maximum(np.diag(C), 0)).reshape(-1, 2)
         for ax, i, f in ((axes[0], 0, 1e4), (axes[1], 1, 1e5)):
-            ax.fill_between(ce, np.r_[band[:, i], band[-1, i]] * f * sf, -np.r_[band[:, i], band[-1, i]] * f * sf,
-                            step="post", color="0.8", label=f"calib. stat. $\\times$ {sf:.2f}")
-            ax.fill_between(ce, np.r_[band[:, i], band[-1, i]] * f, -np.r_[band[:, i], band[-1, i]] * f,
-                            step="post", color="gold", alpha=0.7, label="calib. stat.")
+            hi = np.r_[band[:, i], band[-1, i]] * f
+            ax.fill_between(ce, hi * sf, -hi * sf, step="post", color="0.8", label=f"calib. stat. $\\times$ {sf:.2f}")
+            ax.fill_between(ce, hi, -hi, step="post", color="gold", alpha=0.7, label="calib. stat.")
     axes[0].set_ylabel(r"$A'$ [$10^{-4}$]")
     axes[1].set_ylabel(r"$M'$ [GeV$^{-1}$ $10^{-5}$]")
     for ax, nm in zip(axes, ("A", "M")):

@@ -86,25 +86,3 @@ def closure_scale_factor(resid: np.ndarray, cov_closure: np.ndarray, cov_calib: 
     if g(f_max) > 0:
         return f_max
     return float(brentq(g, 1.0, f_max, xtol=1e-3))
-
-
-def project_calibration(cov_calib: np.ndarray, fine_edges: np.ndarray, coarse_edges: np.ndarray,
-                        k_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear map P from fine (A, e, M) to coarse closure parameters (A', M') and P C P^T.
-
-    A' of a coarse bin is the average over its fine bins of A - e<k> (the closure has no e term:
-    the energy-loss term is absorbed at the sample's mean curvature ``k_mean`` per coarse bin);
-    M' is the average of M.  Undetermined fine parameters count as zero (with zero variance).
-    """
-    nf, nc = len(fine_edges) - 1, len(coarse_edges) - 1
-    centres = 0.5 * (fine_edges[1:] + fine_edges[:-1])
-    ic = eta_index(centres, coarse_edges)
-    cnt = np.bincount(ic, minlength=nc)
-    P = np.zeros((2 * nc, 3 * nf))
-    for i in range(nf):
-        c = ic[i]
-        P[2 * c, 3 * i] = 1.0 / cnt[c]
-        P[2 * c, 3 * i + 1] = -k_mean[c] / cnt[c]
-        P[2 * c + 1, 3 * i + 2] = 1.0 / cnt[c]
-    C = np.where(np.isfinite(cov_calib), cov_calib, 0.0)
-    return P, P @ C @ P.T

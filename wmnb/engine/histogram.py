@@ -90,6 +90,8 @@ def bin_index(columns: Mapping[str, np.ndarray], axes: Sequence[Any], fields: Se
     lin = None
     valid = None
     for ax, f in zip(axes, fields):
+        if ax.traits.growth:
+            raise ValueError(f"axis {ax.name!r} has growth=True; the engine needs fixed axes (list the categories)")
         if f not in columns:
             raise KeyError(f"field {f!r} for axis {ax.name!r} is not a column; columns are {sorted(columns)}")
         v = np.asarray(columns[f])
@@ -130,18 +132,22 @@ def fill(columns: Mapping[str, np.ndarray], axes: Sequence[Any], fields: Sequenc
         raise ValueError(f"storage must be 'weight' or 'double', got {storage!r}")
     h = hist.Hist(*axes, syst, storage=st, metadata=metadata)
     ok = lin >= 0
-    idx = lin[ok]
+    all_ok = bool(ok.all())
+    idx = lin if all_ok else lin[ok]
     size = int(np.prod(shape))
     view = h.view(flow=True)
+    square = np.empty(idx.size) if storage == "weight" else None
     for i, name in enumerate(names):
         w = w_nom if name == "nominal" else np.asarray(variations[name], dtype=np.float64)
         if w.shape != (n,):
             raise ValueError(f"variation {name!r} has shape {w.shape}, expected ({n},)")
-        w = w[ok]
+        if not all_ok:
+            w = w[ok]
         vals = np.bincount(idx, weights=w, minlength=size).reshape(shape)
         if storage == "weight":
             view["value"][..., i] += vals
-            view["variance"][..., i] += np.bincount(idx, weights=w * w, minlength=size).reshape(shape)
+            np.multiply(w, w, out=square)
+            view["variance"][..., i] += np.bincount(idx, weights=square, minlength=size).reshape(shape)
         else:
             view[..., i] += vals
     return h
@@ -242,17 +248,18 @@ def preset_variations(cols: Mapping[str, np.ndarray], weight: np.ndarray,
             out["prefireDown"] = weight * cols["prefire_dn"]
             groups["prefire"] = "prefire"
         elif p == "lhe_scale" and "lhe_scale" in cols:
-            s = np.asarray(cols["lhe_scale"], np.float64)
+            st = np.ascontiguousarray(np.asarray(cols["lhe_scale"]).T)   # members as contiguous rows
             for i, name in enumerate(SCALE_NAMES):
                 if i != 4:
-                    out[name] = weight * s[:, i]
+                    out[name] = weight * st[i]
                     groups[name] = "QCDscale"
         elif p == "lhe_pdf" and "lhe_pdf" in cols:
-            pdf = np.asarray(cols["lhe_pdf"], np.float64)
-            central = np.where(pdf[:, 0] != 0, pdf[:, 0], 1.0)
-            for k in range((pdf.shape[1] - 1) // 2):
-                out[f"pdf{k + 1}Up"] = weight * pdf[:, 1 + 2 * k] / central
-                out[f"pdf{k + 1}Down"] = weight * pdf[:, 2 + 2 * k] / central
+            pt = np.ascontiguousarray(np.asarray(cols["lhe_pdf"]).T)
+            central = pt[0].astype(np.float64)
+            scale = weight / np.where(central != 0, central, 1.0)
+            for k in range((pt.shape[0] - 1) // 2):
+                out[f"pdf{k + 1}Up"] = scale * pt[1 + 2 * k]
+                out[f"pdf{k + 1}Down"] = scale * pt[2 + 2 * k]
                 groups[f"pdf{k + 1}"] = "pdf"
     return out, groups
 
@@ -389,8 +396,10 @@ def _hist_task(task: tuple) -> hist.Hist:
                                   "genWeight" in tree.keys(), path, lean=True)
     need_lhe = variations is not None and (callable(variations) or bool({"lhe_scale", "lhe_pdf"} & set(variations)))
     # only what the reconstructed-level histogram needs: no GenPart / GenV, LHE only for its variations
+    need_prefire = variations is not None and (callable(variations) or "prefire" in set(variations))
     opt = tuple(b for b in opt if not b.startswith(("GenPart_", "GenV_", "Pileup_"))
-                and (need_lhe or not b.startswith("LHE")))
+                and (need_lhe or not b.startswith("LHE"))
+                and (need_prefire or b not in ("L1PreFiringWeight_Up", "L1PreFiringWeight_Dn")))
     chunk = load_chunk(path, start, stop, req, optional=opt, nonfinite=nonfinite, tree=tree)
     cols, _ = select(chunk, selection, norm, gen=False)
     cols, w, var_w, _ = process_columns(selection, sample, cols, final_cuts=final_cuts, variations=variations)

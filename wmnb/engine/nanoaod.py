@@ -200,7 +200,12 @@ def plan_chunks(path: str | os.PathLike, step: int) -> list[tuple[str, int, int]
     if step <= 0:
         raise ValueError(f"chunk size must be positive, got {step}")
     n = num_entries(path)
-    return [(str(path), s, min(s + step, n)) for s in range(0, n, step)]
+    if n == 0:
+        return []
+    # equal-sized chunks (no small remainder chunk that pays the per-chunk overheads)
+    n_chunks = -(-n // step)
+    size = -(-n // n_chunks)
+    return [(str(path), s, min(s + size, n)) for s in range(0, n, size)]
 
 
 def _flat(arr: Any) -> tuple[np.ndarray, np.ndarray]:

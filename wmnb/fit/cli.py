@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="blind a POI with a hidden offset derived from SEED (repeatable)")
     ap.add_argument("--bb-scale", type=float, default=None,
                     help="Barlow-Beeston-lite scale (overrides the model's; .npz default 1.0)")
+    ap.add_argument("--signal-strength", action="store_true",
+                    help=".npz only: add a free normalisation r_W of the signal process (as rabbit-fit does)")
     ap.add_argument("--out", help="also write the full result (to_dict) to this JSON file")
     return ap
 
@@ -32,7 +34,8 @@ def cli_fit(argv: list[str]) -> int:
     from .model import Model
 
     try:
-        model = Model.read(a.model)
+        model = (Model.from_npz(a.model, signal_strength=True) if a.signal_strength and a.model.endswith(".npz")
+                 else Model.read(a.model))
     except (FileNotFoundError, ValueError, OSError, KeyError) as err:
         print(f"wmnb fit: cannot read model {a.model}: {err}", file=sys.stderr)
         return 2

@@ -56,8 +56,6 @@ class Likelihood:
         # K^T [PB, C] for the exponent, sorted by (pb, c)
         srt = np.lexsort((kr, kc))
         self.KT = tf.sparse.SparseTensor(np.stack([kc[srt], kr[srt]], 1), kv[srt], [PB, C])
-        # K [C, PB] (model stores it sorted by (c, pb))
-        self.K = tf.sparse.SparseTensor(np.stack([kr, kc], 1), kv, [C, PB])
         # J [C, B]: entries (c, b) = unique pairs of (row, col % B); map K entries onto them
         jkey = kr * B + kc % B
         ukey, jmap = np.unique(jkey, return_inverse=True)
@@ -136,7 +134,7 @@ class Likelihood:
         expo = tf.sparse.sparse_dense_matmul(self.KT, self._u(x)[:, None])[:, 0]
         return self.nom * tf.exp(expo)
 
-    def _bin_nll(self, n: tf.Tensor, d: tf.Tensor, beta0: tf.Tensor, profile: bool = True,
+    def _bin_nll(self, n: tf.Tensor, d: tf.Tensor, beta0: tf.Tensor,
                  beta_fixed: tf.Tensor | None = None) -> tf.Tensor:
         k = self.kstat
         if beta_fixed is None:

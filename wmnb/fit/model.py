@@ -206,11 +206,13 @@ class Model:
                    blind_width=dict(meta["blind_width"]), attrs=dict(meta["attrs"]), **arrays)
 
     @classmethod
-    def from_npz(cls, path: str | os.PathLike, bb_scale: float = 1.0) -> "Model":
+    def from_npz(cls, path: str | os.PathLike, bb_scale: float = 1.0, signal_strength: bool = False) -> "Model":
         """Read the neutral ``.npz`` of ``shared/bench/wmodel.py`` (symmetric log-normal ``logk``).
 
-        Unconstrained systematics become shape POIs (group ``POI``); all others are nuisances in
-        group ``<name without trailing _index parts>``-like groups (prefix before the first ``_``).
+        Unconstrained systematics become shape POIs (group ``POI``); all others are nuisances
+        grouped by name prefix (see :func:`_default_group`). ``signal_strength=True`` adds a free
+        normalisation ``r_<process>`` for the signal process ``W`` (what rabbit-fit does by default
+        for signal processes), so that both fitters see the same model.
         """
         path = Path(path)
         if not path.is_file():
@@ -238,7 +240,7 @@ class Model:
         new_row = inv[row]
         # np.nonzero is row-major: already sorted unless the POIs had to move to the front
         srt = slice(None) if np.array_equal(order, np.arange(S)) else np.lexsort((col, new_row))
-        return cls(
+        model = cls(
             processes=[str(p) for p in z["processes"]], signal=np.array([str(p) == "W" for p in z["processes"]]),
             nominal=z["nominal"].astype(np.float64), sumw2=z["sumw2"].astype(np.float64),
             data=z["data"].astype(np.float64), params=params, kinds=kinds, groups=groups,
@@ -247,6 +249,36 @@ class Model:
             k_val=np.asarray(flat[row, col], np.float64)[srt],
             prior_sigma=np.full(S, np.nan), bb_scale=bb_scale, attrs={"source": str(path)},
         )
+        if signal_strength:
+            model = model.with_norm_pois([p for p, sg in zip(model.processes, model.signal) if sg])
+        return model
+
+    def with_norm_pois(self, processes: Sequence[str]) -> "Model":
+        """A copy with a free normalisation POI ``r_<process>`` (a log row) for each process."""
+        import dataclasses
+
+        B = self.nbins
+        names, kinds, groups = list(self.params), list(self.kinds), list(self.groups)
+        rp, rt = list(self.rows_param), list(self.rows_tf)
+        kr, kc, kv = [self.k_row], [self.k_col], [self.k_val]
+        for proc in processes:
+            ip = self.processes.index(proc)
+            names.append(f"r_{proc}")
+            kinds.append(POI_NORM)
+            groups.append("POI")
+            c = len(rp)
+            rp.append(len(names) - 1)
+            rt.append(LOG)
+            nz = np.flatnonzero(self.nominal[ip] > 0)
+            kr.append(np.full(nz.size, c))
+            kc.append(ip * B + nz)
+            kv.append(np.ones(nz.size))
+        return dataclasses.replace(
+            self, params=names, kinds=np.array(kinds, np.int8), groups=groups,
+            rows_param=np.array(rp, np.int64), rows_tf=np.array(rt, np.int8),
+            k_row=np.concatenate(kr).astype(np.int64), k_col=np.concatenate(kc).astype(np.int64),
+            k_val=np.concatenate(kv), prior_sigma=np.concatenate([self.prior_sigma, np.full(len(processes), np.nan)]),
+            blind_width={**self.blind_width, **{f"r_{p}": 0.5 for p in processes}})
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Model":

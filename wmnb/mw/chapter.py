@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .systematics import PROCESSES, MwConfig
-from .templates import TemplateSet, build_templates, observed, with_data  # noqa: F401 (re-export)
+from .templates import TemplateSet, build_templates
 
 CHAPTER = "08_mw_fit"
 #: Injected shifts (MeV) of the Asimov mass-injection closure: 20 points in ±100 MeV.
@@ -61,35 +61,47 @@ def mc_lumi_scale(profile: str) -> float:
                      f"nor that times events_scale = {full * scale}; check chapters 00/01")
 
 
-def load_templates(profile: str, config: MwConfig | None = None, corrections: Sequence[Any] | None = None,
-                   mass_shifts_mev: Sequence[float] = INJECTION_SHIFTS,
-                   data_samples: Sequence[str] = ("data", "closure")) -> tuple[TemplateSet, dict[str, np.ndarray]]:
-    """Templates of the fit for ``profile`` (observed = the first of ``data_samples``) and the
-    observed histogram of every data sample (``"data"``: default universe, ``"closure"``: data
-    with the simulation's detector)."""
-    from wmnb.corrections import discover
-
-    config = config or simulation_config()
-    if corrections is None:
-        corrections = discover(profile, exclude_chapters=(CHAPTER,))
-    observed_hists = {d: observed(_read_skim(profile, d), corrections) for d in data_samples}
+def load_skims(profile: str) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    """W skims of every simulated sample (weights scaled to the data luminosity, see
+    :func:`mc_lumi_scale`) and of the two data samples ``data`` and ``closure``."""
     lumi_scale = mc_lumi_scale(profile)
     samples = {}
     for s in PROCESSES:
         cols = _read_skim(profile, s)
         cols["weight"] = cols["weight"] * lumi_scale
         samples[s] = cols
-    ts = build_templates(samples, observed_hists[data_samples[0]], config, corrections, mass_shifts_mev)
-    return ts, observed_hists
+    return samples, {d: _read_skim(profile, d) for d in ("data", "closure")}
 
 
-def save_templates(path: Any, ts: TemplateSet, observed_hists: dict[str, np.ndarray], attrs: dict | None = None):
-    """Write the nominal templates, the ±100 MeV signal templates and the data to HDF5."""
+def load_templates(profile: str, data_sample: str = "data", config: MwConfig | None = None,
+                   corrections: Sequence[Any] | None = None,
+                   mass_shifts_mev: Sequence[float] = INJECTION_SHIFTS,
+                   skims: tuple[dict, dict] | None = None) -> TemplateSet:
+    """Templates of the fit for ``profile`` with the observed histogram of ``data_sample``.
+
+    ``"data"`` (the default universe) gets every published correction; ``"closure"`` (data with
+    the simulation's detector) gets none unless ``corrections`` says otherwise, since
+    calibrations measured on the data universe do not apply to it.  ``skims`` (from
+    :func:`load_skims`) avoids reading the files again.
+    """
+    from wmnb.corrections import discover
+
+    if data_sample not in ("data", "closure"):
+        raise ValueError(f"data_sample must be 'data' or 'closure', got {data_sample!r}")
+    config = config or simulation_config()
+    if corrections is None:
+        corrections = discover(profile, exclude_chapters=(CHAPTER,)) if data_sample == "data" else []
+    samples, data = skims if skims is not None else load_skims(profile)
+    return build_templates(samples, data[data_sample], config, corrections, mass_shifts_mev)
+
+
+def save_templates(path: Any, ts: TemplateSet, attrs: dict | None = None):
+    """Write the data, the nominal templates and the ±100 MeV signal templates to HDF5."""
     from wmnb.histio import save_hists
 
     from .binning import to_hist
 
-    hists = {f"data_{k}": to_hist(v, v) for k, v in observed_hists.items()}
+    hists = {"data": to_hist(ts.data, ts.data)}
     for name, p in ts.processes.items():
         hists[name] = to_hist(p.nominal, p.sumw2)
     for name in ts.signal:
@@ -127,25 +139,20 @@ def sensitivity_table(stat_err: float, n_data: float, expected_total: float,
                       observed_total: float, noise_free_stat: float | None = None) -> list[dict[str, Any]]:
     """This universe's sensitivity next to the paper's (MeV)."""
     scale = np.sqrt(n_data / PAPER["n_w_data"])
-    extra = [] if noise_free_stat is None else [
-        {"quantity": "data-statistics uncertainty free of template noise, scaled to 117 M",
-         "this book": noise_free_stat * scale, "paper": PAPER["stat_err"]}]
-    return extra + [
+    rows = [
         {"quantity": "selected W data events", "this book": n_data, "paper": PAPER["n_w_data"]},
         {"quantity": "data-statistics uncertainty", "this book": stat_err, "paper": None},
         {"quantity": "data-statistics uncertainty scaled to 117 M", "this book": stat_err * scale,
          "paper": PAPER["stat_err"]},
+    ]
+    if noise_free_stat is not None:
+        rows.append({"quantity": "… free of template noise (Fisher), scaled to 117 M",
+                     "this book": noise_free_stat * scale, "paper": PAPER["stat_err"]})
+    rows += [
         {"quantity": "expected total uncertainty (Asimov)", "this book": expected_total, "paper": None},
         {"quantity": "observed total uncertainty", "this book": observed_total, "paper": PAPER["total_err"]},
     ]
-
-
-#: Paper impacts (nominal, global) in MeV by group (PHYSICS.md), for the tables.
-PAPER_IMPACTS = {
-    "muonScale": (4.8, 4.4), "muonEfficiency": (3.0, 2.3), "angularCoeffs": (3.3, 3.0), "EW": (2.0, 1.9),
-    "pTV": (2.0, 0.8), "pdf": (4.4, 2.8), "nonprompt": (3.2, 1.7), "lumi": (0.1, 0.1),
-    "binByBinStat": (1.5, 3.8), "stat": (2.4, 6.0), "total": (9.9, 9.9),
-}
+    return rows
 
 
 def impact_table(nominal: dict[str, float] | None, global_: dict[str, float] | None) -> str:

@@ -8,6 +8,7 @@ hypothesis; the mass is *never* blinded here, blinding is applied where values a
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,40 +62,53 @@ def _from_reffit(spec: ModelSpec, res: reffit.RefResult) -> MwFit:
     return out
 
 
-def _from_wmnb_fit(spec: ModelSpec, res: Any, impacts: bool) -> MwFit:
+def _from_wmnb_fit(spec: ModelSpec, res: Any, impacts: bool, full_cov: bool) -> MwFit:
     """Adapter to ``wmnb.fit.FitResult`` (its POIs and impacts are in θ units: scaled here)."""
+    if not res.converged:
+        raise RuntimeError(f"the fit did not converge ({res.message}); inspect the model")
     pois = list(spec.pois) + list(spec.norm_pois)
     values = {p: res.value(p) * _poi_scale(spec, p) for p in pois}
     errors = {p: res.error(p) * _poi_scale(spec, p) for p in pois}
-    out = MwFit("wmnb.fit (TensorFlow)", values, errors, dict(res.pulls), raw=res)
+    out = MwFit("wmnb.fit (TensorFlow)", values, errors, dict(res.pulls) if full_cov else {}, raw=res)
     if impacts and "mass" in spec.pois:
         scale = spec.mass_step_mev
         out.impacts_nominal = {g: v * scale for g, v in res.impacts_nominal("mass").items()}
         out.impacts_global = {g: v * scale for g, v in res.impacts_global("mass").items()}
     out.gof_pvalue = res.gof()[2]
-    if not res.converged:
-        raise RuntimeError(f"the fit did not converge ({res.message}); inspect the model")
     return out
 
 
-def run_fit(spec: ModelSpec, impacts: bool = False, backend: str = "auto",
-            start: np.ndarray | None = None, seed: int | None = None) -> MwFit:
-    """Fit ``spec``; ``backend`` is ``"auto"`` (wmnb.fit if importable), ``"wmnb"`` or ``"reference"``.
+def _built(spec: ModelSpec):
+    """The ``wmnb.fit.Model`` of ``spec``, built once: refits with other data reuse it (and the
+    fitter's compiled graph), which is what makes 20-point scans cheap."""
+    if getattr(spec, "_fit_model", None) is None:
+        from .model import to_builder
 
-    ``start`` (reference fitter: a parameter vector) or ``seed`` (wmnb.fit: a random start)
-    choose the starting point.
+        spec._fit_model = to_builder(spec).build()
+    return spec._fit_model
+
+
+def run_fit(spec: ModelSpec, impacts: bool = False, backend: str = "auto", data: np.ndarray | None = None,
+            start: np.ndarray | None = None, seed: int | None = None, full_cov: bool = True) -> MwFit:
+    """Fit ``spec`` (to ``data``, flat over ``spec.mask``, instead of ``spec.data`` if given).
+
+    ``backend``: ``"auto"`` (wmnb.fit if importable), ``"wmnb"`` or ``"reference"``.  ``start``
+    (reference fitter: a parameter vector) or ``seed`` (wmnb.fit: a random start) choose the
+    starting point; ``full_cov=False`` skips the nuisances' covariance (no pulls; faster).
     """
     if backend not in ("auto", "wmnb", "reference"):
         raise ValueError(f"backend must be 'auto', 'wmnb' or 'reference', got {backend!r}")
+    if data is not None and np.shape(data) != spec.data.shape:
+        raise ValueError(f"data must be flat over the model's {spec.data.size} bins, got shape {np.shape(data)}")
     use_tf = backend == "wmnb" or (backend == "auto" and fitter_available())
     if not use_tf:
-        return _from_reffit(spec, reffit.fit(spec, start=start))
+        target = spec if data is None else dataclasses.replace(spec, data=np.asarray(data, dtype=np.float64))
+        return _from_reffit(target, reffit.fit(target, start=start))
     from wmnb.fit import fit
 
-    from .model import to_builder
-
-    res = fit(to_builder(spec).build(), impacts=impacts, global_impacts=impacts, seed=seed)
-    return _from_wmnb_fit(spec, res, impacts)
+    res = fit(_built(spec), data=data, impacts=impacts, global_impacts=impacts, seed=seed,
+              full_cov=full_cov or impacts)
+    return _from_wmnb_fit(spec, res, impacts, full_cov or impacts)
 
 
 # ---------------------------------------------------------------- the chapter's fits
@@ -108,9 +122,10 @@ def injection_scan(ts: TemplateSet, **kw: Any) -> list[tuple[float, float, float
 
     Returns (injected, fitted, error) in MeV for every point.
     """
+    spec = make_spec(ts)
     out = []
     for shift in sorted(ts.mass_scan):
-        fit = run_fit(make_spec(ts, data=asimov(ts, shift)), **kw)
+        fit = run_fit(spec, data=asimov(ts, shift)[spec.mask], full_cov=False, **kw)
         out.append((shift, fit.values["mass"], fit.errors["mass"]))
     return out
 
@@ -119,7 +134,7 @@ def random_starts(ts: TemplateSet, n: int, seed: int) -> list[float]:
     """m_W (MeV) from ``n`` fits of the nominal model started at random points."""
     spec = make_spec(ts)
     if fitter_available():
-        return [run_fit(spec, seed=seed + k).values["mass"] for k in range(n)]
+        return [run_fit(spec, seed=seed + k, full_cov=False).values["mass"] for k in range(n)]
     model = reffit.RefModel(spec)
     rng = np.random.default_rng([seed, 8])
     free = ~model.constrained & ~model.is_norm

@@ -43,6 +43,7 @@ class ModelSpec:
     norm_pois: dict[str, list[str]] = field(default_factory=dict)
     bb_scale: float = 1.25
     mass_step_mev: float = 100.0
+    _fit_model: object = field(default=None, init=False, repr=False, compare=False)  # see fitting._built
 
     @property
     def nuisances(self) -> list[str]:

@@ -79,7 +79,9 @@ def select_events(cols: Mapping[str, np.ndarray], sample: str, is_data: bool,
     missing = [c for c in need + (() if is_data else ("weight",)) if c not in cols]
     if missing:
         raise KeyError(f"sample {sample!r}: skim column(s) {missing} missing (W skim of chapter 01 expected)")
-    cols = dict(cols)
+    # corrections may modify muon columns in place: work on copies so the caller's skim
+    # columns can be reused (e.g. for the uncorrected closure templates)
+    cols = {k: (np.array(v, copy=True) if k.startswith("mu_") else v) for k, v in cols.items()}
     if is_data:
         cols["weight"] = np.ones(len(cols["mu_pt"]))
     sel, weight, var_w, info = process_columns("w", "data" if is_data else sample, cols,
@@ -195,14 +197,6 @@ def smoothed_mass_variation(ts: TemplateSet, eta_merge: int) -> tuple[dict[str, 
         up[p] = np.where(total > 0, nom * block_sum(ts.mass_up[p]) / safe, nom)
         down[p] = np.where(total > 0, nom * block_sum(ts.mass_down[p]) / safe, nom)
     return up, down
-
-
-def with_data(ts: TemplateSet, data: np.ndarray) -> TemplateSet:
-    """The same templates with another observed histogram (e.g. the closure universe)."""
-    import dataclasses
-
-    data = _as_array(data)
-    return dataclasses.replace(ts, data=data, n_data=float(data.sum()))
 
 
 def _apply_template_corrections(ts: TemplateSet, corrections: Sequence[Any]) -> None:

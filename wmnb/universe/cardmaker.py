@@ -35,7 +35,7 @@ def nominal_card() -> dict[str, Any]:
             "mw_mev": 80379.0, "gw_mev": 2085.0, "mz_mev": 91188.0, "gz_mev": 2495.5,
             "xsec_pb": {"wplus_munu": 11800.0, "wminus_munu": 8700.0, "z_mumu": 1950.0,
                         "w_taunu": 3560.0, "z_tautau": 620.0, "ttbar": 230.0, "diboson": 40.0,
-                        "qcd": 9500.0, "jpsi": 16200.0, "upsilon": 1100.0, "dimuon_bkg": 1400.0},
+                        "qcd": 8800.0, "jpsi": 16200.0, "upsilon": 1100.0, "dimuon_bkg": 1400.0},
             "rapidity": {"wplus": {"alpha": 0.045, "beta": 3.3, "power": 4.0},
                          "wminus": {"alpha": 0.0, "beta": 2.9, "power": 2.4},
                          "z": {"alpha": 0.02, "beta": 3.2, "power": 3.3}},
@@ -58,7 +58,7 @@ def nominal_card() -> dict[str, Any]:
             "top_diboson": {"ttbar_qt_scale": 70.0, "ttbar_extra_lepton": 0.35,
                             "diboson_qt_scale": 35.0, "diboson_extra_lepton": 0.5},
             "nonprompt": {"pt_power": 4.0, "z_a": 8.0, "z_b": 1.5, "cone_fraction": 0.6,
-                          "met_scale": 20.0, "met_kappa": 0.3, "met_gamma": 2.0,
+                          "met_scale": 20.0, "met_kappa": 0.15, "met_gamma": 2.0,
                           "neutrino_fraction": 0.35, "sv_prob": 0.55, "dxy_scale_cm": 0.02},
         },
         "detector": {

@@ -13,6 +13,7 @@ reproduces a universe generated directly at the varied point (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -132,11 +133,19 @@ def _inverse_cdf_sampler(x: np.ndarray, pdf: np.ndarray, u: np.ndarray) -> np.nd
     return np.interp(u, cdf, x)
 
 
-def sample_mass(rng: np.random.Generator, n: int, tp: TheoryPoint) -> np.ndarray:
-    """Masses from :func:`lineshape` in the boson's mass window (fine-grid inverse CDF)."""
+@lru_cache(maxsize=32)
+def _mass_table(tp: TheoryPoint) -> tuple[np.ndarray, np.ndarray]:
     lo, hi = MASS_RANGE[tp.boson]
     grid = np.linspace(lo, hi, 200001)
-    return _inverse_cdf_sampler(grid, lineshape(grid, tp), rng.random(n))
+    pdf = lineshape(grid, tp)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (pdf[1:] + pdf[:-1]) * np.diff(grid))])
+    return grid, cdf / cdf[-1]
+
+
+def sample_mass(rng: np.random.Generator, n: int, tp: TheoryPoint) -> np.ndarray:
+    """Masses from :func:`lineshape` in the boson's mass window (fine-grid inverse CDF)."""
+    grid, cdf = _mass_table(tp)
+    return np.interp(rng.random(n), cdf, grid)
 
 
 def sample_resonance(rng: np.random.Generator, n: int, mass: float, width: float) -> np.ndarray:
