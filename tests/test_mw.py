@@ -291,7 +291,19 @@ def _corrections():
             nom = np.full(context["shape"], 2.0)
             return {"nonprompt": {"nominal": nom, "variations": {"npShapeUp": nom * 1.1}, "groups": {"npShape": "nonprompt"}}}
 
-    return [Scale(), EffSF(), Nonprompt()]
+    class LazyScale(Correction):
+        """Offers its (many) variations one at a time, like chapter 02's calibration."""
+        name, kinds = "toyLazy", ("weight",)
+
+        def iter_variations(self, columns, sample):
+            for k in range(3):
+                up = 1 + 0.001 * (k + 1) * (columns["mu_pt"] - 40)
+                yield f"lazy{k}", "muonScale", up, 2 - up
+
+        def weights(self, columns, sample):
+            raise AssertionError("the chapter must use iter_variations, not materialise weights()")
+
+    return [Scale(), EffSF(), Nonprompt(), LazyScale()]
 
 
 def test_corrections_enter_through_the_hook():
@@ -306,6 +318,10 @@ def test_corrections_enter_through_the_hook():
     eta = binning.eta_centers()[:, None, None]
     assert (up - wp.nominal)[(eta > 1).repeat(30, 1).repeat(2, 2)].sum() > 0 > (down - wp.nominal)[(eta > 1).repeat(30, 1).repeat(2, 2)].sum()
     assert wp.shapes["effOneSided"][2] is None
+    assert all(wp.shapes[f"lazy{k}"][0] == "muonScale" for k in range(3))
+    pt = binning.pt_centers()[None, :, None]
+    lazy_up = wp.shapes["lazy2"][1]
+    assert (lazy_up - wp.nominal)[:, pt[0, :, 0] > 45].sum() > 0 > (lazy_up - wp.nominal)[:, pt[0, :, 0] < 35].sum()
     # template correction: the process is added/replaced with its own nuisances
     npt = ts.processes["nonprompt"]
     assert npt.source == "toyNonprompt" and np.all(npt.nominal == 2.0)

@@ -54,5 +54,8 @@ def chapter_parameters(profile: dict[str, Any], chapter: str) -> dict[str, Any]:
         "seed": profile["seed"],
         "executor": profile["executor"],
     }
+    if profile.get("dask_scheduler"):
+        # only chapters that run the histogram engine declare this parameter
+        params["dask_scheduler"] = profile["dask_scheduler"]
     params.update(profile.get("chapters", {}).get(chapter, {}) or {})
     return params

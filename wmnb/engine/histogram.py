@@ -369,18 +369,39 @@ def _resolve_corrections(profile: str, corrections: Any, exclude_chapters: tuple
 def histogram_skim(profile: str, selection: str, sample: str, axes: Sequence[Any], fields: Sequence[str], *,
                    corrections: Any = "discover", final_cuts: Any = "default", variations: Any = None,
                    wlike_reversed: bool = False, exclude_chapters: tuple[str, ...] = (),
-                   storage: str = "weight") -> hist.Hist:
+                   storage: str = "weight", chunk_rows: int = 200_000) -> hist.Hist:
     """Histogram a chapter-01 skim after corrections and final cuts (see the module docstring).
 
     ``corrections``: ``"discover"`` (everything published under ``results/<profile>``, minus
     ``exclude_chapters``), None, or a list of :class:`~wmnb.corrections.Correction`.
+    The skim is processed in slices of ``chunk_rows`` rows: with hundreds of weight variations
+    the per-event variation arrays of a whole sample would not fit in memory.
     """
-    cols, w, var_w, info = corrected_columns(profile, selection, sample, corrections=corrections,
-                                             final_cuts=final_cuts, variations=variations,
-                                             wlike_reversed=wlike_reversed, exclude_chapters=exclude_chapters)
-    meta = {"profile": profile, "selection": selection, "sample": sample, "n_events": int(w.size),
-            "corrections": info["corrections"], "groups": info["groups"], "wlike_reversed": wlike_reversed}
-    return fill(cols, axes, fields, w, var_w, storage=storage, metadata=meta)
+    from .skims import read_skim
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    corrs = _resolve_corrections(profile, corrections, exclude_chapters)
+    uses_lhe = (callable(variations) or any("weight" in c.kinds for c in corrs)
+                or (variations is not None and any(str(v).startswith("lhe") for v in variations)))
+    cols = read_skim(profile, selection, sample, None, () if uses_lhe else ("lhe_scale", "lhe_pdf"))
+    n_rows = len(next(iter(cols.values()))) if cols else 0
+    total: hist.Hist | None = None
+    n_events, applied, groups = 0, [], {}
+    for start in range(0, max(n_rows, 1), chunk_rows):
+        part = {k: v[start:start + chunk_rows] for k, v in cols.items()}
+        pcols, w, var_w, info = process_columns(selection, sample, part, corrections=corrs,
+                                                final_cuts=final_cuts, variations=variations,
+                                                wlike_reversed=wlike_reversed)
+        h = fill(pcols, axes, fields, w, var_w, storage=storage)
+        total = h if total is None else total + h
+        n_events += int(w.size)
+        applied, groups = info["corrections"], info["groups"]
+        del pcols, w, var_w
+    assert total is not None
+    total.metadata = {"profile": profile, "selection": selection, "sample": sample, "n_events": n_events,
+                      "corrections": applied, "groups": groups, "wlike_reversed": wlike_reversed}
+    return total
 
 
 # ---------------------------------------------------------------------------------------------

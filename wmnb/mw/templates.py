@@ -13,7 +13,7 @@ return ``{process: {"nominal": array|hist, "sumw2": ..., "variations": {name: ar
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,17 +63,66 @@ class TemplateSet:
 
 
 # ---------------------------------------------------------------- the seam to the engine
+class _MuonPart:
+    """A correction seen by the engine as its muon part only: its weights are handled here,
+    one variation at a time (the engine would hold all of them in memory at once)."""
+
+    kinds = ("muon",)
+
+    def __init__(self, correction: Any):
+        self.correction = correction
+        self.name = correction.name
+
+    def applies_to(self, sample: Any) -> bool:
+        return self.correction.applies_to(sample)
+
+    def correct(self, columns: dict[str, np.ndarray], sample: Any) -> None:
+        self.correction.correct(columns, sample)
+
+
+def _weight_variations(corrections: Sequence[Any], sel: dict[str, np.ndarray], info: Any,
+                       weight: np.ndarray) -> Iterator[Variation]:
+    """Nominal factors of the weight corrections (applied to ``weight`` in place, eagerly) and
+    their variations (lazily).  A correction offering ``iter_variations(columns, sample)`` —
+    ``(name, group, up, down)`` factors relative to its nominal, like chapter 02's — is used
+    through it, with nominal factor ``nominal_factor(columns, sample)`` if it has one, else 1."""
+    lazy = []
+    for c in corrections:
+        if "weight" not in c.kinds or not c.applies_to(info):
+            continue
+        if hasattr(c, "iter_variations"):
+            if hasattr(c, "nominal_factor"):
+                weight *= np.asarray(c.nominal_factor(sel, info), dtype=np.float64)
+            lazy.append((c, None))
+        else:
+            wset = c.weights(sel, info)
+            if wset.nominal is not None:
+                weight *= np.asarray(wset.nominal, dtype=np.float64)
+            lazy.append((c, wset))
+
+    def generate() -> Iterator[Variation]:
+        for c, wset in lazy:
+            if wset is not None:
+                yield from correction_variations(wset, c.name)
+            else:
+                for name, group, up, down in c.iter_variations(sel, info):
+                    yield Variation(name, group, np.asarray(up, dtype=np.float64),
+                                    None if down is None else np.asarray(down, dtype=np.float64))
+
+    return generate()
+
+
 def select_events(cols: Mapping[str, np.ndarray], sample: str, is_data: bool,
-                  corrections: Sequence[Any] = ()) -> tuple[dict[str, np.ndarray], np.ndarray, list[Variation]]:
+                  corrections: Sequence[Any] = ()) -> tuple[dict[str, np.ndarray], np.ndarray, Iterator[Variation]]:
     """The histogram engine's standard chain on one sample's skim columns.
 
-    ``wmnb.engine.process_columns`` applies the muon corrections, recomputes MET / m_T / u_∥,
-    applies the final W cuts and the weight corrections.  Returns the selected columns, the
-    nominal event weight and the correction variations as weight-factor pairs relative to
-    nominal.  Data get unit weights and no variations.
+    ``wmnb.engine.process_columns`` applies the muon corrections, recomputes MET / m_T / u_∥
+    and applies the final W cuts; the weight corrections are applied here (nominal factors
+    eagerly, variations lazily as weight-factor pairs relative to nominal, so hundreds of them
+    never sit in memory together).  Data get unit weights and no variations.
     """
-    from wmnb.corrections import WeightSet
     from wmnb.engine import process_columns
+    from wmnb.engine.histogram import sample_info
 
     need = ("mu_pt", "mu_eta", "mu_phi", "mu_charge", "mu_iso", "met_pt", "met_phi", "veto_pass")
     missing = [c for c in need + (() if is_data else ("weight",)) if c not in cols]
@@ -84,11 +133,12 @@ def select_events(cols: Mapping[str, np.ndarray], sample: str, is_data: bool,
     cols = {k: (np.array(v, copy=True) if k.startswith("mu_") else v) for k, v in cols.items()}
     if is_data:
         cols["weight"] = np.ones(len(cols["mu_pt"]))
-    sel, weight, var_w, info = process_columns("w", "data" if is_data else sample, cols,
-                                               corrections=list(corrections))
+    name = "data" if is_data else sample
+    muon_parts = [_MuonPart(c) for c in corrections if "muon" in c.kinds]
+    sel, weight, _, _ = process_columns("w", name, cols, corrections=muon_parts)
     if is_data:
-        return sel, np.ones(len(weight)), []
-    variations = list(correction_variations(WeightSet(weight, var_w, info["groups"]), "corrections"))
+        return sel, np.ones(len(weight)), iter(())
+    variations = _weight_variations(corrections, sel, sample_info("w", name, sel), weight)
     return sel, weight, variations
 
 
