@@ -111,6 +111,11 @@ def test_npz_reader(tmp_path):
     theta = np.array([0.3, -1.0, 0.5, 2.0])
     ref = nominal * np.exp(np.einsum("s,spb->pb", theta, logk))
     np.testing.assert_allclose(m.expected_per_process(theta), ref, rtol=1e-12)
+    ms = Model.from_npz(tmp_path / "m.npz", signal_strength=True)  # rabbit-fit's default model
+    assert ms.pois == ["massShift100MeV", "r_W"]
+    ref_s = ref.copy()
+    ref_s[0] *= 1.3
+    np.testing.assert_allclose(ms.expected_per_process(np.append(theta, 1.3)), ref_s, rtol=1e-12)
     with pytest.raises(ValueError, match="lacks arrays"):
         np.savez(tmp_path / "bad.npz", nominal=nominal)
         Model.from_npz(tmp_path / "bad.npz")

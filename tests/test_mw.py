@@ -330,3 +330,20 @@ def test_corrections_enter_through_the_hook():
     assert ("lumi", "nonprompt") not in [(n[0], n[1]) for n in spec.norms]
     names = [row["source"] for row in ts.sources]
     assert {"toyEff", "toyScale", "toyNonprompt"} <= set(names)
+
+
+# ---------------------------------------------------------------- chapter tables
+def test_chapter_tables(toy_templates):
+    from wmnb.mw import chapter, fitting
+
+    table = chapter.impact_table({"pdf": 1.234, "stat": 2.0, "total": 3.0}, None)
+    assert "| pdf | 1.23 | – | 4.4 | 2.8 |" in table and table.strip().endswith("| total | 3.00 | – | 9.9 | 9.9 |")
+    rows = chapter.sensitivity_table(40.0, 117e6 / 400, 60.0, 55.0, noise_free_stat=50.0)
+    scaled = {r["quantity"]: r["this book"] for r in rows}
+    assert scaled["data-statistics uncertainty scaled to 117 M"] == pytest.approx(2.0)
+    assert scaled["… free of template noise (Fisher), scaled to 117 M"] == pytest.approx(2.5)
+    checks = fitting.cross_checks(toy_templates, ["charge", "pt27-55", "norm_floating"], backend="reference")
+    nominal = fitting.run_fit(model.make_spec(toy_templates), backend="reference")
+    got = {(r["check"], r["quantity"]) for r in chapter.cross_check_rows(checks, nominal)}
+    assert ("charge", "mass_plus − mass_minus") in got and ("norm_floating", "W normalisation μ") in got
+    assert ("pt27-55", "m_W shift vs nominal fit") in got

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-from .model import NUIS, POI_NORM, Model
+from .model import NUIS, Model
 
 
 @dataclass

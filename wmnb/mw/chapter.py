@@ -155,6 +155,14 @@ def sensitivity_table(stat_err: float, n_data: float, expected_total: float,
     return rows
 
 
+#: Paper impacts (nominal, global) in MeV by group (PHYSICS.md), for the tables.
+PAPER_IMPACTS = {
+    "muonScale": (4.8, 4.4), "muonEfficiency": (3.0, 2.3), "angularCoeffs": (3.3, 3.0), "EW": (2.0, 1.9),
+    "pTV": (2.0, 0.8), "pdf": (4.4, 2.8), "nonprompt": (3.2, 1.7), "lumi": (0.1, 0.1),
+    "binByBinStat": (1.5, 3.8), "stat": (2.4, 6.0), "total": (9.9, 9.9),
+}
+
+
 def impact_table(nominal: dict[str, float] | None, global_: dict[str, float] | None) -> str:
     """Markdown table of group impacts on m_W (MeV) next to the paper's."""
     nominal, global_ = nominal or {}, global_ or {}
