@@ -295,6 +295,9 @@ def _corrections():
         """Offers its (many) variations one at a time, like chapter 02's calibration."""
         name, kinds = "toyLazy", ("weight",)
 
+        def nominal_factor(self, columns, sample):
+            return None  # a lazy correction overrides both, as the Correction docstring says
+
         def iter_variations(self, columns, sample):
             for k in range(3):
                 up = 1 + 0.001 * (k + 1) * (columns["mu_pt"] - 40)
@@ -347,3 +350,21 @@ def test_chapter_tables(toy_templates):
     got = {(r["check"], r["quantity"]) for r in chapter.cross_check_rows(checks, nominal)}
     assert ("charge", "mass_plus − mass_minus") in got and ("norm_floating", "W normalisation μ") in got
     assert ("pt27-55", "m_W shift vs nominal fit") in got
+
+
+def test_unphysical_variations_are_rejected_and_listed():
+    from wmnb.corrections import Correction
+
+    class Broken(Correction):
+        name, kinds = "broken", ("weight",)
+
+        def iter_variations(self, columns, sample):
+            n = len(columns["mu_pt"])
+            yield "fine", "muonScale", np.full(n, 1.01), np.full(n, 0.99)
+            yield "huge", "muonScale", np.full(n, 1e-300), np.full(n, 1.0)
+
+    samples, data = toy_universe(5_000, M0, seed=7)
+    with pytest.warns(UserWarning, match="'huge'"):
+        ts = build_templates(samples, data, CONFIG, corrections=[Broken()])
+    assert "fine" in ts.processes["wplus_munu"].shapes and "huge" not in ts.processes["wplus_munu"].shapes
+    assert any(r["kind"] == "dropped" and "huge (wplus_munu)" in r["detail"] for r in ts.sources)

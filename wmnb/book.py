@@ -48,7 +48,7 @@ def toc_chapters(toc_path: Path | None = None) -> list[str]:
     """Chapter ids whose executed notebooks the table of contents lists."""
     ids = {c.id for c in CHAPTERS}
     return [Path(f).name for f in toc_entries(toc_path)
-            if f.startswith(f"{GENERATED}/") and Path(f).name in ids]
+            if GENERATED in Path(f).parts and Path(f).name in ids]
 
 
 def _write_if_changed(path: Path, data: bytes) -> bool:

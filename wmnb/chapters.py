@@ -18,6 +18,7 @@ class Chapter:
     title: str
     depends_on: tuple[str, ...] = ()
     code: tuple[str, ...] = ()    # wmnb modules/packages whose source changes invalidate it
+                                  # (besides the shared core, see wmnb.runner)
     headline: tuple[str, ...] = ()  # summary.json keys shown by `wmnb status`
 
 
@@ -25,11 +26,13 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("00_universe", "The synthetic universe", (),
             ("wmnb/universe",), ("n_events_total", "size_mb", "gen_rate_evps", "stat_err_scaled_117M")),
     Chapter("01_selection", "Data selection", ("00_universe",),
-            ("wmnb/engine",), ("n_w_data", "n_z_data", "n_jpsi_data")),
+            ("wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"), ("n_w_data", "n_z_data", "n_jpsi_data")),
     Chapter("02_calibration", "Muon momentum calibration with J/psi", ("01_selection",),
-            ("wmnb/calib", "wmnb/engine", "wmnb/fit"), ("pull_mean", "pull_width", "mz_minus_truth", "mz_err")),
+            ("wmnb/calib", "wmnb/engine", "wmnb/fit", "wmnb/plotting.py", "wmnb/corrections.py"),
+            ("pull_mean", "pull_width", "mz_minus_truth", "mz_err")),
     Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration"),
-            ("wmnb/mw", "wmnb/fit", "wmnb/engine"), ("mw", "mw_err", "stat_err", "blinded")),
+            ("wmnb/mw", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"),
+            ("mw", "mw_err", "stat_err", "blinded")),
 )
 """Every planned chapter; the runner and the book use only those whose notebook exists."""
 

@@ -25,6 +25,7 @@ it declares carries a nuisance ``group`` (as in PHYSICS.md's impact tables: "muo
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,40 @@ class Correction:
     def weights(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> WeightSet:
         """Weight factor and variations (kind ``weight``)."""
         return WeightSet()
+
+    def nominal_factor(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> np.ndarray | None:
+        """Nominal per-event weight factor (None means 1). Default: ``weights(...).nominal``."""
+        return self.weights(columns, sample).nominal
+
+    def iter_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo
+                        ) -> Iterator[tuple[str, str, np.ndarray, np.ndarray | None]]:
+        """Yield ``(name, group, up, down)`` one variation at a time, as factors **relative to
+        the nominal factor** (``down`` None for one-sided variations).
+
+        Callers that histogram hundreds of variations use this so that only one sits in memory;
+        corrections with many variations override it to compute them lazily (and then override
+        :meth:`nominal_factor` too, whose default calls :meth:`weights`).  The default derives
+        them from :meth:`weights` (``<name>Up`` / ``<name>Down`` pairs).
+        """
+        ws = self.weights(columns, sample)
+        nom = None if ws.nominal is None else np.asarray(ws.nominal, dtype=np.float64)
+        safe = None if nom is None else np.where(nom != 0, nom, 1.0)
+
+        def rel(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v, dtype=np.float64)
+            return v if safe is None else np.where(nom != 0, v / safe, 0.0)
+
+        seen: set[str] = set()
+        for key in ws.variations:
+            base = key[:-2] if key.endswith("Up") else key[:-4] if key.endswith("Down") else key
+            if base in seen:
+                continue
+            seen.add(base)
+            up = ws.variations.get(f"{base}Up", ws.variations.get(base))
+            down = ws.variations.get(f"{base}Down")
+            if up is None:  # only a Down variation: mirror nothing, report it as one-sided
+                up, down = down, None
+            yield base, ws.groups.get(base, "other"), rel(up), None if down is None else rel(down)
 
     def templates(self, **context: Any) -> dict[str, Any]:
         """Replacement process templates (kind ``template``)."""

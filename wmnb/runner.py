@@ -36,8 +36,8 @@ from .paths import STAGE_ENV, chapter_dir, profile_results, project_root
 from .profiles import chapter_parameters, load_profile
 
 STATE_FILE = ".run.json"
-# wmnb modules that are infrastructure, not analysis: editing them must not rerun chapters
-_INFRA = {"runner.py", "book.py", "cli.py", "chapters.py", "__init__.py"}
+# shared core every chapter uses; other wmnb modules count only where a chapter lists them
+_CORE = ("artefacts.py", "histio.py", "paths.py", "profiles.py", "style.py")
 
 
 class ChapterFailed(RuntimeError):
@@ -79,9 +79,10 @@ def _notebook_source_digest(path: Path) -> str:
 
 
 def _code_digest(code: Sequence[str], root: Path) -> str:
-    """Hash of the analysis code a chapter uses: its own subpackages plus the shared core."""
+    """Hash of the analysis code a chapter uses: the modules it lists plus the shared core
+    (editing the runner, the book builder or the CLI reruns nothing)."""
     h = hashlib.sha256()
-    files: set[Path] = {p for p in (root / "wmnb").glob("*.py") if p.name not in _INFRA}
+    files: set[Path] = {root / "wmnb" / name for name in _CORE}
     for entry in code:
         target = root / entry
         if target.is_dir():

@@ -120,6 +120,10 @@ class MomentumCalibration(Correction):
             s2 = s2 + np.maximum(self.resolution.extra_rel2(gen_pt, eta), 0.0)
         return s2
 
+    def nominal_factor(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> None:
+        """The momentum calibration changes pT, not the nominal weight."""
+        return None
+
     def iter_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo):
         """Yield ``(name, group, up, down)`` weight factors one variation at a time (simulation
         only), so callers can histogram hundreds of variations without holding them all."""

@@ -13,6 +13,7 @@ return ``{process: {"nominal": array|hist, "sumw2": ..., "variations": {name: ar
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class ProcessTemplate:
     sumw2: np.ndarray
     shapes: dict[str, tuple[str, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
     source: str = "simulation"
+    dropped: list[str] = field(default_factory=list)       # variations rejected as unphysical
     #: signal only: the ±100 MeV difference filled separately from even and odd events, to
     #: measure the sensitivity free of the templates' own statistical noise
     mass_halves: tuple[np.ndarray, np.ndarray] | None = None
@@ -83,31 +85,23 @@ class _MuonPart:
 def _weight_variations(corrections: Sequence[Any], sel: dict[str, np.ndarray], info: Any,
                        weight: np.ndarray) -> Iterator[Variation]:
     """Nominal factors of the weight corrections (applied to ``weight`` in place, eagerly) and
-    their variations (lazily).  A correction offering ``iter_variations(columns, sample)`` —
-    ``(name, group, up, down)`` factors relative to its nominal, like chapter 02's — is used
-    through it, with nominal factor ``nominal_factor(columns, sample)`` if it has one, else 1."""
+    their variations (lazily), through :meth:`wmnb.corrections.Correction.nominal_factor` and
+    :meth:`~wmnb.corrections.Correction.iter_variations` (``(name, group, up, down)`` factors
+    relative to the nominal factor)."""
     lazy = []
     for c in corrections:
         if "weight" not in c.kinds or not c.applies_to(info):
             continue
-        if hasattr(c, "iter_variations"):
-            if hasattr(c, "nominal_factor"):
-                weight *= np.asarray(c.nominal_factor(sel, info), dtype=np.float64)
-            lazy.append((c, None))
-        else:
-            wset = c.weights(sel, info)
-            if wset.nominal is not None:
-                weight *= np.asarray(wset.nominal, dtype=np.float64)
-            lazy.append((c, wset))
+        nominal = c.nominal_factor(sel, info)
+        if nominal is not None:
+            weight *= np.asarray(nominal, dtype=np.float64)
+        lazy.append(c)
 
     def generate() -> Iterator[Variation]:
-        for c, wset in lazy:
-            if wset is not None:
-                yield from correction_variations(wset, c.name)
-            else:
-                for name, group, up, down in c.iter_variations(sel, info):
-                    yield Variation(name, group, np.asarray(up, dtype=np.float64),
-                                    None if down is None else np.asarray(down, dtype=np.float64))
+        for c in lazy:
+            for name, group, up, down in c.iter_variations(sel, info):
+                yield Variation(name, group, np.asarray(up, dtype=np.float64),
+                                None if down is None else np.asarray(down, dtype=np.float64))
 
     return generate()
 
@@ -152,6 +146,19 @@ def _as_array(x: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- building the templates
+#: largest factor by which a variation may change a populated bin before it is rejected
+MAX_VARIATION = 100.0
+
+
+def _sane(nominal: np.ndarray, varied: np.ndarray) -> bool:
+    """Finite, non-negative, and within ×/÷ MAX_VARIATION of the nominal where it is populated."""
+    if not np.all(np.isfinite(varied)) or np.any(varied < 0):
+        return False
+    pop = nominal > 0
+    ratio = varied[pop] / nominal[pop]
+    return bool(np.all((ratio <= MAX_VARIATION) & (ratio >= 1.0 / MAX_VARIATION)))
+
+
 def process_template(cols: Mapping[str, np.ndarray], sample: str, config: MwConfig,
                      corrections: Sequence[Any] = (), mass_shifts_mev: Iterable[float] = ()
                      ) -> tuple[ProcessTemplate, dict[float, np.ndarray]]:
@@ -169,6 +176,13 @@ def process_template(cols: Mapping[str, np.ndarray], sample: str, config: MwConf
     for var in itertools.chain(builtin_variations(sel, sample, config), corr_vars):
         up = binning.fill_values(idx, weight * var.up)
         down = None if var.down is None else binning.fill_values(idx, weight * var.down)
+        if not (_sane(nominal, up) and (down is None or _sane(nominal, down))):
+            # a variation changing a populated bin by more than ×/÷ MAX_VARIATION is a bug of its
+            # producer; it would wreck the fit, so it is left out and listed by the chapter
+            warnings.warn(f"{sample}: variation {var.nuisance!r} (group {var.group}) changes a bin by more "
+                          f"than a factor {MAX_VARIATION:g} or is not finite; left out of the fit", stacklevel=2)
+            tmpl.dropped.append(var.nuisance)
+            continue
         tmpl.shapes[var.nuisance] = (var.group, up, down)
     shifted: dict[float, np.ndarray] = {}
     if sample in SIGNAL:
@@ -215,6 +229,10 @@ def build_templates(samples: Mapping[str, Mapping[str, np.ndarray]], data: Mappi
                 scan[s][tmpl.name] = shifted[s]
     ts = TemplateSet(data_vals, processes, up, down, config, float(data_vals.sum()), scan)
     ts.sources = active_sources(samples, corrections)
+    dropped = sorted({f"{v} ({p})" for p, t in processes.items() for v in t.dropped})
+    if dropped:
+        ts.sources.append({"source": "rejected variations", "kind": "dropped", "group": "",
+                           "detail": ", ".join(dropped)})
     _apply_template_corrections(ts, corrections)
     return ts
 
