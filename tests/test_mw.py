@@ -12,6 +12,7 @@ import pytest
 from wmnb.mw import binning, blinding, model, reffit
 from wmnb.mw.breitwigner import breit_wigner, mass_weights, width_for_mass
 from wmnb.mw.systematics import MwConfig
+from wmnb.fit.toymodels import muon_kinematics
 from wmnb.mw.templates import build_templates
 
 M0, G0 = 80.379, 2.085          # simulation line shape (GeV)
@@ -37,17 +38,9 @@ def toy_sample(n: int, charge: int, mass: float, width: float, rng: np.random.Ge
     y = rng.normal(0, 1.9, n)
     c = 2 * np.cbrt(rng.uniform(size=n)) - 1
     c = -c if charge > 0 else c
-    s = np.sqrt(1 - c**2)
     phi = rng.uniform(0, 2 * np.pi, n)
-    p = m / 2
-    px, py, pz, e = p * s * np.cos(phi), p * s * np.sin(phi), p * c, p
-    et = np.sqrt(m**2 + qt**2)
-    bx, gx = qt / et, et / m
-    px2, e2 = gx * (px + bx * e), gx * (e + bx * px)
-    pz2 = np.cosh(y) * (pz + np.tanh(y) * e2)
-    pt_true = np.hypot(px2, py)
+    pt_true, eta = muon_kinematics(m, qt, y, c, phi)
     pt = pt_true * rng.normal(1, 0.01, n)
-    eta = np.arcsinh(pz2 / pt_true)
     r, f = np.meshgrid([0.5, 1, 2], [0.5, 1, 2], indexing="ij")
     scale = 1 + 0.05 * np.log2(r.ravel())[None, :] * (qt[:, None] / 20) + 0.02 * np.log2(f.ravel())[None, :]
     pdf = np.column_stack([np.ones(n), 1 + 0.01 * y, 1 - 0.01 * y, 1 + 0.003 * qt / 10, 1 - 0.003 * qt / 10])

@@ -40,6 +40,22 @@ class WToy:
         return bw(self.m, MW0 + delta_gev) / bw(self.m, MW0)
 
 
+def muon_kinematics(m: np.ndarray, qt: np.ndarray, y: np.ndarray, cos_theta: np.ndarray,
+                    phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lab-frame (pT, eta) of the muon from a W of mass ``m``, transverse momentum ``qt`` and
+    rapidity ``y`` (GeV) decaying at polar angle ``cos_theta`` and azimuth ``phi`` in its rest
+    frame (massless leptons; transverse boost along x, then the longitudinal boost)."""
+    sin_theta = np.sqrt(1 - cos_theta**2)
+    p = m / 2
+    px, py, pz, e = p * sin_theta * np.cos(phi), p * sin_theta * np.sin(phi), p * cos_theta, p
+    et = np.sqrt(m**2 + qt**2)
+    beta, gamma = qt / et, et / m
+    px_lab, e_lab = gamma * (px + beta * e), gamma * (e + beta * px)
+    pz_lab = np.cosh(y) * pz + np.sinh(y) * e_lab
+    pt = np.hypot(px_lab, py)
+    return pt, np.arcsinh(pz_lab / pt)
+
+
 def _toy_w(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     m = MW0 + GW / 2 * np.tan(rng.uniform(-np.pi / 2 * 0.98, np.pi / 2 * 0.98, n))
     m = m[(m > 50) & (m < 110)]
@@ -49,16 +65,9 @@ def _toy_w(n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     q = np.where(rng.uniform(size=n) < 0.57, 1, -1)
     c = 2 * np.cbrt(rng.uniform(size=n)) - 1
     c = np.where(q > 0, -c, c)
-    s = np.sqrt(1 - c**2)
     phi = rng.uniform(0, 2 * np.pi, n)
-    p = m / 2
-    px, py, pz, E = p * s * np.cos(phi), p * s * np.sin(phi), p * c, p
-    et = np.sqrt(m**2 + qt**2)
-    bx, gx = qt / et, et / m
-    px2, E2 = gx * (px + bx * E), gx * (E + bx * px)
-    pz2 = np.cosh(y) * (pz + np.tanh(y) * E2)
-    pt = np.hypot(px2, py) * rng.normal(1, 0.012, n)
-    eta = np.arcsinh(pz2 / np.hypot(px2, py))
+    pt_true, eta = muon_kinematics(m, qt, y, c, phi)
+    pt = pt_true * rng.normal(1, 0.012, n)
     return m, pt, eta, q
 
 
