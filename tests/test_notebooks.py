@@ -52,6 +52,6 @@ def test_book_builds_offline_with_warnings_as_errors(smoke_run):
     assert (html_dir / "_static" / "mathjax" / "tex-chtml.js").is_file()
     results = (html_dir / "book" / "_generated" / "results.html").read_text()
     for cid in AVAILABLE:
-        assert (html_dir / "book" / "_generated" / f"{cid}.html").is_file()
+        assert (html_dir / "notebooks" / f"{cid}.html").is_file()
         for key in get_chapter(cid).headline[:1]:
             assert key in results

@@ -2,8 +2,10 @@
 
 The book is assembled in a source tree under ``_build/.src/<profile>/``: the top-level
 ``_config.yml`` and ``_toc.yml``, the static pages of ``book/``, the executed notebook of every
-chapter in the table of contents (from ``results/<profile>/<id>/<id>.ipynb``) and a results page
-written from all ``summary.json`` files.  Files are only rewritten when their content changed, so
+chapter in the table of contents (from ``results/<profile>/<id>/<id>.ipynb``, placed at
+``notebooks/<id>.ipynb`` as in the repository, so relative links between notebooks and book pages
+work the same in JupyterLab and in the book) and a results page written from all
+``summary.json`` files.  Files are only rewritten when their content changed, so
 Sphinx rebuilds only what changed and a second build with nothing new is quick.  The HTML lands
 in ``_build/html`` (default profile) or ``_build/<profile>/html``.
 """
@@ -22,7 +24,8 @@ from .artefacts import read_json
 from .chapters import CHAPTERS
 from .paths import profile_results, project_root
 
-GENERATED = "_generated"
+GENERATED = "_generated"   # book/_generated/: pages written by the builder (results)
+NOTEBOOKS = "notebooks"    # executed chapter notebooks sit where their sources do
 
 
 def toc_entries(toc_path: Path | None = None) -> list[str]:
@@ -48,7 +51,7 @@ def toc_chapters(toc_path: Path | None = None) -> list[str]:
     """Chapter ids whose executed notebooks the table of contents lists."""
     ids = {c.id for c in CHAPTERS}
     return [Path(f).name for f in toc_entries(toc_path)
-            if GENERATED in Path(f).parts and Path(f).name in ids]
+            if Path(f).parts[0] == NOTEBOOKS and Path(f).name in ids]
 
 
 def _write_if_changed(path: Path, data: bytes) -> bool:
@@ -114,7 +117,7 @@ def assemble(profile: str, src: Path | None = None) -> Path:
         if not executed.is_file():
             missing.append(cid)
             continue
-        _write_if_changed(src / "book" / GENERATED / f"{cid}.ipynb", executed.read_bytes())
+        _write_if_changed(src / NOTEBOOKS / f"{cid}.ipynb", executed.read_bytes())
     if missing:
         raise FileNotFoundError(
             f"chapters {missing} are in _toc.yml but have no executed notebook for profile "

@@ -82,7 +82,7 @@ def _code_digest(code: Sequence[str], root: Path) -> str:
     """Hash of the analysis code a chapter uses: the modules it lists plus the shared core
     (editing the runner, the book builder or the CLI reruns nothing)."""
     h = hashlib.sha256()
-    files: set[Path] = {root / "wmnb" / name for name in _CORE}
+    files: set[Path] = {root / "wmnb" / name for name in _CORE if (root / "wmnb" / name).is_file()}
     for entry in code:
         target = root / entry
         if target.is_dir():
