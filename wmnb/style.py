@@ -22,9 +22,17 @@ def cms_label(ax: Any = None, data: bool = True, lumi: float | None = LUMI_FB, *
     """Put the CMS-style label on ``ax``, always marked *Synthetic* (never real CMS data)."""
     import mplhep
 
+    import matplotlib.pyplot as plt
+
     label = kwargs.pop("label", LABEL)
+    target = ax if ax is not None else plt.gca()
+    width_in = target.get_position().width * target.figure.get_figwidth()
+    if width_in < 5.5 and "fontsize" not in kwargs:
+        # narrow panels (several per row): shrink the label so "CMS Synthetic" and the
+        # luminosity text do not overlap
+        kwargs["fontsize"] = max(9.0, 22.0 * width_in / 6.0)
     if lumi is not None:
         kwargs.setdefault("lumi", lumi)
     kwargs.setdefault("com", 13)
     kwargs.setdefault("loc", 0)
-    return mplhep.cms.label(label, ax=ax, data=data, **kwargs)
+    return mplhep.cms.label(label, ax=target, data=data, **kwargs)

@@ -178,9 +178,8 @@ def process_template(cols: Mapping[str, np.ndarray], sample: str, config: MwConf
         down = None if var.down is None else binning.fill_values(idx, weight * var.down)
         if not (_sane(nominal, up) and (down is None or _sane(nominal, down))):
             # a variation changing a populated bin by more than ×/÷ MAX_VARIATION is a bug of its
-            # producer; it would wreck the fit, so it is left out and listed by the chapter
-            warnings.warn(f"{sample}: variation {var.nuisance!r} (group {var.group}) changes a bin by more "
-                          f"than a factor {MAX_VARIATION:g} or is not finite; left out of the fit", stacklevel=2)
+            # producer; it would wreck the fit, so it is left out, warned about once by
+            # build_templates and listed by the chapter
             tmpl.dropped.append(var.nuisance)
             continue
         tmpl.shapes[var.nuisance] = (var.group, up, down)
@@ -229,10 +228,14 @@ def build_templates(samples: Mapping[str, Mapping[str, np.ndarray]], data: Mappi
                 scan[s][tmpl.name] = shifted[s]
     ts = TemplateSet(data_vals, processes, up, down, config, float(data_vals.sum()), scan)
     ts.sources = active_sources(samples, corrections)
-    dropped = sorted({f"{v} ({p})" for p, t in processes.items() for v in t.dropped})
+    dropped = sorted({(v, p) for p, t in processes.items() for v in t.dropped})
     if dropped:
+        warnings.warn(f"{len(dropped)} variations change a populated bin by more than a factor "
+                      f"{MAX_VARIATION:g} or are not finite and are left out of the fit: "
+                      f"{', '.join(f'{v!r} ({p})' for v, p in dropped[:6])}{' ...' if len(dropped) > 6 else ''}",
+                      stacklevel=2)
         ts.sources.append({"source": "rejected variations", "kind": "dropped", "group": "",
-                           "detail": ", ".join(dropped)})
+                           "detail": ", ".join(f"{v} ({p})" for v, p in dropped)})
     _apply_template_corrections(ts, corrections)
     return ts
 
