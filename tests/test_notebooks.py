@@ -5,6 +5,7 @@ skips chapters that are up to date); every test then reads the ``summary.json`` 
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def test_chapter_summary_has_headline_numbers(smoke_run, chapter):
             assert math.isfinite(value), f"{chapter}: {key} = {value}"
     assert smoke_run[chapter]["parameters"].get("profile") == "smoke"
     assert (chapter_dir("smoke", chapter) / f"{chapter}.ipynb").is_file()
+
+
+@pytest.mark.parametrize("chapter", AVAILABLE)
+def test_executed_chapter_shows_its_plots(smoke_run, chapter):
+    nb = json.loads((chapter_dir("smoke", chapter) / f"{chapter}.ipynb").read_text())
+    images = [o for c in nb["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert images, f"{chapter}: the executed notebook holds no figure (is the inline backend active?)"
 
 
 def test_status_reports_everything_up_to_date(smoke_run):

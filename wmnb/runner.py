@@ -153,17 +153,26 @@ def status(profile: str, chapters: Sequence[Chapter] | None = None,
     return result
 
 
+#: matplotlib backend of the chapter kernels: inline, so figures land in the executed notebook
+#: even when the calling environment sets MPLBACKEND=Agg (as CI and the tests do)
+KERNEL_MPLBACKEND = "module://matplotlib_inline.backend_inline"
+
+
 @contextlib.contextmanager
-def _staging_env(profile: str, chapter_id: str, stage: Path) -> Iterator[None]:
-    old = os.environ.get(STAGE_ENV)
-    os.environ[STAGE_ENV] = json.dumps({"profile": profile, "chapter": chapter_id, "dir": str(stage)})
+def _kernel_env(profile: str, chapter_id: str, stage: Path) -> Iterator[None]:
+    """Environment the chapter's kernel inherits: the staging directory and the plot backend."""
+    new = {STAGE_ENV: json.dumps({"profile": profile, "chapter": chapter_id, "dir": str(stage)}),
+           "MPLBACKEND": KERNEL_MPLBACKEND}
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(STAGE_ENV, None)
-        else:
-            os.environ[STAGE_ENV] = old
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _swap_in(stage: Path, target: Path) -> None:
@@ -207,7 +216,7 @@ def run_chapter(chapter: Chapter, profile: str, run_hash: str, *,
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     try:
-        with _staging_env(profile, chapter.id, stage):
+        with _kernel_env(profile, chapter.id, stage):
             papermill.execute_notebook(
                 str(notebook_path(chapter, notebooks_dir)), str(executed), parameters=params,
                 kernel_name="python3", progress_bar=progress, log_output=log_output,
