@@ -126,7 +126,8 @@ def cutflow_table(profile: str, selection: str, samples: list[str] | None = None
             n, w = flows[s].get(c, [0, 0.0])
             is_data = s in ("data", "closure")
             cells.append(f"{int(n):,}" if is_data or not weighted else f"{int(n):,} ({w:,.4g})")
-        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        label = c.replace("|", "\\|")  # cut names like "|eta|<2.4" must not split the row
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
