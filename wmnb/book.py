@@ -92,7 +92,7 @@ def results_page(profile: str) -> str:
         summary = read_json(path)
         lines += [f"## {c.id.split('_', 1)[0]} · {c.title}", "", "| quantity | value |", "|---|---|"]
         for key, value in summary.get("headline", {}).items():
-            lines.append(f"| `{key}` | {_fmt(value).replace('|', '/')} |")
+            lines.append(f"| `{key}` | {_fmt(value).replace('|', chr(92) + '|')} |")
         versions = summary.get("versions", {})
         lines += ["", f"Written {summary.get('written_at', '?')} with wmnb {versions.get('wmnb', '?')}, "
                   f"Python {versions.get('python', '?')}.", ""]
