@@ -12,7 +12,6 @@ in ``_build/html`` (default profile) or ``_build/<profile>/html``.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -157,7 +156,3 @@ def cli_book(argv: list[str]) -> int:
     print(f"[wmnb] book built: {index}")
     return 0
 
-
-def clean_sources(profile: str) -> None:
-    """Remove the assembled source tree (forces a full rebuild)."""
-    shutil.rmtree(project_root() / "_build" / ".src" / profile, ignore_errors=True)

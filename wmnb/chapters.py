@@ -37,11 +37,6 @@ CHAPTERS: tuple[Chapter, ...] = (
 """Every planned chapter; the runner and the book use only those whose notebook exists."""
 
 
-def chapter_ids() -> list[str]:
-    """Chapter ids in execution order."""
-    return [c.id for c in CHAPTERS]
-
-
 def get_chapter(chapter_id: str, chapters: Sequence[Chapter] | None = None) -> Chapter:
     """Look a chapter up by id (or by its number prefix, e.g. ``"02"``)."""
     chapters = CHAPTERS if chapters is None else chapters

@@ -267,7 +267,6 @@ def _polish(model: "_Model", p, mu, J, f, n, g, I, free, cfg: MassFitConfig, n_i
         pd = np.all(np.linalg.eigvalsh(H) > 0, axis=1)
         H = np.where(pd[:, None, None], H, I[ia])
         step = -np.linalg.solve(H, g[ia][..., None])[..., 0]
-        best = p[ia].copy()
         accepted = np.zeros(ia.size, bool)
         for frac in (1.0, 0.5, 0.25):
             q = p[ia].copy()

@@ -38,7 +38,7 @@ Final W selection (PHYSICS.md): 26 < pT < 56 GeV, iso < 0.15, m_T > 40 GeV, veto
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,7 +145,7 @@ def trigger_match(chunk: Chunk) -> np.ndarray:
 
 def _pairs_between(off_a: np.ndarray, off_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices of all (a, b) object pairs in the same event of two collections."""
-    ca, cb = np.diff(off_a), np.diff(off_b)
+    cb = np.diff(off_b)
     ev_a = jagged.event_index(off_a)
     reps = cb[ev_a]                                   # partners of each a
     ia = np.repeat(np.arange(ev_a.size), reps)
@@ -200,6 +200,18 @@ def _start(chunk: Chunk, norm: float) -> tuple[Cutflow, dict[str, np.ndarray], n
         alive &= chunk.valid
         _cut(cf, "finite inputs", alive, wts["weight"])
     return cf, wts, alive
+
+
+def _triggered(chunk: Chunk, norm: float, paths: Sequence[str], name: str
+               ) -> tuple[Cutflow, dict[str, np.ndarray], np.ndarray, Collection, np.ndarray]:
+    """Common start of every skim: weights, the "all events" row, the muons and the trigger cut.
+
+    Returns (cutflow, weights, nominal weight, muons, alive mask)."""
+    cf, wts, alive = _start(chunk, norm)
+    w = wts["weight"]
+    alive = alive & _trigger(chunk, paths)
+    _cut(cf, name, alive, w)
+    return cf, wts, w, _muons(chunk), alive
 
 
 def _muon_columns(prefix: str, mu: Collection, idx: np.ndarray, match: np.ndarray) -> dict[str, np.ndarray]:
@@ -349,11 +361,7 @@ def _lhe(chunk: Chunk, sel: np.ndarray) -> dict[str, np.ndarray]:
 
 def select_w(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[str, np.ndarray], Cutflow]:
     """The loose W skim (see module docstring)."""
-    cf, wts, alive = _start(chunk, norm)
-    w = wts["weight"]
-    mu = _muons(chunk)
-    alive = alive & _trigger(chunk, SINGLE_MUON_TRIGGERS)
-    _cut(cf, "single-muon trigger", alive, w)
+    cf, wts, w, mu, alive = _triggered(chunk, norm, SINGLE_MUON_TRIGGERS, "single-muon trigger")
     good = _good_muon(mu, SKIM_MUON_PT)
     alive = alive & (jagged.count(good, mu.offsets) > 0)
     _cut(cf, "medium muon pT>20 |eta|<2.4 |dxy|<0.05", alive, w)
@@ -408,9 +416,6 @@ def _leading_pair(mu: Collection, good: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 def _dimuon(chunk: Chunk, norm: float, kind: str) -> tuple[dict[str, np.ndarray], Cutflow, dict[str, Any]]:
     """Common part of the z / wlike / jpsi / upsilon selections: an opposite-charge pair."""
-    cf, wts, alive = _start(chunk, norm)
-    w = wts["weight"]
-    mu = _muons(chunk)
     if kind == "z":
         trig_paths, pt_min, window = SINGLE_MUON_TRIGGERS, SKIM_MUON_PT, Z_MASS_SKIM
         trig_name = "single-muon trigger"
@@ -418,8 +423,7 @@ def _dimuon(chunk: Chunk, norm: float, kind: str) -> tuple[dict[str, np.ndarray]
         trig_paths, pt_min, window, trig_name = JPSI_TRIGGERS, ONIA_MUON_PT, JPSI_MASS_SKIM, "dimuon J/psi trigger"
     else:
         trig_paths, pt_min, window, trig_name = UPSILON_TRIGGERS, ONIA_MUON_PT, UPSILON_MASS_SKIM, "dimuon Upsilon trigger"
-    alive = alive & _trigger(chunk, trig_paths)
-    _cut(cf, trig_name, alive, w)
+    cf, wts, w, mu, alive = _triggered(chunk, norm, trig_paths, trig_name)
     if kind == "z":
         good = _good_muon(mu, pt_min)
         label = "2 medium muons pT>20 |eta|<2.4 |dxy|<0.05"
@@ -547,11 +551,7 @@ def select_onia(chunk: Chunk, norm: float = 1.0, kind: str = "jpsi",
 
 def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[str, np.ndarray], Cutflow]:
     """Tag-and-probe pairs on Z→μμ (one row per pair)."""
-    cf, wts, alive = _start(chunk, norm)
-    w = wts["weight"]
-    mu = _muons(chunk)
-    alive = alive & _trigger(chunk, SINGLE_MUON_TRIGGERS)
-    _cut(cf, "single-muon trigger", alive, w)
+    cf, wts, w, mu, alive = _triggered(chunk, norm, SINGLE_MUON_TRIGGERS, "single-muon trigger")
     match = trigger_match(chunk)
     tag = (mu["tightId"].astype(bool) if "tightId" in mu else mu["mediumId"].astype(bool)) \
         & (np.abs(mu["eta"]) < 2.4) & (mu["pt"] > TAG_PT) & (np.abs(mu["dxy"]) < DXY_MAX) \
