@@ -16,7 +16,7 @@ from .binning import Binning4D, check_columns, quantile_pt_edges
 from .correction import MomentumCalibration, publish_correction, write_artefact
 from .massfit import MassFitConfig, MassFitResult, fit_bins
 from .paramfit import ParamFit, bin_moments, event_design, fit_parameters, pulls
-from .resolution import fit_data_resolution, measure_mc_resolution, resolution_moments
+from .resolution import BinMuons, fit_data_resolution, measure_mc_resolution, resolution_moments
 from .scale_model import ScaleParams, eta_edges
 from .uncertainty import (MZ_PDG, MZ_PDG_ERR, Variation, closure_chi2, closure_scale_factor,
                           eigen_variations, map_to_fine)
@@ -56,6 +56,21 @@ class CalibConfig:
                 "full": dict(n_eta=48, n_pt=4, min_data=100)}.get(profile, {})
         kw = {**base, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(seed=seed, **kw)
+
+
+#: Largest error of a closure parameter that still counts as measured: a relative scale shift of
+#: 5e-3 at the W's pT (45 GeV) for A' and M', a third of the resolution there and fifty times the
+#: paper's total scale uncertainty.  Beyond it (sparse Z bins on small profiles) the parameter is
+#: reported as unconstrained and gives no variation: a weight-based variation (a shift of the
+#: Gaussian curvature response) needs shifts well below the resolution.
+MAX_CLOSURE_ERROR = {"A": 5e-3, "M": 5e-3 / 45.0}
+
+
+def constrained(params: "ParamFit") -> np.ndarray:
+    """Determined closure parameters whose error is within :data:`MAX_CLOSURE_ERROR`."""
+    err = np.sqrt(np.abs(np.diag(params.cov)))
+    bound = np.array([MAX_CLOSURE_ERROR.get(nm, np.inf) for nm in params.names] * params.params.n_bins)
+    return params.determined & np.isfinite(params.vector()) & np.isfinite(err) & (err <= bound)
 
 
 @dataclass
@@ -120,8 +135,13 @@ class ScaleStep:
     binning: Binning4D
     fits: MassFitResult
     params: ParamFit
-    mom_res: dict[str, np.ndarray] | None = None
+    mom_res: BinMuons | None = None
     runtime_s: float = 0.0
+
+    def dvar(self) -> tuple[np.ndarray, np.ndarray]:
+        """Extra relative mass variance per fitted bin and its error (NaN for failed fits)."""
+        f = self.fits
+        return f.dvar, np.where(f.ok, f.dvar_err, np.nan)
 
 
 def scale_step(sample: Sample, eta_bins: np.ndarray, n_pt: int, window: tuple[float, float],
@@ -239,23 +259,23 @@ def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[st
             closure[key] = None
             continue
         closure[key] = scale_step(Sample(data_c, mc_s), cedges, n_pt, window, False,
-                                  cfg.min_data_closure, cfg.min_mc, mc_res, fine_edges=edges,
-                                  ratio_binning=(key == "z"))
+                                  cfg.min_data_closure, cfg.min_mc, mc_res if key == "z" else None,
+                                  fine_edges=edges, ratio_binning=(key == "z"))
     out["closure"] = closure
 
-    # -------- resolution: data minus simulation from J/psi (before) and Z (after scale correction)
-    pieces = [(jpsi.fits.dvar[jpsi.fits.ok], jpsi.fits.dvar_err[jpsi.fits.ok],
-               {k: v[jpsi.fits.ok] for k, v in jpsi.mom_res.items()})]
-    if closure["z"] is not None:
-        zf = closure["z"].fits
-        pieces.append((zf.dvar[zf.ok], zf.dvar_err[zf.ok], {k: v[zf.ok] for k, v in closure["z"].mom_res.items()}))
+    # -------- resolution: data (a, b, c, d) from the extra mass variance of the J/psi bins and
+    # (after the scale correction) of the Z bins
+    pieces = [(*s.dvar(), s.mom_res) for s in (jpsi, closure["z"]) if s is not None]
     data_res = fit_data_resolution(mc_res, pieces)
     out["data_resolution"] = data_res
 
     # -------- closure chi2 (Z) and the uncertainty scale factor
     zc = closure["z"]
     if zc is not None:
-        det = zc.params.determined & np.isfinite(zc.params.vector())
+        det = constrained(zc.params)
+        out["closure_unconstrained_z"] = [f"{nm}'[{i // len(zc.params.names)}]" for i, nm in
+                                          enumerate(np.tile(zc.params.names, cfg.n_eta_closure))
+                                          if zc.params.determined[i] and not det[i]]
         r = zc.params.vector()[det]
         Cz = zc.params.cov[np.ix_(det, det)]
         # the J/psi calibration's statistical covariance carried exactly into the Z closure
@@ -272,7 +292,8 @@ def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[st
         names = np.tile(["A", "M"], cfg.n_eta_closure)[det]
         for nm in ("A", "M"):
             sel = names == nm
-            out[f"closure_chi2_ndf_z_{nm}"] = closure_chi2(r[sel], Cz[np.ix_(sel, sel)], Ccal[np.ix_(sel, sel)]) / max(sel.sum(), 1)
+            out[f"closure_chi2_ndf_z_{nm}"] = (closure_chi2(r[sel], Cz[np.ix_(sel, sel)], Ccal[np.ix_(sel, sel)]) / sel.sum()
+                                               if sel.any() else float("nan"))
     else:
         out["closure_chi2_ndf_z"], sf = float("nan"), 1.0
     out["scale_factor"] = sf
@@ -280,7 +301,8 @@ def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[st
     # -------- uncertainty model -> variations
     variations: list[Variation] = eigen_variations(pf.cov, pf.names, cfg.n_eta, "muonScaleStat", "muonScale", scale=sf)
     if zc is not None:
-        zvars = eigen_variations(zc.params.cov, zc.params.names, cfg.n_eta_closure, "muonScaleZClosure", "muonScale")
+        cz = np.where(np.outer(det, det), zc.params.cov, np.nan)
+        zvars = eigen_variations(cz, zc.params.names, cfg.n_eta_closure, "muonScaleZClosure", "muonScale")
         variations += [map_to_fine(v, cedges, edges) for v in zvars]
     dA = MZ_PDG_ERR / MZ_PDG
     variations.append(Variation("muonScaleMZRef", "muonScale", np.full(cfg.n_eta, dA), np.zeros(cfg.n_eta), np.zeros(cfg.n_eta)))

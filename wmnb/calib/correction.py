@@ -31,7 +31,7 @@ from .scale_model import ScaleParams, correct_pt, eta_index
 from .uncertainty import Variation
 
 ARTEFACT = "momentum_calibration.json"
-ARTEFACT_VERSION = 1
+ARTEFACT_VERSION = 2   # 2: data resolution as fitted (a, b, c, d) with covariance
 CORRECTION_NAME = "muon_momentum_scale"
 GROUP = "muonScale"
 

@@ -103,26 +103,43 @@ def plot_closure(out: dict[str, Any]):
 
 
 def plot_resolution(out: dict[str, Any]):
-    """Relative pT resolution at 10 and 40 GeV per eta: simulation (fitted) and data (fitted)."""
+    """Relative pT resolution per eta at J/psi-like (5 GeV) and W-like (40 GeV) pT: simulation
+    (fitted to gen-matched muons), data (fitted to the extra mass variance, with its error band)
+    and the truth cards; right: the data/simulation ratio of the four parameters."""
     dr = out["data_resolution"]
-    mc = dr.mc
-    dm = dr.data_model()
+    mc, dm = dr.mc, dr.data
     x = _centres(mc.edges)
-    fig, ax = plt.subplots(figsize=(9, 6))
-    for pt, ls in ((10.0, "-"), (40.0, "--")):
-        ax.plot(x, np.sqrt(mc.rel2(np.full_like(x, pt), x)) * 100, "C0" + ls, label=f"simulation, $p_T$={pt:g} GeV")
-        ax.plot(x, np.sqrt(dm.rel2(np.full_like(x, pt), x)) * 100, "C1" + ls, label=f"data, $p_T$={pt:g} GeV")
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(18, 7))
     tr = out.get("truth_resolution")
-    if tr:
-        xf = np.linspace(-2.35, 2.35, 95)
-        for pt in (10.0, 40.0):
-            for key, col in (("simulation", "C0"), ("data", "C1")):
-                ax.plot(xf, np.sqrt(tr[key].rel2(np.full_like(xf, pt), xf)) * 100, color=col, ls=":", lw=1,
-                        label=f"truth ({key})" if pt == 10.0 else None)
+    for pt, ls in ((5.0, "-"), (40.0, "--")):
+        ax.plot(x, np.sqrt(mc.rel2(np.full_like(x, pt), x)) * 100, "C0" + ls, label=f"simulation, $p_T$={pt:g} GeV")
+        sig, err = dr.data_rel_sigma(pt, x)
+        ax.errorbar(x, sig * 100, yerr=err * 100, fmt="o" if pt < 10 else "s", color="C1", ms=4,
+                    label=f"data, $p_T$={pt:g} GeV")
+        if tr:
+            xf = np.linspace(-2.35, 2.35, 95)
+            ax.plot(xf, np.sqrt(tr["data"].rel2(np.full_like(xf, pt), xf)) * 100, color="C3", ls=":", lw=1.5,
+                    label="truth (data)" if pt < 10 else None)
     ax.set_xlabel(r"$\eta^\mu$")
     ax.set_ylabel(r"$\sigma_{p_T}/p_T$ [%]")
-    ax.legend(fontsize=12)
+    ax.set_ylim(0, None)
+    ax.legend(fontsize=11, ncol=2)
     cms_label(ax)
+    err = np.sqrt(np.abs(np.diag(dr.cov))).reshape(-1, 4)
+    for j, (nm, mk) in enumerate(zip("abcd", "os^v")):
+        ratio = getattr(dm, nm) / getattr(mc, nm)
+        ax2.errorbar(x + (j - 1.5) * 0.02, ratio, yerr=err[:, j] / getattr(mc, nm), fmt=mk, ms=4, label=f"${nm}$")
+        if tr:
+            ax2.step(tr["data"].edges, np.r_[getattr(tr["data"], nm) / getattr(tr["simulation"], nm),
+                                             (getattr(tr["data"], nm) / getattr(tr["simulation"], nm))[-1]],
+                     where="post", color=f"C{j}", lw=1, alpha=0.6)
+    ax2.axhline(1, color="k", lw=1)
+    ax2.set_ylim(0.4, 1.8)
+    ax2.set_xlabel(r"$\eta^\mu$")
+    ax2.set_ylabel("data / simulation (lines: truth cards)")
+    ax2.legend(fontsize=11, ncol=4, title=f"prior width {dr.prior_width:.0%}", title_fontsize=11)
+    cms_label(ax2)
+    fig.tight_layout()
     return fig
 
 

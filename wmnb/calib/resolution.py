@@ -3,12 +3,15 @@
 * Simulation: measured directly from gen-matched muons (relative curvature residual
   ``k_reco/k_gen - 1``), binned in eta x pT, a robust width per bin and a fit of (a, b, c, d)
   per eta bin.
-* Data minus simulation: each 4-D bin fit measures the extra relative mass variance
+* Data: each 4-D bin fit measures the extra relative mass variance
   ``dvar = (sigma_m/m)^2_data - (sigma_m/m)^2_sim``; since m ~ sqrt(pT+ pT-),
-  ``dvar = (dr2(mu+) + dr2(mu-)) / 4`` with ``dr2 = d(a^2) + d(c^2) pT^2 + d(b^2) g(pT)``,
-  ``g = 1/(1 + d^2/pT^2)`` with the simulated ``d``: a linear fit of (d(a^2), d(b^2), d(c^2)) per
-  eta bin to all J/psi and Z 4-D bins together (J/psi pins the low-pT terms, Z the c term).
-* Simulation is smeared by ``sqrt(max(dr2, 0))`` in quadrature (curvature smearing).
+  ``dvar = < r2_data(mu+) - r2_sim(mu+) + r2_data(mu-) - r2_sim(mu-) > / 4`` averaged over the
+  bin's muons, with ``r2 = (sigma_pT/pT)^2``.  The data parameters (a, b, c, d) of every eta bin
+  are fitted to all J/psi and Z 4-D bins together (J/psi pins the low-pT terms, Z the c term,
+  both together the turn-on d) by non-linear least squares, with a weak prior that keeps
+  parameters without lever arm near simulation (each within ``prior_width`` of its simulated
+  value, 50 % by default).
+* Simulation is smeared by ``sqrt(max(r2_data - r2_sim, 0))`` in quadrature (curvature smearing).
 """
 from __future__ import annotations
 
@@ -108,97 +111,165 @@ def measure_mc_resolution(pt: np.ndarray, eta: np.ndarray, gen_pt: np.ndarray, n
     return model, {"table": table, "filled_from_neighbour": filled}
 
 
-def design_dvar(mc_res: ResolutionModel, moments: dict[str, np.ndarray]) -> np.ndarray:
-    """Design matrix of dvar = (dr2+ + dr2-)/4 in (d(a^2), d(b^2), d(c^2)) per eta bin.
+PARAMS = ("a", "b", "c", "d")
+#: upper bounds of (a, b, c, d) in fits (dimensionless, dimensionless, 1/GeV, GeV)
+UPPER = (0.5, 0.5, 0.05, 200.0)
 
-    ``moments``: per 4-D bin ``ieta_p, ieta_m`` (indices on ``mc_res.edges``), ``pt2_p``,
-    ``pt2_m`` (mean pT^2) and ``g_p``, ``g_m`` (mean 1/(1 + d^2/pT^2)).
-    """
-    n = len(mc_res.edges) - 1
-    rows = np.arange(len(moments["ieta_p"]))
-    X = np.zeros((len(rows), 3 * n))
-    for s in ("p", "m"):
-        base = 3 * np.asarray(moments[f"ieta_{s}"])
-        np.add.at(X, (rows, base), 0.25)
-        np.add.at(X, (rows, base + 1), 0.25 * moments[f"g_{s}"])
-        np.add.at(X, (rows, base + 2), 0.25 * moments[f"pt2_{s}"])
-    return X
+
+def _rel2_and_grad(pt: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray,
+                   d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sigma_pT/pT)^2 and its gradient in (a, b, c, d) per muon ([n], [n, 4])."""
+    pt2 = pt * pt
+    g = 1.0 / (1.0 + d * d / pt2)
+    r2 = a * a + c * c * pt2 + b * b * g
+    grad = np.stack([2 * a, 2 * b * g, 2 * c * pt2, -b * b * g * g * 2 * d / pt2], axis=1)
+    return r2, grad
+
+
+@dataclass
+class BinMuons:
+    """The simulated muons of the fitted 4-D bins: bin position, pT and resolution eta index
+    of mu+ and mu- (arrays over events), and the number of events per bin."""
+
+    pos: np.ndarray
+    pt_p: np.ndarray
+    pt_m: np.ndarray
+    ieta_p: np.ndarray
+    ieta_m: np.ndarray
+    count: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> "BinMuons":
+        """Only the bins where ``keep`` (bool over bins) is true, renumbered."""
+        new_pos = np.cumsum(keep) - 1
+        ev = keep[self.pos]
+        return BinMuons(new_pos[self.pos[ev]], self.pt_p[ev], self.pt_m[ev], self.ieta_p[ev],
+                        self.ieta_m[ev], self.count[keep])
 
 
 def resolution_moments(idx: np.ndarray, cols: dict[str, np.ndarray], bins: np.ndarray,
-                       mc_res: ResolutionModel) -> dict[str, np.ndarray]:
-    """Per 4-D bin (flat ids ``bins``) eta index on the resolution binning and pT moments."""
+                       mc_res: ResolutionModel) -> BinMuons:
+    """The simulated muons of each of the 4-D bins ``bins`` (flat ids), with their eta index on
+    the resolution binning of ``mc_res``."""
+    bins = np.asarray(bins)
     pos = np.clip(np.searchsorted(bins, idx), 0, max(len(bins) - 1, 0))
-    ok = (idx >= 0) & (bins[pos] == idx)
-    cnt = np.maximum(np.bincount(pos[ok], minlength=len(bins)), 1)
-    out = {}
-    for p, s in (("mup", "p"), ("mum", "m")):
-        pt = np.asarray(cols[f"{p}_pt"], dtype=np.float64)[ok]
-        eta = np.asarray(cols[f"{p}_eta"], dtype=np.float64)[ok]
-        i = eta_index(eta, mc_res.edges)
-        g = 1.0 / (1.0 + mc_res.d[i] ** 2 / pt ** 2)
-        out[f"pt2_{s}"] = np.bincount(pos[ok], weights=pt * pt, minlength=len(bins)) / cnt
-        out[f"g_{s}"] = np.bincount(pos[ok], weights=g, minlength=len(bins)) / cnt
-        eta_mean = np.bincount(pos[ok], weights=eta, minlength=len(bins)) / cnt
-        out[f"ieta_{s}"] = eta_index(eta_mean, mc_res.edges)
-    return out
+    ok = (idx >= 0) & (len(bins) > 0)
+    if len(bins):
+        ok &= bins[pos] == idx
+    pt = {p: np.asarray(cols[f"{p}_pt"], dtype=np.float64)[ok] for p in ("mup", "mum")}
+    ie = {p: eta_index(np.asarray(cols[f"{p}_eta"], dtype=np.float64)[ok], mc_res.edges) for p in ("mup", "mum")}
+    return BinMuons(pos[ok], pt["mup"], pt["mum"], ie["mup"], ie["mum"],
+                    np.bincount(pos[ok], minlength=len(bins)).astype(np.float64))
+
+
+def _bin_average(muons: BinMuons, model_params: np.ndarray, n_eta: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin <r2(mu+) + r2(mu-)>/4 and its Jacobian in the flat (a, b, c, d) x eta parameters."""
+    nb = len(muons.count)
+    val = np.zeros(nb)
+    jac = np.zeros(nb * 4 * n_eta)
+    norm = 0.25 / np.maximum(muons.count, 1.0)
+    for pt, ie in ((muons.pt_p, muons.ieta_p), (muons.pt_m, muons.ieta_m)):
+        a, b, c, d = (model_params[ie, j] for j in range(4))
+        r2, grad = _rel2_and_grad(pt, a, b, c, d)
+        val += np.bincount(muons.pos, weights=r2, minlength=nb)
+        for j in range(4):
+            jac += np.bincount(muons.pos * 4 * n_eta + 4 * ie + j, weights=grad[:, j], minlength=jac.size)
+    return val * norm, jac.reshape(nb, 4 * n_eta) * norm[:, None]
 
 
 @dataclass
 class DataResolution:
-    """Data-minus-simulation resolution differences per eta bin, with covariance."""
+    """Resolution of simulation (measured) and data (fitted), with the data parameters'
+    covariance (flat order a_0, b_0, c_0, d_0, a_1, ...)."""
 
     mc: ResolutionModel
-    d_a2: np.ndarray
-    d_b2: np.ndarray
-    d_c2: np.ndarray
+    data: ResolutionModel
     cov: np.ndarray
     chi2: float
     ndf: int
+    prior_width: float = 0.5
 
     def extra_rel2(self, pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Data minus simulation (sigma_pT/pT)^2 at (pt, eta) (may be negative)."""
-        i = eta_index(eta, self.mc.edges)
-        pt = np.asarray(pt, dtype=np.float64)
-        g = 1.0 / (1.0 + self.mc.d[i] ** 2 / pt ** 2)
-        return self.d_a2[i] + self.d_b2[i] * g + self.d_c2[i] * pt * pt
+        return self.data.rel2(pt, eta) - self.mc.rel2(pt, eta)
 
     def data_model(self) -> ResolutionModel:
-        """(a, b, c, d) of data (differences added in quadrature, floored at zero)."""
-        m = self.mc
-        return ResolutionModel(m.edges, np.sqrt(np.maximum(m.a ** 2 + self.d_a2, 0)),
-                               np.sqrt(np.maximum(m.b ** 2 + self.d_b2, 0)),
-                               np.sqrt(np.maximum(m.c ** 2 + self.d_c2, 0)), m.d.copy())
+        """(a, b, c, d) of data."""
+        return self.data
+
+    def data_rel_sigma(self, pt: float, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Data sigma_pT/pT at ``pt`` for each ``eta`` and its error from the fit covariance."""
+        eta = np.asarray(eta, dtype=np.float64)
+        i = eta_index(eta, self.data.edges)
+        ptv = np.full(eta.shape, float(pt))
+        r2, grad = _rel2_and_grad(ptv, self.data.a[i], self.data.b[i], self.data.c[i], self.data.d[i])
+        sig = np.sqrt(r2)
+        err = np.full(eta.shape, np.nan)
+        if np.isfinite(self.cov).all():
+            for k, ii in enumerate(i):
+                blk = self.cov[4 * ii:4 * ii + 4, 4 * ii:4 * ii + 4]
+                err[k] = np.sqrt(max(grad[k] @ blk @ grad[k], 0.0)) / (2 * sig[k])
+        return sig, err
 
     def to_dict(self) -> dict:
-        return {"mc": self.mc.to_dict(), "d_a2": self.d_a2.tolist(), "d_b2": self.d_b2.tolist(),
-                "d_c2": self.d_c2.tolist(), "chi2": self.chi2, "ndf": self.ndf}
+        return {"mc": self.mc.to_dict(), "data": self.data.to_dict(), "cov": np.asarray(self.cov).tolist(),
+                "chi2": self.chi2, "ndf": self.ndf, "prior_width": self.prior_width}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataResolution":
-        n = len(d["d_a2"])
-        return cls(ResolutionModel.from_dict(d["mc"]), np.asarray(d["d_a2"]), np.asarray(d["d_b2"]),
-                   np.asarray(d["d_c2"]), np.full((3 * n, 3 * n), np.nan), d.get("chi2", np.nan), d.get("ndf", 0))
+        return cls(ResolutionModel.from_dict(d["mc"]), ResolutionModel.from_dict(d["data"]),
+                   np.asarray(d["cov"], dtype=np.float64), d.get("chi2", np.nan), d.get("ndf", 0),
+                   d.get("prior_width", 0.5))
 
 
-def fit_data_resolution(mc_res: ResolutionModel, pieces: list[tuple[np.ndarray, np.ndarray, dict]],
-                        ridge: float = 1e-3) -> DataResolution:
-    """Fit d(a^2), d(b^2), d(c^2) per eta bin to the dvar of 4-D bin fits.
+def fit_data_resolution(mc_res: ResolutionModel, pieces: list[tuple[np.ndarray, np.ndarray, BinMuons]],
+                        prior_width: float = 0.5) -> DataResolution:
+    """Fit the data (a, b, c, d) of every eta bin to the extra mass variance of 4-D bin fits.
 
-    ``pieces``: (dvar, dvar_err, moments) per sample (J/psi, Z).  A weak ridge (``ridge`` times the
-    typical information) keeps eta bins or terms without lever arm at zero difference instead of
-    making the system singular; such terms keep a large error.
+    ``pieces``: (dvar, dvar_err, muons) per sample (J/psi, Z), arrays over the same fitted bins.
+    Each data parameter has a Gaussian prior centred on its simulated value with a width of
+    ``prior_width`` times that value: it only matters where the bins give no lever arm (an eta
+    bin without Z muons keeps c near simulation, say), and such parameters keep a large error.
     """
-    X = np.concatenate([design_dvar(mc_res, m) for _, _, m in pieces])
-    y = np.concatenate([np.asarray(v) for v, _, _ in pieces])
-    e = np.concatenate([np.asarray(s) for _, s, _ in pieces])
-    ok = np.isfinite(y) & np.isfinite(e) & (e > 0)
-    X, y, w = X[ok], y[ok], 1.0 / e[ok] ** 2
-    H = X.T @ (X * w[:, None])
-    lam = ridge * np.median(np.diag(H)[np.diag(H) > 0]) if (np.diag(H) > 0).any() else 1.0
-    H += lam * np.eye(H.shape[0])
-    cov = np.linalg.inv(H)
-    th = cov @ (X.T @ (w * y))
-    chi2 = float(np.sum(w * (y - X @ th) ** 2))
-    th = th.reshape(-1, 3)
-    return DataResolution(mc_res, th[:, 0], th[:, 1], th[:, 2], cov, chi2, int(ok.sum() - th.size))
+    n = len(mc_res.edges) - 1
+    sim = np.stack([mc_res.a, mc_res.b, mc_res.c, mc_res.d], axis=1)
+    ys, es, mus, mc_parts = [], [], [], []
+    for dvar, err, muons in pieces:
+        dvar, err = np.asarray(dvar, dtype=np.float64), np.asarray(err, dtype=np.float64)
+        ok = np.isfinite(dvar) & np.isfinite(err) & (err > 0) & (muons.count > 0)
+        if not ok.any():
+            continue
+        m = muons.subset(ok)
+        ys.append(dvar[ok]), es.append(err[ok]), mus.append(m)
+        mc_parts.append(_bin_average(m, sim, n)[0])
+    if not ys:
+        raise ValueError("data resolution: no 4-D bin fit with a finite extra mass variance; "
+                         "check the J/psi and Z mass fits of this chapter")
+    y, e = np.concatenate(ys), np.concatenate(es)
+    target = y + np.concatenate(mc_parts)          # <r2_data>/4-sums the fit must reproduce
+    prior_sig = prior_width * np.maximum(sim.ravel(), 1e-6)
+
+    def model(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        parts = [_bin_average(m, x.reshape(n, 4), n) for m in mus]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def resid(x):
+        v, _ = model(x)
+        return np.concatenate([(v - target) / e, (x - sim.ravel()) / prior_sig])
+
+    def jac(x):
+        _, J = model(x)
+        return np.vstack([J / e[:, None], np.diag(1.0 / prior_sig)])
+
+    upper = np.tile(UPPER, n)
+    x0 = np.clip(sim.ravel(), 1e-7, upper * 0.999)
+    fit = least_squares(resid, x0, jac=jac, bounds=(np.zeros_like(upper), upper), method="trf",
+                        x_scale="jac", xtol=1e-10, ftol=1e-10, max_nfev=200)
+    J = jac(fit.x)
+    # columns differ by many orders of magnitude (a ~ 1e-2, d ~ 30 GeV): invert the scaled matrix
+    scale = 1.0 / np.maximum(np.linalg.norm(J, axis=0), 1e-300)
+    Js = J * scale
+    cov = np.linalg.pinv(Js.T @ Js, rcond=1e-12, hermitian=True) * np.outer(scale, scale)
+    v, _ = model(fit.x)
+    chi2 = float(np.sum(((v - target) / e) ** 2))
+    data = ResolutionModel(mc_res.edges.copy(), *fit.x.reshape(n, 4).T)
+    return DataResolution(mc_res, data, cov, chi2, int(len(y) - 4 * n), prior_width)
