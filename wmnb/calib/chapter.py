@@ -16,7 +16,7 @@ from .binning import Binning4D, check_columns, quantile_pt_edges
 from .correction import MomentumCalibration, publish_correction, write_artefact
 from .massfit import MassFitConfig, MassFitResult, fit_bins
 from .paramfit import ParamFit, bin_moments, event_design, fit_parameters, pulls
-from .resolution import BinMuons, fit_data_resolution, measure_mc_resolution, resolution_moments
+from .resolution import BinMuons, bin_muons, fit_data_resolution, measure_mc_resolution
 from .scale_model import ScaleParams, eta_edges
 from .uncertainty import (MZ_PDG, MZ_PDG_ERR, Variation, closure_chi2, closure_scale_factor,
                           eigen_variations, map_to_fine)
@@ -169,7 +169,7 @@ def scale_step(sample: Sample, eta_bins: np.ndarray, n_pt: int, window: tuple[fl
     mom = bin_moments(midx, mc, fits.bins)
     extra = event_design(fine_edges, midx, mc, fits.bins) if fine_edges is not None else None
     params = fit_parameters(binning, fits, mom, with_e=with_e, extra_design=extra)
-    mres = resolution_moments(midx, mc, fits.bins, mc_res) if mc_res is not None else None
+    mres = bin_muons(midx, mc, fits.bins, mc_res) if mc_res is not None else None
     return ScaleStep(binning, fits, params, mres, time.perf_counter() - t0)
 
 

@@ -146,7 +146,7 @@ class BinMuons:
                         self.ieta_m[ev], self.count[keep])
 
 
-def resolution_moments(idx: np.ndarray, cols: dict[str, np.ndarray], bins: np.ndarray,
+def bin_muons(idx: np.ndarray, cols: dict[str, np.ndarray], bins: np.ndarray,
                        mc_res: ResolutionModel) -> BinMuons:
     """The simulated muons of each of the 4-D bins ``bins`` (flat ids), with their eta index on
     the resolution binning of ``mc_res``."""
@@ -191,10 +191,6 @@ class DataResolution:
     def extra_rel2(self, pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Data minus simulation (sigma_pT/pT)^2 at (pt, eta) (may be negative)."""
         return self.data.rel2(pt, eta) - self.mc.rel2(pt, eta)
-
-    def data_model(self) -> ResolutionModel:
-        """(a, b, c, d) of data."""
-        return self.data
 
     def data_rel_sigma(self, pt: float, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Data sigma_pT/pT at ``pt`` for each ``eta`` and its error from the fit covariance."""
