@@ -42,6 +42,17 @@ def quantile_pt_edges(pt: np.ndarray, n_bins: int, pt_min: float | None = None,
     return edges
 
 
+def bin_positions(idx: np.ndarray, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each event's flat bin id ``idx`` in the sorted fitted ``bins`` and whether the
+    event belongs to a fitted bin at all (positions of other events are meaningless)."""
+    bins = np.asarray(bins)
+    idx = np.asarray(idx)
+    if len(bins) == 0:
+        return np.zeros(len(idx), dtype=np.int64), np.zeros(len(idx), dtype=bool)
+    pos = np.clip(np.searchsorted(bins, idx), 0, len(bins) - 1)
+    return pos, (idx >= 0) & (bins[pos] == idx)
+
+
 @dataclass(frozen=True)
 class Binning4D:
     """(eta+, pT+, eta-, pT-) bins; flat id = ((ie+ * npt + ip+) * neta + ie-) * npt + ip-.

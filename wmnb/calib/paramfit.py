@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .binning import Binning4D
+from .binning import Binning4D, bin_positions
 from .massfit import MassFitResult
 from .scale_model import ScaleParams
 
@@ -37,9 +37,7 @@ def bin_moments(idx: np.ndarray, cols: dict[str, np.ndarray], bins: np.ndarray,
                 weight: np.ndarray | None = None) -> BinMoments:
     """Average k and pT of mu+ and mu- over the events of each of ``bins`` (flat ids)."""
     bins = np.asarray(bins)
-    pos = np.clip(np.searchsorted(bins, idx), 0, max(len(bins) - 1, 0))
-    ok = (idx >= 0) & (len(bins) > 0)
-    ok &= bins[pos] == idx if len(bins) else ok
+    pos, ok = bin_positions(idx, bins)
     w = np.ones(len(idx)) if weight is None else np.asarray(weight, dtype=np.float64)
     sw = np.bincount(pos[ok], weights=w[ok], minlength=len(bins))
     out = []
@@ -101,8 +99,7 @@ def event_design(edges: np.ndarray, idx: np.ndarray, cols: dict[str, np.ndarray]
 
     bins = np.asarray(bins)
     n_eta = len(edges) - 1
-    pos = np.clip(np.searchsorted(bins, idx), 0, max(len(bins) - 1, 0))
-    ok = (idx >= 0) & (bins[pos] == idx)
+    pos, ok = bin_positions(idx, bins)
     cnt = np.maximum(np.bincount(pos[ok], minlength=len(bins)), 1)
     X = np.zeros(len(bins) * 3 * n_eta)
     for p, q in (("mup", 1.0), ("mum", -1.0)):

@@ -20,9 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from .binning import bin_positions
 from .scale_model import eta_edges, eta_index
 
 N_ETA_RES = 24
+
+
+def _rel2(pt: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """(sigma_pT/pT)^2 = a^2 + c^2 pT^2 + b^2 / (1 + d^2/pT^2)."""
+    return a * a + (c * pt) ** 2 + b * b / (1.0 + d * d / (pt * pt))
 
 
 @dataclass
@@ -38,9 +44,7 @@ class ResolutionModel:
     def rel2(self, pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """(sigma_pT/pT)^2 at (pt, eta)."""
         i = eta_index(eta, self.edges)
-        pt = np.asarray(pt, dtype=np.float64)
-        return (self.a[i] ** 2 + (self.c[i] * pt) ** 2
-                + self.b[i] ** 2 / (1.0 + self.d[i] ** 2 / pt ** 2))
+        return _rel2(np.asarray(pt, dtype=np.float64), self.a[i], self.b[i], self.c[i], self.d[i])
 
     def to_dict(self) -> dict:
         return {k: np.asarray(getattr(self, k)).tolist() for k in ("edges", "a", "b", "c", "d")}
@@ -111,7 +115,6 @@ def measure_mc_resolution(pt: np.ndarray, eta: np.ndarray, gen_pt: np.ndarray, n
     return model, {"table": table, "filled_from_neighbour": filled}
 
 
-PARAMS = ("a", "b", "c", "d")
 #: upper bounds of (a, b, c, d) in fits (dimensionless, dimensionless, 1/GeV, GeV)
 UPPER = (0.5, 0.5, 0.05, 200.0)
 
@@ -121,7 +124,7 @@ def _rel2_and_grad(pt: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray,
     """(sigma_pT/pT)^2 and its gradient in (a, b, c, d) per muon ([n], [n, 4])."""
     pt2 = pt * pt
     g = 1.0 / (1.0 + d * d / pt2)
-    r2 = a * a + c * c * pt2 + b * b * g
+    r2 = _rel2(pt, a, b, c, d)
     grad = np.stack([2 * a, 2 * b * g, 2 * c * pt2, -b * b * g * g * 2 * d / pt2], axis=1)
     return r2, grad
 
@@ -147,14 +150,10 @@ class BinMuons:
 
 
 def bin_muons(idx: np.ndarray, cols: dict[str, np.ndarray], bins: np.ndarray,
-                       mc_res: ResolutionModel) -> BinMuons:
+              mc_res: ResolutionModel) -> BinMuons:
     """The simulated muons of each of the 4-D bins ``bins`` (flat ids), with their eta index on
     the resolution binning of ``mc_res``."""
-    bins = np.asarray(bins)
-    pos = np.clip(np.searchsorted(bins, idx), 0, max(len(bins) - 1, 0))
-    ok = (idx >= 0) & (len(bins) > 0)
-    if len(bins):
-        ok &= bins[pos] == idx
+    pos, ok = bin_positions(idx, bins)
     pt = {p: np.asarray(cols[f"{p}_pt"], dtype=np.float64)[ok] for p in ("mup", "mum")}
     ie = {p: eta_index(np.asarray(cols[f"{p}_eta"], dtype=np.float64)[ok], mc_res.edges) for p in ("mup", "mum")}
     return BinMuons(pos[ok], pt["mup"], pt["mum"], ie["mup"], ie["mum"],
