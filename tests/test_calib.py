@@ -44,7 +44,7 @@ def toy_fit():
 
 
 def test_bin_fits_recover_the_injected_scale(toy_fit):
-    res, data, b, bias = toy_fit["res"], toy_fit["data"], toy_fit["binning"], toy_fit["bias"]
+    res, data, bias = toy_fit["res"], toy_fit["data"], toy_fit["bias"]
     assert res.n_fits > 200
     assert res.n_failed <= 0.02 * res.n_fits
     # true mass scale of each bin: mean of [(1+d+)(1+d-)]^(-1/2) - 1 over its signal events

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wmnb.calib.correction import MomentumCalibration, load_correction, publish_correction, write_artefact
-from wmnb.calib.resolution import DataResolution, ResolutionModel, measure_mc_resolution
+from wmnb.calib.resolution import BinMuons, DataResolution, ResolutionModel, measure_mc_resolution
 from wmnb.calib.scale_model import ScaleParams, apply_bias, eta_edges
 from wmnb.calib.toys import default_resolution, random_scale_params
 from wmnb.calib.uncertainty import (Variation, closure_chi2, closure_scale_factor, eigen_variations)
@@ -151,8 +151,7 @@ def test_mc_resolution_is_measured_from_gen_matched_muons():
         measure_mc_resolution(reco[:10], eta[:10], np.full(10, np.nan))
 
 
-def _bins_of_muons(rng, n_bins: int, n_per_bin: int, pt_lo: float, pt_hi: float, n_eta: int) -> "BinMuons":
-    from wmnb.calib.resolution import BinMuons
+def _bins_of_muons(rng, n_bins: int, n_per_bin: int, pt_lo: float, pt_hi: float, n_eta: int) -> BinMuons:
 
     pos = np.repeat(np.arange(n_bins), n_per_bin)
     # each bin: a narrow pT range and one eta bin per muon, like a 4-D bin

@@ -21,10 +21,11 @@ def _axes():
             hist.axis.IntCategory([-1, 1], name="charge")]
 
 
-def _reference(cols, axes, fields, weight, variations, storage=hist.storage.Weight()):
+def _reference(cols, axes, fields, weight, variations, storage=None):
     """One hist.fill per variation: the straightforward way."""
     names = ["nominal", *variations]
-    h = hist.Hist(*axes, hist.axis.StrCategory(names, name="syst", overflow=False), storage=storage)
+    h = hist.Hist(*axes, hist.axis.StrCategory(names, name="syst", overflow=False),
+                  storage=hist.storage.Weight() if storage is None else storage)
     for name in names:
         w = weight if name == "nominal" else variations[name]
         h.fill(*[cols[f] for f in fields], syst=name, weight=w)

@@ -62,7 +62,10 @@ def test_hist_weight_storage_gives_sumw2():
     b = ModelBuilder(h.values())
     b.add_process("A", h)
     b.add_norm_poi("mu", "A")
-    m = b.build()
+    from wmnb.fit.model import ModelWarning
+
+    with pytest.warns(ModelWarning, match="bins \\[1\\]"):  # bin 1 is empty in every respect
+        m = b.build()
     np.testing.assert_allclose(m.sumw2[0], [5.0, 0.0, 9.0, 1.0])
     np.testing.assert_allclose(m.nominal[0], [3.0, 0.0, 3.0, 1.0])
 

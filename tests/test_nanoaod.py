@@ -59,7 +59,7 @@ def test_cli_select_on_real_nanoaod(tmp_path, capsys):
 
 def test_cli_select_missing_file(tmp_path, capsys):
     rc = cli_select(["--selection", "w", str(tmp_path / "nope.root"), "--out", str(tmp_path / "out")])
-    assert rc == 1
+    assert rc == 2   # bad input
     err = capsys.readouterr().err
     assert "nope.root" in err and "does not exist" in err
     assert not (tmp_path / "out").exists()
@@ -167,7 +167,7 @@ def test_nonfinite_values_error_or_skip(toyfile, tmp_path):
 def test_cli_nonfinite_writes_nothing(toyfile, tmp_path, capsys):
     f = _rewrite(toyfile, tmp_path / "nan.root", modify=_poison)
     out = tmp_path / "out"
-    assert cli_select(["--selection", "w", str(f), "--out", str(out), "--quiet"]) == 1
+    assert cli_select(["--selection", "w", str(f), "--out", str(out), "--quiet"]) == 2   # bad input
     assert "Muon_pt" in capsys.readouterr().err
     assert not (out / "w.root").exists()
     assert cli_select(["--selection", "w", str(f), "--out", str(out), "--quiet", "--nonfinite", "skip"]) == 0

@@ -49,7 +49,7 @@ def test_manifest_contract(universe):
     assert set(man["mc"]) == set(MC_PROCESSES)
     assert set(man["data"]) == set(STREAMS) and set(man["closure"]) == set(STREAMS)
     assert set(man["cards"]) == {"nominal", "data", "closure"}
-    for p, e in man["mc"].items():
+    for e in man["mc"].values():
         assert e["card"] == "nominal" and e["xsec_pb"] > 0 and e["sumw"] >= e["n_events"] > 0
         assert e["n_produced"] >= 10_000 and e["n_events"] <= 50_000  # smoke: 10-50 k events per sample
         files = [out / f for f in e["files"]]
@@ -57,7 +57,7 @@ def test_manifest_contract(universe):
         assert sum(uproot.open(f)["Events"].num_entries for f in files) == e["n_events"]
         assert sum(uproot.open(f)["Runs"]["genEventSumw"].array(library="np").sum() for f in files) == e["sumw"]
     for s in ("data", "closure"):
-        for stream, e in man[s].items():
+        for e in man[s].values():
             assert e["n_events"] > 5000
             assert sum(uproot.open(out / f)["Events"].num_entries for f in e["files"]) == e["n_events"]
     # nothing else lies around (no temporary files)

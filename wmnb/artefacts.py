@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,22 @@ from typing import Any
 import numpy as np
 
 SCHEMA_VERSION = 1
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter before 3.13)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _respect_umask(path: Path, mode: int) -> None:
+    """``tempfile`` creates files 0600 and directories 0700 whatever the umask; give artefacts
+    the permissions an ordinary ``open``/``mkdir`` would, so a shared results directory stays
+    readable to colleagues."""
+    os.chmod(path, mode & ~_umask())
 
 
 @contextlib.contextmanager
@@ -42,6 +59,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     )
     os.close(fd)
     tmp_path = Path(tmp)
+    _respect_umask(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -63,6 +81,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _respect_umask(tmp, 0o777)
     try:
         yield tmp
         if path.exists():
@@ -161,7 +180,7 @@ def write_summary(
     chapter_dir = Path(chapter_dir)
     doc = {
         "schema_version": SCHEMA_VERSION,
-        "chapter": chapter_dir.name,
+        "chapter": chapter_id_of(chapter_dir),
         "headline": dict(headline),
         "parameters": dict(parameters or {}),
         "inputs": dict(inputs or {}),
@@ -171,6 +190,23 @@ def write_summary(
     if extra:
         doc.update(extra)
     return write_json(chapter_dir / "summary.json", doc)
+
+
+def chapter_id_of(chapter_dir: Path) -> str:
+    """The chapter id a directory belongs to: its name, or for the runner's staging directory
+    (``.<id>.staging``) the chapter being run."""
+    from .paths import STAGE_ENV
+
+    stage = os.environ.get(STAGE_ENV)
+    if stage:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            info = json.loads(stage)
+            if Path(info["dir"]).resolve() == chapter_dir.resolve():
+                return str(info["chapter"])
+    name = chapter_dir.name
+    if name.startswith(".") and name.endswith(".staging"):
+        return name[1:-len(".staging")]
+    return name
 
 
 def read_summary(chapter_dir: str | os.PathLike) -> dict[str, Any]:

@@ -145,12 +145,14 @@ def build(profile: str = "default", strict: bool = True) -> Path:
 def cli_book(argv: list[str]) -> int:
     """``wmnb book [--profile P] [--no-strict]``."""
     ap = argparse.ArgumentParser(prog="wmnb book", description="Build the HTML book with jupyter-book.")
-    ap.add_argument("--profile", default="default")
+    ap.add_argument("--profile", default="default", help="run profile: a name in params/ or a YAML file")
     ap.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     args = ap.parse_args(argv)
+    from .profiles import register_profile
+
     try:
-        index = build(args.profile, strict=not args.no_strict)
-    except (FileNotFoundError, RuntimeError) as err:
+        index = build(register_profile(args.profile), strict=not args.no_strict)
+    except (FileNotFoundError, RuntimeError, ValueError) as err:
         print(f"[wmnb] book: {err}", file=sys.stderr)
         return 1
     print(f"[wmnb] book built: {index}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .params import Param
+
 
 @dataclass(frozen=True)
 class Chapter:
@@ -20,19 +22,54 @@ class Chapter:
     code: tuple[str, ...] = ()    # wmnb modules/packages whose source changes invalidate it
                                   # (besides the shared core, see wmnb.runner)
     headline: tuple[str, ...] = ()  # summary.json keys shown by `wmnb status`
+    #: the chapter's own parameters (besides wmnb.params.COMMON), checked by the parameter gate
+    #: for every profile and run; None means "not declared" (any key passes, for test chapters)
+    parameters: tuple[Param, ...] | None = None
+
+
+_UNIVERSE_PARAMETERS = (
+    Param("events_scale", (str, float), "smoke",
+          "fraction of the paper's statistics: a name (smoke, default, full) or a number", positive=True,
+          choices=("smoke", "default", "full")),
+    Param("workers", int, 2, "parallel generator processes", minimum=1),
+    Param("mc_factor", float, None, "simulation size relative to the expected data", positive=True, nullable=True),
+    Param("mc_floor", int, None, "minimum events per simulated sample", minimum=0, nullable=True),
+    Param("max_produced_per_file", int, None, "generated events per file", minimum=1, nullable=True),
+    Param("chunk_size", int, None, "events generated and written per chunk", minimum=1, nullable=True),
+    Param("compression", str, None, "ROOT compression", choices=("zstd", "lz4", "zlib"), nullable=True),
+)
+_SELECTION_PARAMETERS = (
+    Param("step", int, 200_000, "events per chunk of the histogram engine", minimum=1),
+)
+_CALIBRATION_PARAMETERS = (
+    Param("n_eta", int, 6, "calibration eta bins (48 x 0.1 on default/full)", minimum=1, maximum=48),
+    Param("n_pt", int, 2, "pT bins per muon in the 4-D J/psi fits", minimum=1),
+    Param("n_eta_closure", int, 6, "eta bins of the Z closure", minimum=1, maximum=48),
+    Param("n_pt_closure", int, 1, "pT bins per muon of the Z closure", minimum=1),
+    Param("min_data", int, 30, "data events needed to fit a J/psi bin", minimum=1),
+    Param("min_mc", float, 30.0, "simulated events needed to fit a J/psi bin", positive=True),
+    Param("min_data_closure", int, 30, "data events needed to fit a Z closure bin", minimum=1),
+)
+_MW_PARAMETERS = (
+    Param("unblind", bool, False, "show the true m_W of the data universe (only an explicit true unblinds)"),
+    Param("n_random_starts", int, 3, "fits from random starting points (10 in the paper)", minimum=0),
+    Param("cross_checks", bool, True, "charge / eta / central-forward / pT-range / floating-normalisation fits"),
+)
 
 
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter("00_universe", "The synthetic universe", (),
-            ("wmnb/universe",), ("n_events_total", "size_mb", "gen_rate_evps", "stat_err_scaled_117M")),
+            ("wmnb/universe",), ("n_events_total", "size_mb", "gen_rate_evps", "stat_err_scaled_117M"),
+            _UNIVERSE_PARAMETERS),
     Chapter("01_selection", "Data selection", ("00_universe",),
-            ("wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"), ("n_w_data", "n_z_data", "n_jpsi_data")),
+            ("wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"), ("n_w_data", "n_z_data", "n_jpsi_data"),
+            _SELECTION_PARAMETERS),
     Chapter("02_calibration", "Muon momentum calibration with J/psi", ("01_selection",),
             ("wmnb/calib", "wmnb/engine", "wmnb/fit", "wmnb/plotting.py", "wmnb/corrections.py"),
-            ("pull_mean", "pull_width", "mz_minus_truth", "mz_err")),
+            ("pull_mean", "pull_width", "mz_minus_truth", "mz_err"), _CALIBRATION_PARAMETERS),
     Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration"),
             ("wmnb/mw", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"),
-            ("mw", "mw_err", "stat_err", "blinded")),
+            ("mw", "mw_err", "stat_err", "blinded"), _MW_PARAMETERS),
 )
 """Every planned chapter; the runner and the book use only those whose notebook exists."""
 

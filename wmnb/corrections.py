@@ -21,18 +21,33 @@ Kinds of corrections:
 A correction may do several of these; its methods default to doing nothing.  Every variation
 it declares carries a nuisance ``group`` (as in PHYSICS.md's impact tables: "muonScale",
 "muonEfficiency", "recoil", "nonprompt", "pTV", "angularCoeffs", "pdf", ...).
+
+Manifests are data, not code, and are checked before anything is loaded:
+
+* only chapter directories (``NN_name``) are read; the runner's ``.<id>.staging``, ``.<id>.old``
+  and ``.failed`` directories are invisible (while the runner executes a chapter, that chapter
+  is read from its staging directory, as :func:`wmnb.paths.chapter_dir` says);
+* the factory must be one of :data:`FACTORIES` (functions of this package), the artefact a
+  relative path inside the manifest's chapter directory;
+* a corrupt file, a missing key, another ``manifest_version``, an unknown kind or a ``chapter``
+  field that disagrees with the directory raise :class:`CorrectionError`, naming the file and
+  the chapter to rerun.
 """
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+import json
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
 
-from .artefacts import read_json, write_json
+from .artefacts import write_json
+from .chapters import CHAPTERS
+from .paths import chapter_dir as _chapter_dir
 from .paths import profile_results
 
 MANIFEST_VERSION = 1
@@ -105,7 +120,7 @@ class Correction:
 
         seen: set[str] = set()
         for key in ws.variations:
-            base = key[:-2] if key.endswith("Up") else key[:-4] if key.endswith("Down") else key
+            base = key[:-2] if key.endswith("Up") else key.removesuffix("Down")
             if base in seen:
                 continue
             seen.add(base)
@@ -120,6 +135,82 @@ class Correction:
         return {}
 
 
+class CorrectionError(ValueError):
+    """A correction manifest (or what it points to) that cannot be used.
+
+    The message names the manifest file, the offending key and what to do (usually: rerun the
+    chapter that publishes it).  A ``ValueError`` so that callers catching bad input keep working.
+    """
+
+
+class MissingArtefactError(CorrectionError, FileNotFoundError):
+    """The artefact a manifest names does not exist (also a ``FileNotFoundError``)."""
+
+
+#: The factories a manifest may name, ``"module:function"`` -> what it builds.  A manifest is data
+#: read from disk: if it could name any callable, a file dropped below ``results/`` would run
+#: arbitrary code on :func:`discover` (``runpy:run_path`` on a ``payload.py``).  Only functions of
+#: the package listed here (or added with :func:`register_correction_factory`) are called;
+#: their modules are imported only then.
+FACTORIES: dict[str, str] = {
+    "wmnb.calib.correction:load_correction": "chapter 02: muon momentum scale, resolution, scale variations",
+    "wmnb.engine.testing:load_toy_scale": "toy muon scale of the engine tests (wmnb.engine.testing)",
+}
+
+#: Directory names of chapters (``02_calibration``); the runner's ``.<id>.staging``, ``.<id>.old``
+#: and ``.failed`` directories, and anything else hidden, never match.
+_CHAPTER_DIR = re.compile(r"^\d{2}_[A-Za-z0-9_]+$")
+
+
+def register_correction_factory(spec: str, description: str) -> None:
+    """Allow manifests to name the factory ``spec`` (``"wmnb.<module>:<function>"``).
+
+    For factories outside this module's table; call it at import time of a module that is
+    imported before :func:`discover` runs.  Nothing is imported here: a factory's module is
+    imported only when an accepted manifest names it.
+    """
+    module, _, func = spec.partition(":")
+    if not module.startswith("wmnb.") or not func.isidentifier():
+        raise CorrectionError(f"correction factory {spec!r}: must be 'wmnb.<module>:<function>' of the wmnb package")
+    FACTORIES[spec] = description
+
+
+def _rerun_hint(manifest: Path, chapter: str) -> str:
+    """What to tell the user when a chapter's published correction is unusable
+    (``manifest`` sits in ``results/<profile>/<chapter directory>/corrections/``)."""
+    profile = manifest.parent.parent.parent.name
+    return f"rerun chapter {chapter} (`wmnb run --profile {profile} --only {chapter} --force`)"
+
+
+def _check_factory(spec: Any, where: str) -> tuple[str, str]:
+    """``(module, function)`` of a registered factory, or :class:`CorrectionError` naming ``where``."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise CorrectionError(f"{where}: factory must be 'module:function', got {spec!r}")
+    if spec not in FACTORIES:
+        raise CorrectionError(f"{where}: factory {spec!r} is not a registered correction factory; "
+                              f"allowed: {sorted(FACTORIES)}")
+    module, func = spec.split(":")
+    if not module.startswith("wmnb."):  # FACTORIES is a public dict: check again before importing
+        raise CorrectionError(f"{where}: factory {spec!r} is not in the wmnb package")
+    return module, func
+
+
+def _check_artefact(chapter_dir: Path, artefact: Any, where: str) -> Path:
+    """Resolved artefact path, which must be relative, without ``..`` and inside ``chapter_dir``."""
+    if not isinstance(artefact, str) or not artefact:
+        raise CorrectionError(f"{where}: 'artefact' must be a file name relative to the chapter directory, "
+                              f"got {artefact!r}")
+    rel = PurePosixPath(artefact.replace("\\", "/"))
+    if rel.is_absolute() or PureWindowsPath(artefact).is_absolute() or ".." in rel.parts:
+        raise CorrectionError(f"{where}: artefact {artefact!r} must be a relative path inside the chapter "
+                              "directory (no absolute path, no '..')")
+    base = chapter_dir.resolve()
+    path = (base / rel).resolve()
+    if not path.is_relative_to(base):  # a symbolic link pointing out of the chapter
+        raise CorrectionError(f"{where}: artefact {artefact!r} resolves to {path}, outside {base}")
+    return path
+
+
 @dataclass(frozen=True)
 class Manifest:
     """The JSON manifest a chapter writes to publish a correction."""
@@ -127,7 +218,7 @@ class Manifest:
     name: str
     chapter: str
     kinds: tuple[str, ...]
-    factory: str              # "wmnb.calib.momentum:load_correction"
+    factory: str              # "wmnb.calib.correction:load_correction", one of FACTORIES
     artefact: str             # file name relative to the manifest's chapter directory
     order: int = 50           # lower runs first (momentum scale before efficiencies ...)
     groups: tuple[str, ...] = ()
@@ -135,51 +226,178 @@ class Manifest:
 
 
 def publish(chapter_dir: str | Path, manifest: Manifest) -> Path:
-    """Write ``manifest`` to ``<chapter_dir>/corrections/<name>.json`` (atomically)."""
-    bad = set(manifest.kinds) - set(KINDS)
-    if bad:
-        raise ValueError(f"correction {manifest.name!r}: unknown kinds {sorted(bad)}; allowed: {KINDS}")
-    if ":" not in manifest.factory:
-        raise ValueError(f"correction {manifest.name!r}: factory must be 'module:function', got {manifest.factory!r}")
+    """Write ``manifest`` to ``<chapter_dir>/corrections/<name>.json`` (atomically).
+
+    Refuses what :func:`discover` would refuse later (unknown kinds, an unregistered factory, an
+    artefact outside the chapter directory or not written yet), so the publishing chapter fails,
+    not its consumers.  (Whether ``manifest.chapter`` matches the directory is checked on reading:
+    ``chapter_dir`` may be the runner's staging directory, or any directory in tests.)
+    """
     chapter_dir = Path(chapter_dir)
-    if not (chapter_dir / manifest.artefact).exists():
-        raise FileNotFoundError(
-            f"correction {manifest.name!r}: artefact {chapter_dir / manifest.artefact} must be written before publishing"
-        )
+    where = f"correction {manifest.name!r} of chapter {manifest.chapter}"
+    if not isinstance(manifest.name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", manifest.name):
+        raise CorrectionError(f"{where}: the name must be a plain file name (letters, digits, '_', '-', '.')")
+    _check_kinds(manifest.kinds, where)
+    _check_factory(manifest.factory, where)
+    artefact = _check_artefact(chapter_dir, manifest.artefact, where)
+    if not artefact.is_file():
+        raise MissingArtefactError(f"{where}: artefact {artefact} must be written before publishing")
     doc = {"manifest_version": MANIFEST_VERSION, **manifest.__dict__,
            "kinds": list(manifest.kinds), "groups": list(manifest.groups)}
     return write_json(chapter_dir / "corrections" / f"{manifest.name}.json", doc)
 
 
-def _load(path: Path) -> Correction:
-    doc = read_json(path)
-    module_name, func_name = doc["factory"].split(":")
-    factory = getattr(importlib.import_module(module_name), func_name)
-    artefact = path.parent.parent / doc["artefact"]
-    if not artefact.exists():
-        raise FileNotFoundError(f"correction manifest {path} points to missing artefact {artefact}; rerun chapter {doc['chapter']}")
+def _check_kinds(kinds: Any, where: str) -> None:
+    """Kinds must be a non-empty list of :data:`KINDS`."""
+    if isinstance(kinds, str) or not isinstance(kinds, Sequence) or not kinds:
+        raise CorrectionError(f"{where}: 'kinds' must be a non-empty list of {KINDS}, got {kinds!r}")
+    bad = sorted({str(k) for k in kinds} - set(KINDS))
+    if bad:
+        raise CorrectionError(f"{where}: unknown kinds {bad}; allowed: {KINDS}")
+
+
+#: key -> (type, default or _REQUIRED) of a manifest file
+_REQUIRED = object()
+_FIELDS: dict[str, tuple[type, Any]] = {
+    "name": (str, _REQUIRED), "chapter": (str, _REQUIRED), "kinds": (list, _REQUIRED),
+    "factory": (str, _REQUIRED), "artefact": (str, _REQUIRED), "order": (int, 50),
+    "groups": (list, []), "description": (str, ""),
+}
+
+
+def read_manifest(path: str | Path, chapter: str | None = None) -> dict[str, Any]:
+    """Read and validate one manifest file; ``chapter``: the chapter whose directory holds it.
+
+    Returns the manifest's keys (defaults filled in) plus ``_path``; raises
+    :class:`CorrectionError` naming the file and the key for anything :func:`publish` would not
+    have written.  Nothing is imported or executed.
+    """
+    path = Path(path)
+    chapter = chapter or path.parent.parent.name
+    hint = _rerun_hint(path, chapter)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorrectionError(f"correction manifest {path} cannot be read ({err}); {hint}") from err
+    if not isinstance(doc, dict):
+        raise CorrectionError(f"correction manifest {path} is not a JSON object; {hint}")
+    version = doc.get("manifest_version")
+    if version != MANIFEST_VERSION or isinstance(version, bool):
+        raise CorrectionError(f"correction manifest {path}: manifest_version is {version!r}, this wmnb reads "
+                              f"{MANIFEST_VERSION}; {hint}")
+    out: dict[str, Any] = {"manifest_version": MANIFEST_VERSION}
+    for key, (typ, default) in _FIELDS.items():
+        if key not in doc:
+            if default is _REQUIRED:
+                raise CorrectionError(f"correction manifest {path} lacks the key {key!r}; {hint}")
+            out[key] = default
+            continue
+        value = doc[key]
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise CorrectionError(f"correction manifest {path}: {key!r} must be a {typ.__name__}, "
+                                  f"got {value!r}; {hint}")
+        out[key] = value
+    where = f"correction manifest {path}"
+    if not all(isinstance(g, str) for g in out["groups"]):
+        raise CorrectionError(f"{where}: 'groups' must be a list of strings; {hint}")
+    if out["chapter"] != chapter:
+        raise CorrectionError(f"{where}: 'chapter' is {out['chapter']!r} but the file sits in the directory of "
+                              f"chapter {chapter} (copied by hand?); delete it and {hint}")
+    if out["name"] != path.stem:
+        raise CorrectionError(f"{where}: 'name' is {out['name']!r} but the file is {path.name}; {hint}")
+    try:
+        _check_kinds(out["kinds"], where)
+        _check_factory(out["factory"], where)
+        _check_artefact(path.parent.parent, out["artefact"], where)
+    except CorrectionError as err:
+        raise CorrectionError(f"{err}; delete the file and {hint}") from None
+    out["_path"] = str(path)
+    return out
+
+
+def _load(path: Path, chapter: str | None = None) -> Correction:
+    """Build the correction a manifest describes (validated first: see :func:`read_manifest`)."""
+    doc = read_manifest(path, chapter)
+    where = f"correction manifest {path}"
+    artefact = _check_artefact(path.parent.parent, doc["artefact"], where)
+    if not artefact.is_file():
+        raise MissingArtefactError(f"{where} points to missing artefact {artefact}; "
+                                   f"{_rerun_hint(path, doc['chapter'])}")
+    module_name, func_name = _check_factory(doc["factory"], where)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:  # the factory's module exists but is broken: show that
+            raise
+        module = None
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise CorrectionError(f"{where}: factory {doc['factory']!r} does not exist in this wmnb version; "
+                              f"{_rerun_hint(path, doc['chapter'])}")
     corr = factory(artefact)
     if not isinstance(corr, Correction):
         raise TypeError(f"factory {doc['factory']} returned {type(corr).__name__}, not a wmnb.corrections.Correction")
     return corr
 
 
+def chapter_directories(profile: str) -> dict[str, Path]:
+    """Chapter id -> the directory whose ``corrections/`` :func:`list_manifests` reads.
+
+    Only chapter directories count (``NN_name``): the runner's staging, ``.old`` and ``.failed``
+    directories are invisible, so an interrupted rerun never publishes twice.  The chapter the
+    runner is executing is read from its staging directory (what :func:`wmnb.paths.chapter_dir`
+    returns), never from the results it is about to replace.
+    """
+    root = profile_results(profile)
+    ids = {c.id for c in CHAPTERS}
+    if root.is_dir():
+        ids |= {p.name for p in root.iterdir() if p.is_dir() and _CHAPTER_DIR.match(p.name)}
+    return {cid: _chapter_dir(profile, cid) for cid in sorted(ids)}
+
+
+def _manifest_files(directory: Path) -> list[Path]:
+    """Manifest files of one chapter directory (hidden files are temporary or foreign)."""
+    folder = directory / "corrections"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.json") if not p.name.startswith(".") and p.is_file())
+
+
 def list_manifests(profile: str, kinds: tuple[str, ...] | None = None,
-                   exclude_chapters: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Manifests published under ``results/<profile>/``, sorted by ``order`` then name."""
+                   exclude_chapters: Sequence[str] = (),
+                   from_chapters: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Validated manifests published under ``results/<profile>/``, sorted by ``order`` then name.
+
+    ``exclude_chapters``: chapters to skip (a chapter excludes itself).  ``from_chapters``: the
+    consumer's declared dependencies (``depends_on`` in :mod:`wmnb.chapters`); a correction
+    published by any other, non-excluded chapter is then an error, since the runner would not
+    rerun the consumer when that chapter changes.
+    """
     docs = []
-    for path in sorted(profile_results(profile).glob("*/corrections/*.json")):
-        doc = read_json(path)
-        doc["_path"] = str(path)
-        if doc["chapter"] in exclude_chapters:
+    for cid, directory in chapter_directories(profile).items():
+        if cid in exclude_chapters:
             continue
-        if kinds and not set(doc["kinds"]) & set(kinds):
-            continue
-        docs.append(doc)
+        paths = _manifest_files(directory)
+        if paths and from_chapters is not None and cid not in from_chapters:
+            raise CorrectionError(
+                f"chapter {cid} publishes corrections ({', '.join(p.name for p in paths)}) but the consumer "
+                f"declares only {sorted(from_chapters)}: add {cid} to its depends_on in wmnb/chapters.py, "
+                "or pass it in exclude_chapters")
+        for path in paths:
+            doc = read_manifest(path, cid)
+            if kinds and not set(doc["kinds"]) & set(kinds):
+                continue
+            docs.append(doc)
     return sorted(docs, key=lambda d: (d["order"], d["name"]))
 
 
 def discover(profile: str, kinds: tuple[str, ...] | None = None,
-             exclude_chapters: tuple[str, ...] = ()) -> list[Correction]:
-    """Load every published correction of ``profile`` (optionally only some ``kinds``)."""
-    return [_load(Path(d["_path"])) for d in list_manifests(profile, kinds, exclude_chapters)]
+             exclude_chapters: Sequence[str] = (),
+             from_chapters: Sequence[str] | None = None) -> list[Correction]:
+    """Load every published correction of ``profile`` (optionally only some ``kinds``).
+
+    See :func:`list_manifests` for ``exclude_chapters`` and ``from_chapters``; every manifest is
+    validated and only registered factories (:data:`FACTORIES`) are called.
+    """
+    return [_load(Path(d["_path"]), d["chapter"])
+            for d in list_manifests(profile, kinds, exclude_chapters, from_chapters)]

@@ -17,27 +17,47 @@ Each chapter ``<id>`` runs ``notebooks/<id>.ipynb`` with the profile's parameter
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from .artefacts import read_json, write_json
 from .chapters import CHAPTERS, Chapter, dependency_order, get_chapter
-from .paths import STAGE_ENV, chapter_dir, profile_results, project_root
-from .profiles import chapter_parameters, load_profile
+from .paths import STAGE_ENV, profile_results, project_root, results_root
+from .profiles import (ProfileError, chapter_parameters, check_name, load_profile, profile_path,
+                       register_profile)
 
 STATE_FILE = ".run.json"
-# shared core every chapter uses; other wmnb modules count only where a chapter lists them
-_CORE = ("artefacts.py", "histio.py", "paths.py", "profiles.py", "style.py")
+#: written into every results/<profile>/ the runner creates; `wmnb clean` removes nothing else
+MARKER_FILE = ".wmnb-profile.json"
+#: one run (or clean) per profile at a time: flock on this file, holder's pid inside
+LOCK_FILE = ".lock"
+# shared core every chapter uses; the rest of the chapter's code is found from its imports
+_CORE = ("artefacts.py", "histio.py", "paths.py", "profiles.py", "params.py", "style.py")
+#: left-overs of an interrupted run: a staging directory, or the previous results mid-swap
+_LEFTOVER = re.compile(r"\.(?P<id>.+)\.(?P<kind>staging|old)")
+
+
+class ProfileLocked(RuntimeError):
+    """Another ``wmnb`` process holds the profile's lock."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP) arrived: unwinds like Ctrl-C so staging is moved aside, never left."""
 
 
 class ChapterFailed(RuntimeError):
@@ -78,12 +98,89 @@ def _notebook_source_digest(path: Path) -> str:
     return hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()
 
 
-def _code_digest(code: Sequence[str], root: Path) -> str:
-    """Hash of the analysis code a chapter uses: the modules it lists plus the shared core
-    (editing the runner, the book builder or the CLI reruns nothing)."""
-    h = hashlib.sha256()
+def _python_source(text: str) -> str:
+    """Notebook cell source without IPython magics and shell escapes, so ``ast`` can parse it."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in text.splitlines())
+
+
+def _module_file(module: str, root: Path) -> Path | None:
+    """The source file of ``wmnb.<...>`` under ``root``, or None."""
+    parts = module.split(".")
+    if parts[0] != "wmnb":
+        return None
+    base = root.joinpath(*parts)
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _imports(source: str, module: str | None = None) -> set[str]:
+    """Modules that ``source`` (of module ``module``, for relative imports) imports, including
+    ``pkg.name`` candidates for ``from pkg import name`` (which may be a submodule)."""
+    try:
+        tree = ast.parse(_python_source(source))
+    except SyntaxError:
+        return set()
+    package = None
+    if module is not None:
+        package = module if module.endswith(".__init__") else module.rsplit(".", 1)[0]
+        package = package.removesuffix(".__init__")
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and package:
+                parent = package.split(".")
+                parent = parent[:len(parent) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return {m for m in found if m == "wmnb" or m.startswith("wmnb.")}
+
+
+def _factory_modules(profile: str, chapter: Chapter) -> set[str]:
+    """Modules named by the correction manifests the chapter's dependencies published: the code
+    that ``wmnb.corrections.discover`` will import in this chapter (invisible to ``ast``)."""
+    modules: set[str] = set()
+    for dep in chapter.depends_on:
+        for path in sorted((profile_results(profile) / dep / "corrections").glob("*.json")):
+            with contextlib.suppress(ValueError, OSError, AttributeError, TypeError):
+                modules.add(str(read_json(path).get("factory", "")).split(":")[0])
+    return modules
+
+
+def chapter_code_files(chapter: Chapter, notebook: Path, root: Path,
+                       extra_modules: set[str] = frozenset()) -> set[Path]:
+    """Every file of ``wmnb`` the chapter runs: the shared core, what its notebook imports
+    (followed through the package's own imports), the correction factories it will load, and
+    the files it lists in ``Chapter.code`` (data such as truth cards)."""
     files: set[Path] = {root / "wmnb" / name for name in _CORE if (root / "wmnb" / name).is_file()}
-    for entry in code:
+    todo: set[str] = set(extra_modules)
+    if notebook.is_file():
+        nb = json.loads(notebook.read_text())
+        for cell in nb.get("cells", []):
+            if cell.get("cell_type") == "code":
+                todo |= _imports("".join(cell.get("source", [])))
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(module, root)
+        if path is None:
+            continue
+        files.add(path)
+        parts = module.split(".")
+        todo.update(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages run too
+        name = module + (".__init__" if path.name == "__init__.py" else "")
+        todo |= _imports(path.read_text(), name) - seen
+    for entry in chapter.code:
         target = root / entry
         if target.is_dir():
             files.update(target.rglob("*.py"))
@@ -92,6 +189,13 @@ def _code_digest(code: Sequence[str], root: Path) -> str:
             files.add(target)
         elif target.with_suffix(".py").is_file():
             files.add(target.with_suffix(".py"))
+    return files
+
+
+def _code_digest(files: set[Path], root: Path) -> str:
+    """Hash of the analysis code a chapter uses (editing the runner, the book builder or the CLI
+    reruns nothing)."""
+    h = hashlib.sha256()
     for path in sorted(files):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
@@ -99,11 +203,47 @@ def _code_digest(code: Sequence[str], root: Path) -> str:
 
 
 def _read_state(profile: str, chapter_id: str) -> dict[str, Any] | None:
+    """The run record of a chapter (its failure record if the last run failed); a record that
+    cannot be read is reported as ``{"status": "corrupt"}``, never trusted."""
     path = profile_results(profile) / chapter_id / STATE_FILE
     failed = profile_results(profile) / ".failed" / chapter_id / STATE_FILE
-    if failed.is_file():
-        return read_json(failed)
-    return read_json(path) if path.is_file() else None
+    target = failed if failed.is_file() else path if path.is_file() else None
+    if target is None:
+        return None
+    try:
+        state = read_json(target)
+    except (ValueError, OSError) as err:
+        return {"status": "corrupt", "error": str(err)}
+    if not isinstance(state, dict) or "status" not in state:
+        return {"status": "corrupt", "error": f"run record {target} lacks 'status'; rerun the chapter"}
+    return state
+
+
+def _output_listing(directory: Path) -> dict[str, list[int]]:
+    """``{relative path: [size, mtime_ns]}`` of every file a chapter wrote (its run record
+    aside): compared at every status, it shows results changed after their run (for example a
+    universe overwritten in place by ``wmnb generate``)."""
+    out: dict[str, list[int]] = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.name != STATE_FILE:
+            st = path.stat()
+            out[str(path.relative_to(directory))] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def _modified(directory: Path, recorded: dict[str, Any] | None) -> str:
+    """What changed in ``directory`` since its listing was recorded ('' if nothing)."""
+    if recorded is None:
+        return ""
+    now = _output_listing(directory)
+    for name in sorted(set(recorded) | set(now)):
+        if name not in now:
+            return f"{name} was removed after the run"
+        if name not in recorded:
+            return f"{name} was added after the run"
+        if list(recorded[name]) != now[name]:
+            return f"{name} was changed after the run"
+    return ""
 
 
 def expected_hashes(profile: str, chapters: Sequence[Chapter] | None = None,
@@ -111,46 +251,142 @@ def expected_hashes(profile: str, chapters: Sequence[Chapter] | None = None,
     """The hash each available chapter would have if run now (dependencies first)."""
     chapters = CHAPTERS if chapters is None else chapters
     root = project_root()
-    prof = load_profile(profile)
+    prof = load_profile(profile, chapters)
     by_id = {c.id: c for c in chapters}
     out: dict[str, str] = {}
     for c in available_chapters(chapters, notebooks_dir):
+        nb = notebook_path(c, notebooks_dir)
         h = hashlib.sha256()
-        h.update(_notebook_source_digest(notebook_path(c, notebooks_dir)).encode())
+        h.update(_notebook_source_digest(nb).encode())
         h.update(json.dumps(chapter_parameters(prof, c.id), sort_keys=True).encode())
-        h.update(_code_digest(c.code, root).encode())
+        files = chapter_code_files(c, nb, root, _factory_modules(profile, c))
+        h.update(_code_digest(files, root).encode())
         for dep in c.depends_on:
             if dep not in by_id:
                 raise KeyError(f"chapter {c.id} depends on unknown chapter {dep}")
             if dep not in out:
                 continue  # planned chapter without a notebook: nothing to depend on yet
             h.update(out[dep].encode())
-            summary = chapter_dir(profile, dep) / "summary.json"
+            summary = profile_results(profile) / dep / "summary.json"
             h.update(hashlib.sha256(summary.read_bytes()).hexdigest().encode()
                      if summary.is_file() else b"missing")
         out[c.id] = h.hexdigest()
     return out
 
 
+def _summary_problem(profile: str, chapter_id: str) -> tuple[dict[str, Any], str]:
+    """(headline, problem) of a chapter's ``summary.json``; problem '' when it is sound."""
+    path = profile_results(profile) / chapter_id / "summary.json"
+    if not path.is_file():
+        return {}, "summary.json is missing"
+    try:
+        doc = read_json(path)
+    except (ValueError, OSError) as err:
+        return {}, str(err)
+    if not isinstance(doc, dict) or not isinstance(doc.get("headline"), dict):
+        return {}, f"{path} has no 'headline' mapping; rerun the chapter"
+    return doc["headline"], ""
+
+
+def _chapter_state(profile: str, c: Chapter, run_hash: str,
+                   upstream: dict[str, str]) -> ChapterStatus:
+    """State of one chapter given the states of the chapters before it."""
+    state = _read_state(profile, c.id)
+    headline, problem = _summary_problem(profile, c.id)
+    if state is None:
+        return ChapterStatus(c.id, "never run", headline)
+    if state.get("status") == "corrupt":
+        return ChapterStatus(c.id, "corrupt", {}, f"{state.get('error')}: it is rerun by `wmnb run`")
+    if state.get("status") == "failed":
+        return ChapterStatus(c.id, "failed", headline,
+                             f"{state.get('error', '')} (see {state.get('notebook')})")
+    if problem:
+        return ChapterStatus(c.id, "corrupt", {}, f"{problem}: it is rerun by `wmnb run`")
+    changed = _modified(profile_results(profile) / c.id, state.get("outputs"))
+    if changed:
+        return ChapterStatus(c.id, "modified", headline, f"{changed}: it is rerun by `wmnb run`")
+    if state.get("hash") != run_hash:
+        return ChapterStatus(c.id, "stale", headline)
+    behind = [f"{d} ({upstream[d]})" for d in c.depends_on if upstream.get(d, "up to date") != "up to date"]
+    if behind:
+        return ChapterStatus(c.id, "stale", headline, f"depends on {', '.join(behind)}")
+    return ChapterStatus(c.id, "up to date", headline)
+
+
 def status(profile: str, chapters: Sequence[Chapter] | None = None,
            notebooks_dir: Path | None = None) -> list[ChapterStatus]:
-    """State of every available chapter: up to date / stale / failed / never run."""
+    """State of every available chapter: up to date / stale / modified / corrupt / failed /
+    never run.  A chapter is up to date only when every chapter it depends on is."""
+    profile = register_profile(profile, CHAPTERS if chapters is None else chapters)
     hashes = expected_hashes(profile, chapters, notebooks_dir)
-    result = []
+    result: list[ChapterStatus] = []
+    states: dict[str, str] = {}
     for c in available_chapters(chapters, notebooks_dir):
-        state = _read_state(profile, c.id)
-        summary_path = profile_results(profile) / c.id / "summary.json"
-        headline = read_json(summary_path).get("headline", {}) if summary_path.is_file() else {}
-        if state is None:
-            result.append(ChapterStatus(c.id, "never run", headline))
-        elif state.get("status") == "failed":
-            result.append(ChapterStatus(c.id, "failed", headline,
-                                        f"{state.get('error', '')} (see {state.get('notebook')})"))
-        elif state.get("hash") != hashes[c.id] or not summary_path.is_file():
-            result.append(ChapterStatus(c.id, "stale", headline))
-        else:
-            result.append(ChapterStatus(c.id, "up to date", headline))
+        row = _chapter_state(profile, c, hashes[c.id], states)
+        states[c.id] = row.state
+        result.append(row)
     return result
+
+
+def leftovers(profile: str) -> list[Path]:
+    """Directories an interrupted run left in ``results/<profile>/`` (staging, mid-swap)."""
+    base = profile_results(profile)
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if p.is_dir() and _LEFTOVER.fullmatch(p.name))
+
+
+def recover_leftovers(profile: str, echo: Any = print) -> None:
+    """Remove the staging directories of interrupted runs; put back previous results that an
+    interrupted swap had moved aside.  Call only while holding the profile's lock."""
+    for path in leftovers(profile):
+        m = _LEFTOVER.fullmatch(path.name)
+        assert m is not None
+        target = path.parent / m["id"]
+        if m["kind"] == "old" and not target.exists():
+            os.replace(path, target)
+            echo(f"[wmnb] restored {target.name} from an interrupted swap ({path.name})")
+        else:
+            shutil.rmtree(path)
+            echo(f"[wmnb] removed {path.name}, left by an interrupted run")
+
+
+def _mark_profile_dir(profile: str) -> Path:
+    """Create ``results/<profile>/`` with the marker that lets ``wmnb clean`` remove it."""
+    base = profile_results(profile)
+    base.mkdir(parents=True, exist_ok=True)
+    marker = base / MARKER_FILE
+    if not marker.is_file():
+        write_json(marker, {"profile": profile, "created_by": "wmnb run"})
+    return base
+
+
+@contextlib.contextmanager
+def profile_lock(profile: str, action: str) -> Iterator[None]:
+    """Hold the profile's lock for ``action`` (``run``, ``clean``).  The lock is an ``flock``
+    on ``results/<profile>/.lock``, which the kernel releases when its holder dies, so a lock
+    left by a killed process is stale and simply taken over; the file names the holder."""
+    base = _mark_profile_dir(profile)
+    path = base / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ProfileLocked(
+            f"profile {profile!r} is in use by {holder}; wait for it to finish (or stop it) and "
+            f"retry -- two runs on one profile would overwrite each other's results") from None
+    try:
+        os.ftruncate(fd, 0)
+        since = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} (wmnb {action} since {since})\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 #: matplotlib backend of the chapter kernels: inline, so figures land in the executed notebook
@@ -196,17 +432,16 @@ def _cell_error(err: BaseException) -> str:
 
 def run_chapter(chapter: Chapter, profile: str, run_hash: str, *,
                 notebooks_dir: Path | None = None, progress: bool = True,
-                log_output: bool = False) -> float:
+                log_output: bool = False, chapters: Sequence[Chapter] | None = None) -> float:
     """Execute one chapter into a staging directory and swap it in; return the wall time.
 
     Raises :class:`ChapterFailed` (after keeping the executed notebook under ``.failed/``).
     """
     import papermill
 
-    prof = load_profile(profile)
+    prof = load_profile(profile, chapters)
     params = chapter_parameters(prof, chapter.id)
-    base = profile_results(profile)
-    base.mkdir(parents=True, exist_ok=True)
+    base = _mark_profile_dir(profile)
     target = base / chapter.id
     stage = base / f".{chapter.id}.staging"
     failed_dir = base / ".failed" / chapter.id
@@ -241,6 +476,7 @@ def run_chapter(chapter: Chapter, profile: str, run_hash: str, *,
     write_json(stage / STATE_FILE, {
         "status": "ok", "hash": run_hash, "started": started, "wall_s": round(wall, 2),
         "notebook": str(target / f"{chapter.id}.ipynb"), "parameters": params,
+        "outputs": _output_listing(stage),
     })
     _swap_in(stage, target)
     shutil.rmtree(failed_dir, ignore_errors=True)
@@ -252,11 +488,13 @@ def run(profile: str = "default", only: Sequence[str] | None = None, force: bool
         progress: bool = True, echo: Any = print) -> dict[str, str]:
     """Run the chapters of ``profile`` (``only`` these and what they need) in dependency order.
 
+    ``profile`` is a profile name or the path of a profile YAML file (then known by its name).
     Returns chapter id -> "ran" | "skipped".  ``force`` reruns the selected chapters even if up
     to date (their dependencies still run only if stale).  Stops at the first failure by raising
-    :class:`ChapterFailed`.
+    :class:`ChapterFailed`; raises :class:`ProfileLocked` while another run holds the profile.
     """
     chapters = CHAPTERS if chapters is None else chapters
+    profile = register_profile(profile, chapters)
     available = {c.id for c in available_chapters(chapters, notebooks_dir)}
     plan = dependency_order(only, chapters)
     missing = [c.id for c in plan if c.id not in available]
@@ -265,33 +503,77 @@ def run(profile: str = "default", only: Sequence[str] | None = None, force: bool
         raise FileNotFoundError(f"no notebook for chapter(s) {missing} in {notebooks_dir or 'notebooks/'}")
     plan = [c for c in plan if c.id in available]
     outcome: dict[str, str] = {}
-    for c in plan:
-        # recompute: an upstream chapter that just ran changes its summary, hence our hash
-        run_hash = expected_hashes(profile, chapters, notebooks_dir)[c.id]
-        state = _read_state(profile, c.id)
-        fresh = (state is not None and state.get("status") == "ok" and state.get("hash") == run_hash
-                 and (chapter_dir(profile, c.id) / "summary.json").is_file())
-        if fresh and not (force and c.id in wanted):
-            echo(f"[wmnb] {c.id}: up to date, skipped")
-            outcome[c.id] = "skipped"
-            continue
-        echo(f"[wmnb] {c.id}: running ({profile} profile) ...")
-        wall = run_chapter(c, profile, run_hash, notebooks_dir=notebooks_dir, progress=progress)
-        echo(f"[wmnb] {c.id}: done in {wall:.1f} s")
-        outcome[c.id] = "ran"
+    with profile_lock(profile, "run"):
+        recover_leftovers(profile, echo)
+        states: dict[str, str] = {}
+        for c in plan:
+            # recompute: an upstream chapter that just ran changes its summary, hence our hash
+            run_hash = expected_hashes(profile, chapters, notebooks_dir)[c.id]
+            row = _chapter_state(profile, c, run_hash, states)
+            if row.state == "up to date" and not (force and c.id in wanted):
+                echo(f"[wmnb] {c.id}: up to date, skipped")
+                outcome[c.id] = "skipped"
+                states[c.id] = "up to date"
+                continue
+            why = f" ({row.state}: {row.detail})" if row.detail and row.state != "failed" else ""
+            echo(f"[wmnb] {c.id}: running ({profile} profile){why} ...")
+            wall = run_chapter(c, profile, run_hash, notebooks_dir=notebooks_dir, progress=progress,
+                               chapters=chapters)
+            echo(f"[wmnb] {c.id}: done in {wall:.1f} s")
+            outcome[c.id] = "ran"
+            states[c.id] = "up to date"
     return outcome
 
 
-def clean(profile: str | None = None) -> list[Path]:
-    """Remove the artefacts of ``profile`` (all profiles when None); return what was removed."""
-    from .paths import results_root
+def resolve_profile_name(arg: str) -> str:
+    """The name of a profile given by name or YAML path, without requiring its content to be
+    valid (so that the results of a broken profile can still be cleaned)."""
+    if arg.endswith((".yaml", ".yml")) or os.sep in arg:
+        path = profile_path(arg)
+        with contextlib.suppress(ProfileError):
+            return register_profile(arg)
+        return check_name(path.stem)
+    check_name(arg)
+    profile_path(arg)  # a profile that exists: a typo must not pick some other directory
+    return arg
 
-    targets = [profile_results(profile)] if profile else [results_root()]
+
+def _removable(path: Path) -> str:
+    """Why ``wmnb clean`` must not remove ``path`` ('' if it may)."""
+    root = results_root()
+    if path.is_symlink():
+        return f"{path} is a symbolic link"
+    if not path.is_dir():
+        return f"{path} is not a directory"
+    if path.resolve().parent != root.resolve():
+        return f"{path} is not directly below {root}"
+    if not (path / MARKER_FILE).is_file():
+        return (f"{path} was not created by `wmnb run` (no {MARKER_FILE}); remove it by hand if "
+                "you are sure")
+    return ""
+
+
+def clean(profile: str | None = None, echo: Any = print) -> list[Path]:
+    """Remove the results of ``profile`` (of every profile when None); return what was removed.
+
+    Only directories ``results/<name>/`` that the runner created (they hold its marker) are
+    removed, each while holding its lock; anything else is reported and left alone."""
+    root = results_root()
+    if profile is not None:
+        targets = [profile_results(resolve_profile_name(profile))]
+    else:
+        targets = sorted(p for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
     removed = []
-    for t in targets:
-        if t.exists():
-            shutil.rmtree(t)
-            removed.append(t)
+    for target in targets:
+        if not target.exists() and not target.is_symlink():
+            continue
+        why = _removable(target)
+        if why:
+            echo(f"[wmnb] not removed: {why}")
+            continue
+        with profile_lock(target.name, "clean"):
+            shutil.rmtree(target)
+        removed.append(target)
     return removed
 
 
@@ -304,23 +586,47 @@ def _format_headline(headline: dict[str, Any], keys: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _terminate_like_interrupt() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into :class:`Terminated` while a run is in progress, so that the
+    staging directory is moved to ``.failed/`` and the lock released, as with Ctrl-C."""
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+_INPUT_ERRORS = (FileNotFoundError, KeyError, ValueError, TypeError, ProfileLocked)
+
+
 def cli_run(argv: list[str]) -> int:
     """``wmnb run [--profile P] [--only CHAPTER ...] [--force]``."""
     ap = argparse.ArgumentParser(prog="wmnb run", description="Execute the chapters with papermill.")
-    ap.add_argument("--profile", default="default", help="run profile (params/<profile>.yaml)")
+    ap.add_argument("--profile", default="default", help="run profile: a name in params/ or a YAML file")
     ap.add_argument("--only", nargs="+", metavar="CHAPTER",
                     help="run only these chapters (ids or numbers) and what they depend on")
     ap.add_argument("--force", action="store_true", help="rerun the selected chapters even if up to date")
     ap.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     args = ap.parse_args(argv)
     try:
-        run(args.profile, args.only, args.force, progress=not args.no_progress)
+        with _terminate_like_interrupt():
+            run(args.profile, args.only, args.force, progress=not args.no_progress)
     except ChapterFailed as err:
         print(f"[wmnb] FAILED: {err}", file=sys.stderr)
         print("[wmnb] earlier chapters' results are unchanged; fix the error and rerun `wmnb run`.",
               file=sys.stderr)
         return 1
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as err:
+    except KeyboardInterrupt as err:
+        print(f"[wmnb] interrupted ({err or 'Ctrl-C'}): the chapter that was running is kept under "
+              "results/<profile>/.failed/; all completed results are unchanged.", file=sys.stderr)
+        return 130
+    except _INPUT_ERRORS as err:
         print(f"[wmnb] error: {err}", file=sys.stderr)
         return 2
     return 0
@@ -329,30 +635,42 @@ def cli_run(argv: list[str]) -> int:
 def cli_status(argv: list[str]) -> int:
     """``wmnb status [--profile P]``: each chapter's state and headline numbers."""
     ap = argparse.ArgumentParser(prog="wmnb status", description="State of every chapter.")
-    ap.add_argument("--profile", default="default")
+    ap.add_argument("--profile", default="default", help="run profile: a name in params/ or a YAML file")
     args = ap.parse_args(argv)
     keys = {c.id: c.headline for c in CHAPTERS}
-    rows = status(args.profile)
+    try:
+        profile = register_profile(args.profile, CHAPTERS)
+        rows = status(profile)
+    except _INPUT_ERRORS as err:
+        print(f"[wmnb] error: {err}", file=sys.stderr)
+        return 2
     if not rows:
         print("no chapter notebooks found")
         return 0
     width = max(len(r.chapter) for r in rows)
     for r in rows:
-        line = f"{r.chapter:<{width}}  {r.state:<10}  {_format_headline(r.headline, keys[r.chapter])}"
+        line = f"{r.chapter:<{width}}  {r.state:<10}  {_format_headline(r.headline, keys.get(r.chapter, ()))}"
         print(line.rstrip())
         if r.detail:
             print(f"{'':<{width}}  {r.detail}")
+    for path in leftovers(profile):
+        print(f"note: {path} was left by an interrupted run; the next `wmnb run` removes it")
     return 0
 
 
 def cli_clean(argv: list[str]) -> int:
     """``wmnb clean [--profile P] [--all]``."""
-    ap = argparse.ArgumentParser(prog="wmnb clean", description="Remove generated artefacts.")
-    ap.add_argument("--profile", default=None, help="only this profile's results")
+    ap = argparse.ArgumentParser(prog="wmnb clean", description="Remove generated artefacts: "
+                                 "results/<profile>/ directories that `wmnb run` created.")
+    ap.add_argument("--profile", default=None, help="only this profile's results (a name or a YAML file)")
     ap.add_argument("--all", action="store_true", help="also remove the built book (_build)")
     args = ap.parse_args(argv)
-    for p in clean(args.profile):
-        print(f"removed {p}")
+    try:
+        for p in clean(args.profile):
+            print(f"removed {p}")
+    except _INPUT_ERRORS as err:
+        print(f"[wmnb] error: {err}", file=sys.stderr)
+        return 2
     if args.all:
         build = project_root() / "_build"
         if build.exists():

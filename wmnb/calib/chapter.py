@@ -5,6 +5,7 @@ function of its own so tests can drive it with toy samples.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,18 +45,11 @@ class CalibConfig:
         return dict(self.__dict__)
 
     @classmethod
-    def for_profile(cls, profile: str, seed: int = 0, **overrides: Any) -> "CalibConfig":
-        """Sizes per profile.  smoke: a few thousand J/psi support only 6 eta bins of 0.8 (and one
-        pT bin in the closure).  default (~0.7 M J/psi, simulation ~1x data): 48 x 0.1 eta bins
-        with 2 pT bins per muon -- with 4 pT bins the bins hold ~150 events and the parameter
-        pulls against the truth widen (chi^2/ndf 1.3-1.4 on a simulation-split test), with 2 they
-        are unit-width.  full: 4 pT bins."""
-        base = {"smoke": dict(n_eta=6, n_pt=2, n_eta_closure=6, n_pt_closure=1, min_data=30, min_mc=30.0,
-                              min_data_closure=30),
-                "default": dict(n_eta=48, n_pt=2, min_data=100),
-                "full": dict(n_eta=48, n_pt=4, min_data=100)}.get(profile, {})
-        kw = {**base, **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(seed=seed, **kw)
+    def from_parameters(cls, parameters: Mapping[str, Any], seed: int = 0) -> "CalibConfig":
+        """The sizes from the chapter's checked parameters (``wmnb.params.notebook_config``); every
+        size comes from the profile (``params/<profile>.yaml``), none is chosen by profile name."""
+        names = [f for f in cls.__dataclass_fields__ if f != "seed"]
+        return cls(seed=seed, **{k: parameters[k] for k in names})
 
 
 #: Largest error of a closure parameter that still counts as measured: a relative scale shift of
@@ -175,12 +169,10 @@ def scale_step(sample: Sample, eta_bins: np.ndarray, n_pt: int, window: tuple[fl
 
 def truth_difference(edges: np.ndarray) -> ScaleParams | None:
     """Data-card minus nominal-card (A, e, M), rebinned onto ``edges`` (for comparisons only)."""
-    try:
-        from ..universe import load_card
-    except ImportError:
-        return None
-    d = load_card("data")["detector"]["momentum_scale"]
-    n = load_card("nominal")["detector"]["momentum_scale"]
+    from .. import truth
+
+    d = truth.compare("data", "detector.momentum_scale", purpose="chapter 02: fitted A, e, M vs truth")
+    n = truth.simulation("detector.momentum_scale")
     fine = eta_edges(len(d["A"]))
     diff = ScaleParams(fine, *(np.asarray(d[k], float) - np.asarray(n[k], float) for k in ("A", "e", "M")))
     return diff if len(edges) == len(fine) else diff.rebinned(edges)
@@ -188,17 +180,13 @@ def truth_difference(edges: np.ndarray) -> ScaleParams | None:
 
 def truth_resolution() -> dict[str, Any] | None:
     """Resolution models of the nominal (simulation) and data truth cards (comparisons only)."""
-    try:
-        from ..universe import load_card
-    except ImportError:
-        return None
+    from .. import truth
     from .resolution import ResolutionModel
 
-    out = {}
-    for card, key in (("nominal", "simulation"), ("data", "data")):
-        r = load_card(card)["detector"]["resolution"]
-        out[key] = ResolutionModel(eta_edges(len(r["a"])), *(np.asarray(r[k], float) for k in "abcd"))
-    return out
+    cards = {"simulation": truth.simulation("detector.resolution"),
+             "data": truth.compare("data", "detector.resolution", purpose="chapter 02: resolution vs truth")}
+    return {key: ResolutionModel(eta_edges(len(r["a"])), *(np.asarray(r[k], float) for k in "abcd"))
+            for key, r in cards.items()}
 
 
 def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[str, Sample] | None = None,
@@ -321,9 +309,10 @@ def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[st
     from .mz import fit_mz
 
     if mz_truth is None or mc_mz is None:
-        from ..universe import load_card
-        mz_truth = load_card("data")["physics"]["mz_mev"] / 1000 if mz_truth is None else mz_truth
-        mc_mz = load_card("nominal")["physics"]["mz_mev"] / 1000 if mc_mz is None else mc_mz
+        from .. import truth
+        if mz_truth is None:
+            mz_truth = truth.compare("data", "physics.mz_mev", purpose="chapter 02: dimuon m_Z closure") / 1000
+        mc_mz = truth.simulation("physics.mz_mev") / 1000 if mc_mz is None else mc_mz
     zs = inputs["z"]
     zdata = corrected(zs.data, corr, True, "data", "z")
     zmc = corrected(zs.mc, corr, False, "z_mumu", "z")

@@ -305,7 +305,7 @@ def _fit_chunk(n: np.ndarray, templ: np.ndarray, cfg: MassFitConfig):
     done = np.zeros(B, dtype=bool)
     prev = np.zeros((B, nf))
     it = 0
-    for it in range(1, cfg.max_iter + 1):
+    for it in range(1, cfg.max_iter + 1):  # noqa: B007 (returned: the iterations used)
         ia = np.flatnonzero(~done)
         if ia.size == 0:
             break

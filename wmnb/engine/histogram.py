@@ -438,8 +438,9 @@ def histogram_files(files: Sequence[str], selection: str, axes: Sequence[Any], f
     ``final_cuts`` / ``variations`` must be picklable for ``dask`` (module-level functions or presets).
     """
     from .executors import run_tasks
-    from .nanoaod import plan_chunks
+    from .nanoaod import check_distinct, plan_chunks
 
+    check_distinct(files)   # a file given twice would be counted twice
     tasks = [(p, s, e, selection, norm, nonfinite, list(axes), list(fields), final_cuts, variations, sample, storage)
              for f in files for (p, s, e) in plan_chunks(f, step)]
     total = None

@@ -6,12 +6,30 @@ The synthetic files of chapter 00 and real CMS NanoAOD share branch names but di
 and collections (``Muon``, ``Electron``, ``GenPart``, ``TrigObj``) as flat numpy arrays plus
 offsets, which the selections turn into columns with vectorised numpy.
 
-What happens with differences and bad input:
+Branch names across NanoAOD versions (v9 to v15), in one place (:data:`MET_NAMING`): the
+selections use the PF missing transverse momentum, read from ``MET_pt`` / ``MET_phi`` (NanoAOD
+up to v14 and the synthetic files) or, where those are absent, from ``PFMET_pt`` / ``PFMET_phi``
+(NanoAOD v15 renamed ``MET_*`` to ``PFMET_*``).  Whichever pair is read, the chunk hands it out
+as ``MET_pt`` / ``MET_phi``.  Other MET flavours (``PuppiMET_*``, ``DeepMETResolutionTune_*``,
+``RawMET_*``, ``TkMET_*`` ...) are never used.  Integer widths (``uint8``/``int16``/``uint32``
+counters and flags of newer versions) do not matter.
 
-* missing file, not a ROOT file, truncated or corrupt file, no ``Events`` tree: :class:`NanoAODError`
-  naming the file and what to do;
+What happens with differences and bad input (every message names the file, and the branch
+where there is one):
+
+* missing file, a directory, an unreadable, empty or non-ROOT file, no ``Events`` TTree:
+  :class:`NanoAODError` (:class:`FileNotFoundError` for a missing file) saying what to do;
+* a truncated or damaged file: :class:`NanoAODError`.  Checked on opening: the file is as
+  long as its ROOT header says (``fEND``), and the records at its end (class descriptions,
+  free-segment list) are readable; checked on reading: every basket of every branch read lies
+  inside the file, the baskets of each branch hold the tree's number of entries, and each
+  array read has one entry per event;
+* the same file given twice (also through a symlink, a hard link, another relative path or a
+  byte copy with the same ROOT file UUID): :class:`NanoAODError` (:func:`check_distinct`),
+  because its events would be counted twice;
 * a missing *required* branch: :class:`NanoAODError` naming the file, the branch and the
-  selection that needs it;
+  selection that needs it; a branch with a list per event where one value is expected (or
+  the other way round): :class:`NanoAODError`;
 * a missing *optional* branch gets a documented fallback and a note in the chunk's ``notes``
   (shown in the cutflow): ``Muon_triggerMatch`` -> ΔR < 0.3 match to a ``TrigObj`` muon (or
   "no matching" if ``TrigObj`` is absent too), ``Muon_svMatched`` -> False, a missing
@@ -20,15 +38,19 @@ What happens with differences and bad input:
   angles then NaN);
 * counter types (``nMuon`` as uint32 or int32) do not matter: offsets come from the jagged arrays;
   booleans stored as integers are converted;
-* NaN/inf in a branch the selection uses: :class:`NanoAODError` naming file, branch and entry
-  (``nonfinite="error"``, the default), or the event is dropped and counted in the cutflow step
-  ``finite inputs`` (``nonfinite="skip"``);
+* NaN/inf in *any* floating-point branch a selection reads (scalars and every field of the
+  collections): :class:`NanoAODError` naming file, branches, counts and the first entry
+  (``nonfinite="error"``, the default), or the events holding them are dropped and counted in
+  the cutflow step ``finite inputs`` (``nonfinite="skip"``);
 * zero entries: an empty chunk list, selections return empty columns of the right types.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +73,21 @@ ELECTRON_FIELDS = ("pt", "eta", "phi", "cutBased")
 GENPART_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "status", "genPartIdxMother")
 TRIGOBJ_FIELDS = ("pt", "eta", "phi", "id")
 GENV = ("GenV_mass", "GenV_pt", "GenV_y", "GenV_phi", "GenV_pdgId", "GenV_cosThetaCS", "GenV_phiCS")
-FLOAT_CHECKED = ("Muon_pt", "Muon_eta", "Muon_phi", "MET_pt", "MET_phi", "genWeight")
+
+# Collections: branches ``<prefix>_<field>`` with a list per event.  The LHE weight vectors are
+# one-branch collections of their own.
+COLLECTIONS = ("Muon", "Electron", "GenPart", "TrigObj")
+WEIGHT_VECTORS = ("LHEScaleWeight", "LHEPdfWeight")
+
+MET = ("MET_pt", "MET_phi")
+"""The names under which a :class:`Chunk` hands out the PF MET, whatever the file calls it."""
+
+MET_NAMING: tuple[tuple[str, str, str], ...] = (
+    ("MET_pt", "MET_phi", "NanoAOD v9-v14 and the synthetic files"),
+    ("PFMET_pt", "PFMET_phi", "NanoAOD v15 (MET_* renamed PFMET_*)"),
+)
+"""The PF MET branch pair of each NanoAOD naming, in order of preference: the first pair a file
+has completely is read.  PUPPI and other MET flavours are deliberately not in the list."""
 
 
 class NanoAODError(ValueError):
@@ -146,24 +182,114 @@ def open_tree(path: str | os.PathLike, tree: str = TREE) -> Any:
     return t
 
 
+def check_input_path(path: str | os.PathLike) -> None:
+    """Fail unless ``path`` is a readable, non-empty regular file starting like a ROOT file.
+
+    A missing file raises :class:`FileNotFoundError`, everything else :class:`NanoAODError`."""
+    path = str(path)
+    p = Path(path)
+    if p.is_dir():
+        n_root = len(glob.glob(os.path.join(glob.escape(path), "*.root")))
+        raise NanoAODError(f"{path} is a directory, not a NanoAOD file: give the files in it, e.g. "
+                           f"{os.path.join(path, '*.root')} ({n_root} .root file(s) there)")
+    if not p.exists():
+        hint = ("; the name contains a wildcard that matched no file (the shell passes an unmatched "
+                "pattern on unchanged)" if any(c in path for c in "*?[") else
+                ": check the path (or run chapter 00 to generate the samples)")
+        raise FileNotFoundError(f"NanoAOD file {path} does not exist{hint}")
+    if not p.is_file():
+        raise NanoAODError(f"{path} is not a regular file (a device, socket or pipe?): give a NanoAOD ROOT file")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise NanoAODError(f"{path} cannot be read ({err.strerror or err}): check its permissions") from err
+    if not magic:
+        raise NanoAODError(f"{path} is empty (0 bytes): regenerate or re-download it")
+    if magic != b"root":
+        raise NanoAODError(f"{path} is not a ROOT file (it starts with {magic!r}, a ROOT file with b'root'); "
+                           "give NanoAOD ROOT files")
+
+
 def _open_tree(path: str, tree: str) -> Any:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"NanoAOD file {path} does not exist: check the path (or run chapter 00 to generate the samples)")
+    check_input_path(path)
     try:
         f = uproot.open(path)
     except Exception as err:  # uproot raises several types for truncated/corrupt files
         raise NanoAODError(f"{path} cannot be opened as a ROOT file ({type(err).__name__}: {err}); "
                            "it is probably truncated or corrupt: regenerate or re-download it") from err
+    check_file_end(path, f)
     try:
         keys = {k.split(";")[0] for k in f.keys(recursive=False)}
     except Exception as err:
-        raise NanoAODError(f"{path}: the ROOT directory cannot be read ({err}); the file is corrupt: regenerate it") from err
+        raise NanoAODError(f"{path}: the ROOT directory cannot be read ({err}); "
+                           "the file is corrupt: regenerate it") from err
     if tree not in keys:
         raise NanoAODError(f"{path} has no TTree {tree!r} (it holds {sorted(keys)}); is it a NanoAOD file?")
     try:
-        return f[tree]
+        obj = f[tree]
     except Exception as err:
-        raise NanoAODError(f"{path}: TTree {tree!r} cannot be read ({err}); the file is corrupt: regenerate it") from err
+        raise NanoAODError(f"{path}: TTree {tree!r} cannot be read ({err}); "
+                           "the file is corrupt: regenerate it") from err
+    if not isinstance(obj, uproot.behaviors.TTree.TTree):
+        kind = getattr(obj, "classname", type(obj).__name__)
+        raise NanoAODError(f"{path}: {tree!r} is a {kind}, not a TTree; is it a NanoAOD file?")
+    return obj
+
+
+def check_file_end(path: str, f: Any) -> None:
+    """Fail if the file is shorter than its ROOT header says or its last records are unreadable.
+
+    uproot reads only what it needs, so a file cut short behind the last basket of ``Events``
+    (where ROOT and uproot put the ``Runs`` tree, the class descriptions and the free-segment
+    list) would otherwise be read without complaint."""
+    size = os.path.getsize(path)
+    end = int(f.file.fEND)
+    if size < end:
+        raise NanoAODError(f"{path} is truncated: it has {size} bytes but its ROOT header says {end} "
+                           f"({end - size} missing); regenerate or re-download it")
+    seek_free, n_free = int(f.file.fSeekFree), int(f.file.fNbytesFree)
+    if seek_free > 0 and n_free > 0:
+        # the free-segment record is written when the file is closed; its key starts with its length
+        with open(path, "rb") as fh:
+            fh.seek(seek_free)
+            head = fh.read(4)
+        if len(head) < 4 or struct.unpack(">i", head)[0] != n_free:
+            raise NanoAODError(f"{path}: the end of the file is damaged (its free-segment record at byte "
+                               f"{seek_free} is not where the header says); regenerate or re-download it")
+    try:
+        _ = f.file.streamers   # the class descriptions near the end of the file
+    except Exception as err:
+        raise NanoAODError(f"{path}: the end of the file is damaged (the class descriptions cannot be read: "
+                           f"{type(err).__name__}); it is truncated or corrupt: regenerate or re-download it") from err
+
+
+def check_distinct(files: Iterable[str | os.PathLike]) -> None:
+    """Fail if two entries of ``files`` are the same file (same resolved path or inode: symlinks,
+    hard links, other relative paths) or byte copies of one ROOT file (same file UUID, which
+    ROOT draws anew for every file it writes): their events would be counted twice.
+
+    Files that do not exist are skipped here and reported by :func:`open_tree`."""
+    seen: dict[tuple[str, Any], str] = {}
+    for f in map(str, files):
+        try:
+            st = os.stat(f)
+        except OSError:
+            continue
+        keys: list[tuple[str, Any]] = [("path", os.path.realpath(f))]
+        if st.st_ino:   # 0 where the file system has no inode numbers
+            keys.append(("inode", (st.st_dev, st.st_ino)))
+        uuid = str(open_tree(f).file.uuid)
+        if set(uuid) - {"0", "-"}:   # a nil UUID says nothing
+            keys.append(("uuid", uuid))
+        for key in keys:
+            if key in seen:
+                how = ("are copies of the same ROOT file (same file UUID)" if key[0] == "uuid"
+                       else f"are the same file ({os.path.realpath(f)})")
+                raise NanoAODError(f"input files {seen[key]} and {f} {how}: give each file once, "
+                                   "otherwise its events are counted twice")
+        for key in keys:
+            seen[key] = f
 
 
 def num_entries(path: str | os.PathLike) -> int:
@@ -173,14 +299,21 @@ def num_entries(path: str | os.PathLike) -> int:
 
 def runs_sumw(path: str | os.PathLike) -> float | None:
     """Sum of generator weights from the ``Runs`` tree (``genEventSumw`` or the older
-    ``genEventSumw_``), or None for data / files without it."""
+    ``genEventSumw_``), or None for data / files without it.  A ``Runs`` tree that exists
+    but cannot be read is a :class:`NanoAODError` (a silent fallback would change the
+    normalisation)."""
+    open_tree(path)   # the checks of the file as a whole, with their messages
     try:
-        runs = uproot.open(str(path))["Runs"]
-    except Exception:
-        return None
-    for name in ("genEventSumw", "genEventSumw_"):
-        if name in runs.keys():
-            return float(np.sum(runs[name].array(library="np")))
+        root = uproot.open(str(path))
+        if "Runs" not in {k.split(";")[0] for k in root.keys(recursive=False)}:
+            return None
+        runs = root["Runs"]
+        for name in ("genEventSumw", "genEventSumw_"):
+            if name in runs.keys():
+                return float(np.sum(runs[name].array(library="np")))
+    except Exception as err:
+        raise NanoAODError(f"{path}: the Runs tree cannot be read ({type(err).__name__}: {err}); "
+                           "the file is corrupt: regenerate or re-download it") from err
     return None
 
 
@@ -197,8 +330,8 @@ def provenance(path: str | os.PathLike) -> dict[str, Any]:
 
 def plan_chunks(path: str | os.PathLike, step: int) -> list[tuple[str, int, int]]:
     """Split a file into ``(path, start, stop)`` entry ranges of at most ``step`` events."""
-    if step <= 0:
-        raise ValueError(f"chunk size must be positive, got {step}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step <= 0:
+        raise ValueError(f"chunk size (step) must be a positive number of events, got {step!r}")
     n = num_entries(path)
     if n == 0:
         return []
@@ -224,11 +357,44 @@ def _flat(arr: Any) -> tuple[np.ndarray, np.ndarray]:
     return ak.to_numpy(ak.flatten(arr, axis=1)), offsets
 
 
+def check_baskets(path: str, tree: Any, names: Sequence[str], size: int | None = None) -> None:
+    """Fail unless every basket of the branches ``names`` lies inside the file (``size`` bytes,
+    default: its size on disk) and the baskets of each branch hold the tree's entries.
+
+    Uses only the branch metadata (no basket is read): seek and length of every basket
+    written to the file, the entry ranges of the baskets."""
+    size = os.path.getsize(path) if size is None else int(size)
+    n_tree = int(tree.num_entries)
+    for name in names:
+        b = tree[name]
+        try:
+            n_branch = int(b.entry_offsets[-1])   # uproot checks normal + embedded baskets add up
+        except Exception as err:
+            raise NanoAODError(f"{path}: the baskets of branch {name!r} are inconsistent ({err}); "
+                               "the file is corrupt: regenerate or re-download it") from err
+        if n_branch != n_tree or b.num_entries != n_tree:
+            raise NanoAODError(f"{path}: branch {name!r} holds {n_branch} entries but tree {TREE} has {n_tree}; "
+                               "the file is truncated or inconsistent: regenerate or re-download it")
+        seek = np.asarray(b.member("fBasketSeek"), np.int64)
+        nbytes = np.asarray(b.member("fBasketBytes"), np.int64)
+        # baskets on disk: as uproot counts them, up to fWriteBasket or the first zero seek
+        n_disk = min(int(b.member("fWriteBasket")), seek.size)
+        zero = np.flatnonzero(seek[:n_disk] == 0)
+        n_disk = int(zero[0]) if zero.size else n_disk
+        ends = seek[:n_disk] + nbytes[:n_disk]
+        beyond = np.flatnonzero(ends > size)
+        if beyond.size:
+            i = int(beyond[0])
+            raise NanoAODError(f"{path}: basket {i} of branch {name!r} (bytes {seek[i]}-{ends[i]}) lies beyond the "
+                               f"end of the file ({size} bytes): the file is truncated; regenerate or re-download it")
+
+
 def load_chunk(path: str, start: int, stop: int, branches: list[str], *,
                optional: tuple[str, ...] = (), nonfinite: str = "error",
                tree: Any = None) -> Chunk:
     """Load ``branches`` (all required) and ``optional`` ones (where present) for entries
-    ``[start, stop)`` of ``path``.  Collections are recognised by their ``<Name>_`` prefix."""
+    ``[start, stop)`` of ``path``.  Collections are recognised by their ``<Name>_`` prefix.
+    A PF MET read under its NanoAOD v15 name is handed out as ``MET_pt`` / ``MET_phi``."""
     if nonfinite not in ("error", "skip"):
         raise ValueError(f"nonfinite must be 'error' or 'skip', got {nonfinite!r}")
     t = open_tree(path) if tree is None else tree
@@ -238,6 +404,7 @@ def load_chunk(path: str, start: int, stop: int, branches: list[str], *,
         raise NanoAODError(f"{path}: required branch(es) {missing} missing from tree {TREE}; "
                            "the file is not NanoAOD-like enough for this selection")
     wanted = list(dict.fromkeys(list(branches) + [b for b in optional if b in available]))
+    check_baskets(path, t, wanted)
     try:
         arrays = t.arrays(wanted, entry_start=start, entry_stop=stop, how=dict)
     except Exception as err:
@@ -247,11 +414,12 @@ def load_chunk(path: str, start: int, stop: int, branches: list[str], *,
     scalars: dict[str, np.ndarray] = {}
     coll_raw: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for name, arr in arrays.items():
+        _check_shape(path, name, arr, stop - start)
         if arr.ndim == 1:
             scalars[name] = ak.to_numpy(arr)
             continue
         prefix, _, fld = name.partition("_")
-        if name.startswith(("LHEScaleWeight", "LHEPdfWeight")):
+        if name.startswith(WEIGHT_VECTORS):
             coll_raw.setdefault(name, {})["w"] = _flat(arr)
             continue
         coll_raw.setdefault(prefix, {})[fld] = _flat(arr)
@@ -272,36 +440,80 @@ def load_chunk(path: str, start: int, stop: int, branches: list[str], *,
         collections[prefix] = Collection(offsets=offsets, fields=flat)
     chunk = Chunk(path=str(path), start=start, stop=stop, is_mc=is_mc, scalars=scalars,
                   collections=collections)
-    _check_finite(chunk, nonfinite)
+    _check_finite(chunk, nonfinite)   # before the MET renaming: messages name the file's branches
+    _canonical_met(chunk)
     return chunk
 
 
+def _check_shape(path: str, name: str, arr: Any, n: int) -> None:
+    """One entry per event, a list per event for collection branches, one value otherwise."""
+    if len(arr) != n:
+        raise NanoAODError(f"{path}: branch {name!r} gave {len(arr)} entries for {n} events; "
+                           "the file is truncated or corrupt: regenerate or re-download it")
+    is_list = name.startswith(WEIGHT_VECTORS) or name.partition("_")[0] in COLLECTIONS
+    if is_list and arr.ndim == 1:
+        raise NanoAODError(f"{path}: branch {name!r} holds one value per event, but a list per event "
+                           f"(collection {name.partition('_')[0]}) is expected; is it a NanoAOD file?")
+    if not is_list and arr.ndim != 1:
+        raise NanoAODError(f"{path}: branch {name!r} holds a list per event, but one value per event is "
+                           "expected; is it a NanoAOD file?")
+
+
+def _float_arrays(chunk: Chunk) -> Iterator[tuple[str, np.ndarray, Collection | None]]:
+    """(branch name, values, collection or None for scalars) of every floating-point array."""
+    for name, values in chunk.scalars.items():
+        if values.dtype.kind == "f":
+            yield name, values, None
+    for prefix, coll in chunk.collections.items():
+        for fld, values in coll.fields.items():
+            if values.dtype.kind == "f":
+                yield (prefix if prefix in WEIGHT_VECTORS else f"{prefix}_{fld}"), values, coll
+
+
 def _check_finite(chunk: Chunk, policy: str) -> None:
+    """NaN/inf in any floating-point branch loaded: raise (``error``) or mark the events (``skip``)."""
     bad = np.zeros(chunk.n, dtype=bool)
-    for name in FLOAT_CHECKED:
-        prefix, _, fld = name.partition("_")
-        if name in chunk.scalars:
-            values, event = chunk.scalars[name], None
-        elif prefix in chunk.collections and fld in chunk.collections[prefix]:
-            values, event = chunk.collections[prefix][fld], chunk.collections[prefix].event
-        else:
+    found: list[tuple[str, int, int]] = []   # (branch, non-finite values, first entry)
+    for name, values, coll in _float_arrays(chunk):
+        nonfin = ~np.isfinite(values)
+        if not nonfin.any():
             continue
-        finite = np.isfinite(values)
-        if finite.all():
-            continue
-        first = int(np.flatnonzero(~finite)[0])
-        ev = first if event is None else int(event[first])
-        if policy == "error":
-            raise NanoAODError(
-                f"{chunk.path}: branch {name!r} holds {int((~finite).sum())} non-finite value(s) (first in entry "
-                f"{chunk.start + ev}); fix the file or select with nonfinite='skip' (--nonfinite skip) to drop such events")
-        if event is None:
-            bad |= ~finite
-        else:
-            bad[np.unique(event[~finite])] = True
-    if bad.any():
-        chunk.valid = ~bad
-        chunk.notes.append(f"{int(bad.sum())} event(s) with non-finite inputs dropped")
+        events = np.flatnonzero(nonfin) if coll is None else np.unique(coll.event[nonfin])
+        found.append((name, int(nonfin.sum()), chunk.start + int(events[0])))
+        bad[events] = True
+    if not found:
+        return
+    listing = ", ".join(f"{name!r} ({count})" for name, count, _ in found)
+    if policy == "error":
+        name, count, first = found[0]
+        also = f"; also in {', '.join(repr(n) for n, _, _ in found[1:])}" if len(found) > 1 else ""
+        raise NanoAODError(
+            f"{chunk.path}: branch {name!r} holds {count} non-finite value(s) (first in entry {first}){also}; "
+            f"{int(bad.sum())} event(s) of entries {chunk.start}-{chunk.stop} affected, non-finite values per "
+            f"branch: {listing}; fix the file or select with nonfinite='skip' (--nonfinite skip) to drop such events")
+    chunk.valid = ~bad
+    chunk.notes.append(f"{int(bad.sum())} event(s) with non-finite inputs dropped ({listing})")
+
+
+def _canonical_met(chunk: Chunk) -> None:
+    """Hand out the PF MET as ``MET_pt`` / ``MET_phi`` when the file uses another name (v15)."""
+    if MET[0] in chunk.scalars:
+        return
+    for pt, phi, what in MET_NAMING:
+        if pt in chunk.scalars and phi in chunk.scalars:
+            chunk.scalars[MET[0]], chunk.scalars[MET[1]] = chunk.scalars.pop(pt), chunk.scalars.pop(phi)
+            chunk.notes.append(f"MET read from {pt} / {phi}: {what}")
+            return
+
+
+def met_branches(available: set[str], path: str = "<input>") -> tuple[str, str]:
+    """The (pt, phi) branches of the PF MET in a file with branches ``available`` (:data:`MET_NAMING`)."""
+    for pt, phi, _ in MET_NAMING:
+        if pt in available and phi in available:
+            return pt, phi
+    names = " or ".join(f"{pt}/{phi} ({what})" for pt, phi, what in MET_NAMING)
+    raise NanoAODError(f"{path}: required branch(es) for the missing transverse momentum missing from tree "
+                       f"{TREE}: need {names}; PUPPI and other MET flavours are not used")
 
 
 LEAN_MUON_FIELDS = {
@@ -344,7 +556,7 @@ def selection_branches(selection: str, available: set[str], is_mc: bool,
         req = muon
     else:
         trig = SINGLE_MUON_TRIGGERS
-        req = muon + ["MET_pt", "MET_phi"]
+        req = muon + list(met_branches(available, path))
         opt += tuple(f"Electron_{f}" for f in ELECTRON_FIELDS if not (lean and f == "phi"))
         if selection in ("w", "z", "wlike") and is_mc:
             opt += ("LHEScaleWeight", "LHEPdfWeight")

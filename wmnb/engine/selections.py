@@ -531,7 +531,7 @@ def wlike_derived(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     reversed one (``alt_*``), from ``mu_*``, ``mu2_*`` and the recoil ``ut_x``, ``ut_y``."""
     ux, uy = np.asarray(cols["ut_x"], np.float64), np.asarray(cols["ut_y"], np.float64)
     out = {}
-    for tag, a, b in (("", "mu", "mu2"), ("alt_", "mu2", "mu")):
+    for tag, a, _ in (("", "mu", "mu2"), ("alt_", "mu2", "mu")):
         ax_, ay_ = to_xy(cols[f"{a}_pt"], cols[f"{a}_phi"])
         mex, mey = -(ux + ax_), -(uy + ay_)           # MET with the other muon invisible
         met_pt, met_phi = to_ptphi(mex, mey)

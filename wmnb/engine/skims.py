@@ -28,7 +28,7 @@ import uproot
 from ..artefacts import atomic_dir, atomic_path, read_json, write_json
 from ..paths import chapter_dir, universe_dir
 from .executors import run_tasks
-from .nanoaod import NanoAODError, load_chunk, open_tree, plan_chunks, selection_branches
+from .nanoaod import NanoAODError, check_distinct, load_chunk, open_tree, plan_chunks, selection_branches
 from .selections import ONIA_SELECTIONS, SELECTIONS, Cutflow, merge_cutflows, select
 
 CHAPTER = "01_selection"
@@ -187,7 +187,8 @@ def run_selections(files: Sequence[str], selections: Sequence[str], *, norm: flo
     """Run ``selections`` on ``files`` (one read per chunk for all of them).
 
     Returns ``{selection: {"columns": dict, "cutflow": Cutflow, "notes": [...]}}``; a file with
-    zero events contributes nothing but the column schema.
+    zero events contributes nothing but the column schema.  The same file given twice is a
+    :class:`NanoAODError`.
     """
     for sel in selections:
         if sel not in SELECTIONS:
@@ -196,6 +197,7 @@ def run_selections(files: Sequence[str], selections: Sequence[str], *, norm: flo
     if "wlike" in order and "z" in order:      # compute z first so wlike can reuse its pair
         order.remove("z")
         order.insert(0, "z")
+    check_distinct(files)   # a file given twice would be counted twice
     tasks = []
     for f in files:
         for path, start, stop in plan_chunks(f, step):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -206,6 +208,55 @@ def write_toy_nanoaod(path: str | os.PathLike, n: int, seed: int = 1, *, mc: boo
                               "genEventSumw": np.array([float(np.sum(ev["genWeight"]))])})
         f["wmnb_provenance"] = json.dumps({"process": "toy", "seed": seed, "kind": kind})
     return path
+
+
+def rewrite_nanoaod(src: str | os.PathLike, dst: str | os.PathLike, *, branches: Sequence[str] | None = None,
+                    drop: Sequence[str] = (), rename: Mapping[str, str] | None = None,
+                    cast: Mapping[str, Any] | None = None,
+                    modify: Callable[[dict[str, ak.Array]], None] | None = None,
+                    runs: Mapping[str, np.ndarray] | None = None) -> Path:
+    """Copy the ``Events`` tree of ``src`` (only ``branches`` if given, without ``drop``) to ``dst``
+    with branches renamed (``{old: new}``), retyped (``{name: dtype}``, e.g. the narrower integers
+    of newer NanoAOD) or changed in place by ``modify(arrays)``; the flat branches of ``Runs``
+    are copied too, unless ``runs`` gives that tree's arrays (``{}``: no ``Runs``).  For tests
+    of NanoAOD version differences and of bad input.
+
+    Collections are written back grouped by their ``<Name>_`` prefix (one counter ``n<Name>``),
+    so the result has the layout of a NanoAOD file."""
+    t = uproot.open(src)["Events"]
+    names = [k for k in (t.keys() if branches is None else branches) if k not in set(drop)]
+    jagged_prefixes = {k.partition("_")[0] for k in t.keys()
+                       if isinstance(t[k].interpretation, uproot.interpretation.jagged.AsJagged)}
+    # counters are re-made by the writer
+    names = [k for k in names if not (k.startswith("n") and k[1:] in jagged_prefixes)]
+    arrays: dict[str, ak.Array] = {}
+    for k in names:
+        arr = t[k].array()
+        if cast and k in cast:
+            arr = ak.values_astype(arr, cast[k])
+        arrays[(rename or {}).get(k, k)] = arr
+    if modify is not None:
+        modify(arrays)
+    out: dict[str, Any] = {}
+    groups: dict[str, dict[str, ak.Array]] = {}
+    for k, v in arrays.items():
+        prefix, _, fld = k.partition("_")
+        if v.ndim > 1 and fld:
+            groups.setdefault(prefix, {})[fld] = v
+        else:
+            out[k] = v if v.ndim > 1 else ak.to_numpy(v)
+    for prefix, fields in groups.items():
+        out[prefix] = ak.zip(fields)
+    f_src = uproot.open(src)
+    if runs is None and "Runs" in f_src:
+        r = f_src["Runs"]
+        runs = {k: r[k].array(library="np") for k in r.keys()
+                if isinstance(r[k].interpretation, uproot.interpretation.numerical.AsDtype)}
+    with uproot.recreate(dst) as f:
+        _tree(f, "Events", out)
+        if runs:
+            _tree(f, "Runs", runs)
+    return Path(dst)
 
 
 def load_toy_scale(path: str | os.PathLike) -> "object":

@@ -18,8 +18,8 @@ import os as _os
 # quieten TensorFlow C++ logging (failed trial Cholesky factorisations log warnings) unless asked
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from .model import Model, ModelBuilder  # noqa: E402
+from .model import Model, ModelBuilder, ModelError, ModelWarning  # noqa: E402
 from .result import FitResult, Yields  # noqa: E402
 from .fitter import fit, scan, toys  # noqa: E402
 
-__all__ = ["Model", "ModelBuilder", "FitResult", "Yields", "fit", "scan", "toys"]
+__all__ = ["Model", "ModelBuilder", "ModelError", "ModelWarning", "FitResult", "Yields", "fit", "scan", "toys"]

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from typing import Any
+
+import numpy as np
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,28 +30,80 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by ``None`` (JSON has neither: Python's ``NaN`` /
+    ``Infinity`` tokens break strict parsers) and numpy scalars and arrays made plain."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _read_model(a: argparse.Namespace) -> Any:
+    """The validated model named on the command line (raises on bad input)."""
+    from .model import Model
+
+    if a.signal_strength and a.model.endswith(".npz"):
+        return Model.from_npz(a.model, signal_strength=True)
+    return Model.read(a.model)
+
+
+def _parse_blind(items: list[str]) -> dict[str, int]:
+    """``POI:SEED`` options -> {poi: seed}; ``ValueError`` for a malformed one."""
+    blind = {}
+    for item in items:
+        name, _, seed = item.partition(":")
+        if not seed.lstrip("-").isdigit():
+            raise ValueError(f"--blind expects POI:SEED with an integer seed, got {item!r}")
+        blind[name] = int(seed)
+    return blind
+
+
+def _json_line(res: Any, model: Any, poi: str | None, wall: float) -> str:
+    """The one-line JSON summary of ``--json`` (strict JSON: non-finite numbers are null)."""
+    ok = bool(poi and res.converged)
+    line = {"poi_name": poi, "poi": res.value(poi) if ok else None, "poi_err": res.error(poi) if ok else None,
+            "edm": res.edm, "nparams": model.nparams, "nbins": model.nbins, "wall_s": wall,
+            "converged": res.converged, "niter": res.niter, "nll": res.nll, "timing": res.timing,
+            "blinded": res.blinded}
+    if ok and res.nominal:
+        line["impacts_nominal"] = res.impacts_nominal(poi)
+    if ok and res.global_:
+        line["impacts_global"] = res.impacts_global(poi)
+    return json.dumps(json_safe(line), allow_nan=False)
+
+
 def cli_fit(argv: list[str]) -> int:
     """Entry point of ``wmnb fit``; returns the exit code (0 ok, 1 fit failed, 2 bad input)."""
     a = _parser().parse_args(argv)
     t0 = time.perf_counter()
     from .fitter import fit
-    from .model import Model
 
     try:
-        model = (Model.from_npz(a.model, signal_strength=True) if a.signal_strength and a.model.endswith(".npz")
-                 else Model.read(a.model))
-    except (FileNotFoundError, ValueError, OSError, KeyError) as err:
-        print(f"wmnb fit: cannot read model {a.model}: {err}", file=sys.stderr)
+        model = _read_model(a)
+    except (FileNotFoundError, ValueError, OSError, KeyError) as err:  # ModelError is a ValueError
+        msg = str(err) if a.model in str(err) else f"{a.model}: {err}"
+        print(f"wmnb fit: cannot read model: {msg}", file=sys.stderr)
+        return 2
+    try:
+        blind = _parse_blind(a.blind)
+    except ValueError as err:
+        print(f"wmnb fit: {err}", file=sys.stderr)
         return 2
     if a.bb_scale is not None:
-        model.bb_scale = float(a.bb_scale)
-    blind = {}
-    for item in a.blind:
-        name, _, seed = item.partition(":")
-        if not seed.lstrip("-").isdigit():
-            print(f"wmnb fit: --blind expects POI:SEED with an integer seed, got {item!r}", file=sys.stderr)
+        if not (math.isfinite(a.bb_scale) and a.bb_scale >= 0):
+            print(f"wmnb fit: --bb-scale must be finite and >= 0, got {a.bb_scale}", file=sys.stderr)
             return 2
-        blind[name] = int(seed)
+        model.bb_scale = float(a.bb_scale)
     pois = model.pois
     poi = a.poi or (pois[0] if pois else None)
     if poi is not None and poi not in pois:
@@ -63,18 +119,9 @@ def cli_fit(argv: list[str]) -> int:
     if a.out:
         from ..artefacts import write_json
 
-        write_json(a.out, {**res.to_dict(), "wall_s": wall})
+        write_json(a.out, json_safe({**res.to_dict(), "wall_s": wall}))
     if a.json:
-        line = {"poi_name": poi, "poi": res.value(poi) if (poi and res.converged) else None,
-                "poi_err": res.error(poi) if (poi and res.converged) else None,
-                "edm": res.edm, "nparams": model.nparams, "nbins": model.nbins, "wall_s": wall,
-                "converged": res.converged, "niter": res.niter, "nll": res.nll, "timing": res.timing,
-                "blinded": res.blinded}
-        if poi and res.converged and res.nominal:
-            line["impacts_nominal"] = res.impacts_nominal(poi)
-        if poi and res.converged and res.global_:
-            line["impacts_global"] = res.impacts_global(poi)
-        print(json.dumps(line))
+        print(_json_line(res, model, poi, wall))
     else:
         print(res.summary() if res.converged else f"fit did not converge: {res.message}")
         print(f"wall time {wall:.2f} s")

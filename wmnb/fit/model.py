@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,65 @@ FORMAT_VERSION = 1
 LIN, SQ, LOG = 0, 1, 2
 #: parameter kinds
 NUIS, POI_SHAPE, POI_NORM = 0, 1, 2
+#: Barlow-Beeston modes (see wmnb.fit.likelihood)
+BB_MODES = ("gamma", "none")
+
+#: HDF5 datasets of a saved model and the dtype each is read as
+DATASETS: dict[str, type] = {
+    "signal": np.bool_, "nominal": np.float64, "sumw2": np.float64, "data": np.float64,
+    "kinds": np.int8, "rows_param": np.int64, "rows_tf": np.int8, "k_row": np.int64,
+    "k_col": np.int64, "k_val": np.float64, "prior_sigma": np.float64,
+}
+#: keys of the JSON ``meta`` attribute and their types
+META_KEYS: dict[str, type] = {
+    "processes": list, "params": list, "groups": list, "bb_scale": float, "bb_mode": str,
+    "poi_scale": dict, "blind_width": dict, "attrs": dict,
+}
+
+
+class ModelError(ValueError):
+    """A model file or model arrays that cannot be fitted; the message names the file, dataset,
+    process or bins at fault.  ``wmnb fit`` turns it into exit code 2 (bad input)."""
+
+
+class ModelWarning(UserWarning):
+    """Something in a model that is legal but probably unintended (e.g. bins without content)."""
+
+
+def _some(indices: np.ndarray, limit: int = 8) -> str:
+    """The first ``limit`` of ``indices`` for a message (``[3, 7, ...] (12 in all)``)."""
+    idx = [int(i) for i in np.asarray(indices).ravel()[:limit]]
+    more = f" ({np.asarray(indices).size} in all)" if np.asarray(indices).size > limit else ""
+    return f"{idx}{' ...' if more else ''}{more}"
+
+
+def _check_values(arr: np.ndarray, what: str, rows: Sequence[str] | None = None) -> None:
+    """``arr`` ([B] or [P, B]) must be finite and >= 0; the error names the row (process) and bins."""
+    bad = ~np.isfinite(arr) | (np.nan_to_num(arr, nan=0.0) < 0)
+    if not bad.any():
+        return
+    if arr.ndim == 1 or rows is None:
+        bins = np.flatnonzero(bad.ravel())
+        sample = arr.ravel()[bins[:3]]
+        raise ModelError(f"{what} must be finite and >= 0: bins {_some(bins)} hold {sample.tolist()}")
+    for i, row in enumerate(bad):
+        if row.any():
+            bins = np.flatnonzero(row)
+            raise ModelError(f"{what} of process {rows[i]!r} must be finite and >= 0: bins {_some(bins)} "
+                             f"hold {arr[i, bins[:3]].tolist()}")
+
+
+def _model_path(path: str | os.PathLike) -> Path:
+    """``path`` as a model file: a missing file is a ``FileNotFoundError``, a directory a
+    :class:`ModelError` naming the model files inside it."""
+    path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".h5", ".hdf5", ".npz"))[:5]
+        hint = f" (model files there: {inside})" if inside else ""
+        raise ModelError(f"{path} is a directory, not a model file; give the .h5/.hdf5 or .npz file{hint}")
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    return path
 
 
 def _as_counts(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -129,29 +189,80 @@ class Model:
         return x
 
     def validate(self) -> None:
-        """Check shapes and values; raise ``ValueError`` naming the offending piece."""
-        P, B = self.nominal.shape
-        if self.sumw2.shape != (P, B):
-            raise ValueError(f"sumw2 has shape {self.sumw2.shape}, nominal {self.nominal.shape}")
-        if self.data.shape != (B,):
-            raise ValueError(f"data has {self.data.shape} entries, the model has {B} bins")
-        if not np.all(np.isfinite(self.nominal)) or np.any(self.nominal < 0):
-            raise ValueError("nominal yields must be finite and >= 0")
-        if not np.all(np.isfinite(self.data)) or np.any(self.data < 0):
-            raise ValueError("data must be finite and >= 0")
+        """Check shapes, indices and values; raise :class:`ModelError` naming the offending piece.
+
+        Yields and data must be finite and >= 0, MC ``sumw2`` too (a negative or NaN ``sumw2``
+        would silently shrink the MC statistical uncertainty).  Bins with observed events but no
+        expected yield are an error.  Bins where every process *and* the data are zero are kept
+        (the model keeps the histogram's shape; they add exactly nothing to the likelihood and are
+        not counted as degrees of freedom by :meth:`FitResult.gof`) with a :class:`ModelWarning`.
+        Called by :meth:`ModelBuilder.build`, :meth:`load`, :meth:`from_npz` and :meth:`read`.
+        """
+        self._validate_structure()
+        _check_values(self.nominal, "nominal yield", self.processes)
+        _check_values(self.sumw2, "MC sumw2", self.processes)
+        _check_values(self.data, "data")
         if not np.all(np.isfinite(self.k_val)):
             bad = np.unique(self.rows_param[self.k_row[~np.isfinite(self.k_val)]])
-            raise ValueError(f"non-finite log-variations for parameters {[self.params[i] for i in bad][:5]}")
-        empty = self.nominal.sum(0) <= 0
-        if np.any(empty & (self.data > 0)):
-            nz = int(np.sum(empty & (self.data > 0)))
-            raise ValueError(f"{nz} bins have zero expected yield but observed events; merge or drop "
-                             "them before fitting")
+            raise ModelError(f"non-finite log-variations for parameters {[self.params[i] for i in bad][:5]}")
+        ps = self.prior_sigma
+        if np.any(np.isfinite(ps) & ~(ps > 0)) or np.any(np.isinf(ps)):
+            raise ModelError("prior widths must be > 0 and finite (or NaN: no prior), got "
+                             f"{ps[~np.isnan(ps)].tolist()[:5]}")
+        if not (np.isfinite(self.bb_scale) and self.bb_scale >= 0):
+            raise ModelError(f"bb_scale must be finite and >= 0, got {self.bb_scale}")
+        if self.bb_mode not in BB_MODES:
+            raise ModelError(f"bb_mode must be one of {BB_MODES}, got {self.bb_mode!r}")
+        self._validate_empty_bins()
         used = np.zeros(self.nparams, bool)
         used[self.rows_param[np.unique(self.k_row)]] = True
         if not used.all():
             unused = [self.params[i] for i in np.flatnonzero(~used)][:5]
-            warnings.warn(f"parameters without any effect on the yields: {unused}", stacklevel=2)
+            warnings.warn(f"parameters without any effect on the yields: {unused}", ModelWarning, stacklevel=3)
+
+    def _validate_structure(self) -> None:
+        """Array shapes agree and every sparse index points inside the model."""
+        if self.nominal.ndim != 2:
+            raise ModelError(f"nominal must be [processes, bins], got shape {self.nominal.shape}")
+        P, B = self.nominal.shape
+        N, C = len(self.params), len(self.rows_param)
+        expect = {"sumw2": (P, B), "data": (B,), "signal": (P,), "kinds": (N,), "prior_sigma": (N,),
+                  "rows_tf": (C,), "k_col": self.k_row.shape, "k_val": self.k_row.shape}
+        for key, shape in expect.items():
+            if np.shape(getattr(self, key)) != shape:
+                raise ModelError(f"{key} has shape {np.shape(getattr(self, key))}, expected {shape} "
+                                 f"({P} processes, {B} bins, {N} parameters, {C} rows)")
+        if len(self.processes) != P or len(self.groups) != N:
+            raise ModelError(f"{len(self.processes)} process names for {P} processes, "
+                             f"{len(self.groups)} groups for {N} parameters")
+        if len(set(self.params)) != N or len(set(self.processes)) != P:
+            raise ModelError("parameter and process names must be unique")
+        for key, upper in (("rows_param", N), ("k_row", C), ("k_col", P * B)):
+            idx = getattr(self, key)
+            if idx.size and (idx.min() < 0 or idx.max() >= upper):
+                raise ModelError(f"{key} indices must lie in [0, {upper}), got [{idx.min()}, {idx.max()}]")
+        for key, allowed in (("rows_tf", (LIN, SQ, LOG)), ("kinds", (NUIS, POI_SHAPE, POI_NORM))):
+            bad = np.setdiff1d(getattr(self, key), allowed)
+            if bad.size:
+                raise ModelError(f"{key} holds unknown codes {bad.tolist()} (allowed {list(allowed)})")
+
+    def _validate_empty_bins(self) -> None:
+        """Observed events without expectation: error; bins empty in every respect: warning."""
+        no_yield = self.nominal.sum(0) <= 0
+        lost = np.flatnonzero(no_yield & (self.data > 0))
+        if lost.size:
+            raise ModelError(f"{lost.size} bins have zero expected yield but observed events (bins {_some(lost)}); "
+                             "merge or drop them before fitting")
+        empty = np.flatnonzero(no_yield)
+        if empty.size:
+            warnings.warn(f"{empty.size} of {self.nbins} bins have no expected yield and no data (bins "
+                          f"{_some(empty)}); they are kept but carry no information and are not counted as "
+                          "degrees of freedom", ModelWarning, stacklevel=4)
+
+    @property
+    def empty_bins(self) -> np.ndarray:
+        """[B] mask of bins without any expected yield (validated: their data are 0 as well)."""
+        return self.nominal.sum(0) <= 0
 
     def expected(self, values: Mapping[str, float] | np.ndarray | None = None) -> np.ndarray:
         """Expected total yield per bin [B] at ``values`` (dict name->value or full vector)."""
@@ -187,44 +298,65 @@ class Model:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Model":
-        """Read a model written by :meth:`save`."""
+    def load(cls, path: str | os.PathLike) -> Model:
+        """Read a model written by :meth:`save` and validate it (:class:`ModelError` naming the
+        file and the attribute, dataset, process or bins at fault)."""
         import h5py
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {path} does not exist")
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a wmnb fit model (format attribute "
-                                 f"{f.attrs.get('format')!r}); build it with wmnb.fit.ModelBuilder")
-            meta = json.loads(f.attrs["meta"])
-            arrays = {k: f[k][()] for k in f.keys()}
-        return cls(processes=list(meta["processes"]), params=list(meta["params"]),
-                   groups=list(meta["groups"]), bb_scale=float(meta["bb_scale"]),
-                   bb_mode=str(meta["bb_mode"]), poi_scale=dict(meta["poi_scale"]),
-                   blind_width=dict(meta["blind_width"]), attrs=dict(meta["attrs"]), **arrays)
+        path = _model_path(path)
+        try:
+            with h5py.File(path, "r") as f:
+                fmt = f.attrs.get("format")
+                if fmt != FORMAT:
+                    raise ModelError(f"{path} is not a wmnb fit model (format attribute {fmt!r}); "
+                                     "build it with wmnb.fit.ModelBuilder")
+                version = f.attrs.get("format_version")
+                if version != FORMAT_VERSION:
+                    raise ModelError(f"{path}: format_version {version!r}, this wmnb reads {FORMAT_VERSION}; "
+                                     "rebuild the model with this version")
+                meta = _read_meta(f.attrs.get("meta"), path)
+                arrays = _read_datasets(f, path)
+        except OSError as err:  # not HDF5, truncated, unreadable chunks
+            raise ModelError(f"{path} is not a readable HDF5 model file ({err})") from err
+        model = cls(processes=[str(x) for x in meta["processes"]], params=[str(x) for x in meta["params"]],
+                    groups=[str(x) for x in meta["groups"]], bb_scale=float(meta["bb_scale"]),
+                    bb_mode=meta["bb_mode"], poi_scale=dict(meta["poi_scale"]),
+                    blind_width=dict(meta["blind_width"]), attrs=dict(meta["attrs"]), **arrays)
+        return model._validated(path)
+
+    def _validated(self, path: Path) -> Model:
+        """``self`` after :meth:`validate`, its errors prefixed with the file they come from."""
+        try:
+            self.validate()
+        except ModelError as err:
+            raise ModelError(f"{path}: {err}") from None
+        return self
 
     @classmethod
-    def from_npz(cls, path: str | os.PathLike, bb_scale: float = 1.0, signal_strength: bool = False) -> "Model":
+    def from_npz(cls, path: str | os.PathLike, bb_scale: float = 1.0, signal_strength: bool = False) -> Model:
         """Read the neutral ``.npz`` of ``shared/bench/wmodel.py`` (symmetric log-normal ``logk``).
 
         Unconstrained systematics become shape POIs (group ``POI``); all others are nuisances
         grouped by name prefix (see :func:`_default_group`). ``signal_strength=True`` adds a free
         normalisation ``r_<process>`` for the signal process ``W`` (what rabbit-fit does by default
-        for signal processes), so that both fitters see the same model.
+        for signal processes), so that both fitters see the same model.  The model is validated.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {path} does not exist")
-        z = np.load(path, allow_pickle=False)
-        need = ("processes", "nominal", "sumw2", "systs", "constrained", "logk", "data")
-        missing = [k for k in need if k not in z.files]
-        if missing:
-            raise ValueError(f"{path} lacks arrays {missing}; expected the format of shared/bench/wmodel.py")
+        path = _model_path(path)
+        if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and suggest allow_pickle
+            raise ModelError(f"{path} is not a readable .npz model file (not a zip archive)")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                need = ("processes", "nominal", "sumw2", "systs", "constrained", "logk", "data")
+                missing = [k for k in need if k not in npz.files]
+                if missing:
+                    raise ModelError(f"{path} lacks arrays {missing}; expected the format of shared/bench/wmodel.py")
+                z = {k: npz[k] for k in need}
+        except (OSError, EOFError, zipfile.BadZipFile) as err:
+            raise ModelError(f"{path} is not a readable .npz model file ({err})") from err
+        except ValueError as err:  # e.g. object arrays, which would need pickle
+            raise ModelError(f"{path}: {err}") from err
+        _check_npz_shapes(z, path)
         logk = z["logk"]
-        if logk.ndim != 3:
-            raise ValueError(f"{path}: logk must be [systs, processes, bins], got shape {logk.shape}")
         S, P, B = logk.shape
         systs = [str(s) for s in z["systs"]]
         constrained = z["constrained"].astype(bool)
@@ -251,9 +383,9 @@ class Model:
         )
         if signal_strength:
             model = model.with_norm_pois([p for p, sg in zip(model.processes, model.signal) if sg])
-        return model
+        return model._validated(path)
 
-    def with_norm_pois(self, processes: Sequence[str]) -> "Model":
+    def with_norm_pois(self, processes: Sequence[str]) -> Model:
         """A copy with a free normalisation POI ``r_<process>`` (a log row) for each process."""
         import dataclasses
 
@@ -281,9 +413,62 @@ class Model:
             blind_width={**self.blind_width, **{f"r_{p}": 0.5 for p in processes}})
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "Model":
-        """Load a model from HDF5 (``.h5``/``.hdf5``) or the neutral ``.npz``."""
+    def read(cls, path: str | os.PathLike) -> Model:
+        """Load and validate a model from HDF5 (``.h5``/``.hdf5``) or the neutral ``.npz``."""
         return cls.from_npz(path) if str(path).endswith(".npz") else cls.load(path)
+
+
+def _read_meta(raw: Any, path: Path) -> dict[str, Any]:
+    """The JSON ``meta`` attribute of a saved model, with every key of :data:`META_KEYS`."""
+    if raw is None:
+        raise ModelError(f"{path} lacks the 'meta' attribute; the file is damaged: rebuild the model")
+    try:
+        meta = json.loads(raw)
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"{path}: the 'meta' attribute is not valid JSON ({err}); rebuild the model") from err
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: the 'meta' attribute is not a JSON object; rebuild the model")
+    for key, typ in META_KEYS.items():
+        if key not in meta:
+            raise ModelError(f"{path}: the 'meta' attribute lacks the key {key!r}; rebuild the model")
+        ok = isinstance(meta[key], (int, float)) and not isinstance(meta[key], bool) if typ is float \
+            else isinstance(meta[key], typ)
+        if not ok:
+            raise ModelError(f"{path}: meta[{key!r}] must be a {typ.__name__}, got {meta[key]!r}")
+    return meta
+
+
+def _read_datasets(f: Any, path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of :data:`DATASETS`, converted to its dtype (numbers only: no silent casts
+    of strings, no truncation of fractional indices)."""
+    missing = [k for k in DATASETS if k not in f]
+    if missing:
+        raise ModelError(f"{path} lacks the datasets {missing}; the file is damaged or not written by "
+                         "wmnb.fit.Model.save: rebuild the model")
+    out = {}
+    for key, dtype in DATASETS.items():
+        raw = np.asarray(f[key][()])
+        integral = np.issubdtype(raw.dtype, np.integer) or raw.dtype == np.bool_
+        if not (integral or (np.issubdtype(raw.dtype, np.floating) and np.issubdtype(dtype, np.floating))):
+            raise ModelError(f"{path}: dataset {key!r} has dtype {raw.dtype}, expected {np.dtype(dtype)}")
+        out[key] = raw.astype(dtype)
+    return out
+
+
+def _check_npz_shapes(z: Mapping[str, np.ndarray], path: Path) -> None:
+    """The arrays of a neutral ``.npz`` agree: logk [S, P, B], nominal/sumw2 [P, B], data [B] ..."""
+    logk = z["logk"]
+    if logk.ndim != 3:
+        raise ModelError(f"{path}: logk must be [systs, processes, bins], got shape {logk.shape}")
+    S, P, B = logk.shape
+    expect = {"nominal": (P, B), "sumw2": (P, B), "data": (B,), "processes": (P,), "systs": (S,),
+              "constrained": (S,)}
+    for key, shape in expect.items():
+        if z[key].shape != shape:
+            raise ModelError(f"{path}: {key} has shape {z[key].shape}, expected {shape} from logk {logk.shape}")
+    for key in ("nominal", "sumw2", "data", "logk"):
+        if not (np.issubdtype(z[key].dtype, np.number) or z[key].dtype == np.bool_):
+            raise ModelError(f"{path}: {key} has dtype {z[key].dtype}, expected numbers")
 
 
 def _default_group(name: str) -> str:

@@ -49,7 +49,7 @@ class FitResult:
         """Names of the POIs still blinded."""
         return sorted(self._offsets)
 
-    def unblind(self) -> "FitResult":
+    def unblind(self) -> FitResult:
         """Remove the blinding offsets (in place; returns self). Prints nothing."""
         self._offsets.clear()
         return self
@@ -114,11 +114,13 @@ class FitResult:
         """Saturated-model test: (-2 ln lambda, ndf = bins - unconstrained POIs, p-value).
 
         The NLL is in saturated form (0 for a model that fits every bin, every nuisance at its
-        global observable and beta = beta0), so -2 ln lambda = 2 NLL at the minimum.
+        global observable and beta = beta0), so -2 ln lambda = 2 NLL at the minimum.  Bins
+        without expected yield (and, validated, without data) add nothing to -2 ln lambda and are
+        not counted in ``ndf``, which would otherwise push the p-value up.
         """
         m = self.model
         npoi = int(np.sum((m.kinds != NUIS) & ~np.isfinite(m.prior_sigma)))
-        ndf = m.nbins - npoi
+        ndf = int(np.sum(~m.empty_bins)) - npoi
         q = 2.0 * self.nll
         return float(q), int(ndf), float(scipy.stats.chi2.sf(q, ndf))
 
@@ -170,8 +172,8 @@ class FitResult:
     def summary(self) -> str:
         """Human-readable summary of the POIs and the largest impact groups."""
         m = self.model
-        lines = [f"fit: converged={self.converged} edm={self.edm:.2e} nll={self.nll:.4f} "
-                 f"iterations={self.niter} parameters={m.nparams} bins={m.nbins}"]
+        lines = [(f"fit: converged={self.converged} edm={self.edm:.2e} nll={self.nll:.4f} "
+                  f"iterations={self.niter} parameters={m.nparams} bins={m.nbins}")]
         for p in m.pois:
             s = m.poi_scale.get(p, 1.0)
             tag = " (blinded)" if p in self._offsets else ""

@@ -24,9 +24,9 @@ PAPER = {"n_w_data": 117e6, "stat_err": 2.4, "total_err": 9.9, "mw": 80360.2}
 
 def simulation_config(**overrides: Any) -> MwConfig:
     """:class:`MwConfig` with the mass and width the simulation was generated with."""
-    from wmnb.universe.card import load_card
+    from wmnb import truth
 
-    phys = load_card("nominal")["physics"]
+    phys = truth.simulation("physics")
     return MwConfig(ref_mass_gev=phys["mw_mev"] * 1e-3, ref_width_gev=phys["gw_mev"] * 1e-3, **overrides)
 
 
@@ -90,7 +90,11 @@ def load_templates(profile: str, data_sample: str = "data", config: MwConfig | N
         raise ValueError(f"data_sample must be 'data' or 'closure', got {data_sample!r}")
     config = config or simulation_config()
     if corrections is None:
-        corrections = discover(profile, exclude_chapters=(CHAPTER,)) if data_sample == "data" else []
+        from wmnb.chapters import get_chapter
+
+        # only what the chapters that 08 declares it depends on may correct its templates
+        corrections = (discover(profile, exclude_chapters=(CHAPTER,), from_chapters=get_chapter(CHAPTER).depends_on)
+                       if data_sample == "data" else [])
     samples, data = skims if skims is not None else load_skims(profile)
     return build_templates(samples, data[data_sample], config, corrections, mass_shifts_mev)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .card import CardError, card_hash, load_card, validate_card
 from .generate import generate_universe, read_manifest, universe_settings
+from .staging import GenerateError, GenerationTerminated
 
-__all__ = ["CardError", "card_hash", "generate_universe", "load_card", "read_manifest",
-           "universe_settings", "validate_card"]
+__all__ = ["CardError", "GenerateError", "GenerationTerminated", "card_hash", "generate_universe",
+           "load_card", "read_manifest", "universe_settings", "validate_card"]

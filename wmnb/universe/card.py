@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,11 +256,19 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _out_of_range(where: str, path: str, f: Field, x: Any) -> CardError:
+    return CardError(f"{where}: field '{path}' = {x!r} is out of range [{f.lo}, {f.hi}] {f.unit}".rstrip())
+
+
 def _check_range(where: str, path: str, f: Field, x: float) -> None:
-    if not math.isfinite(float(x)):
+    try:
+        value = float(x)
+    except OverflowError:  # an integer beyond any float is beyond every range, too
+        raise _out_of_range(where, path, f, x) from None
+    if not math.isfinite(value):
         raise CardError(f"{where}: field '{path}' must be finite, got {x!r}")
     if (f.lo is not None and x < f.lo) or (f.hi is not None and x > f.hi):
-        raise CardError(f"{where}: field '{path}' = {x!r} is out of range [{f.lo}, {f.hi}] {f.unit}".rstrip())
+        raise _out_of_range(where, path, f, x)
 
 
 def validate_card(card: Any, where: str = "truth card") -> dict[str, Any]:
@@ -274,7 +283,8 @@ def validate_card(card: Any, where: str = "truth card") -> dict[str, Any]:
     def walk(node: Any, schema: dict[str, Any], prefix: str) -> dict[str, Any]:
         if not isinstance(node, dict):
             raise CardError(f"{where}: field '{prefix}' must be a mapping, got {type(node).__name__}")
-        unknown = sorted(set(node) - set(schema))
+        # key=str: YAML keys may be numbers, which do not sort together with strings
+        unknown = sorted(set(node) - set(schema), key=str)
         if unknown:
             raise CardError(f"{where}: unknown field '{(prefix + '.' if prefix else '') + str(unknown[0])}' "
                             f"(allowed here: {sorted(schema)})")
@@ -307,7 +317,13 @@ def validate_card(card: Any, where: str = "truth card") -> dict[str, Any]:
         # list
         if not isinstance(x, list) or not all(_is_number(v) for v in x):
             raise CardError(f"{where}: field '{path}' must be a list of numbers, got {type(x).__name__}")
-        return [float(v) for v in x]
+        out = []
+        for i, v in enumerate(x):
+            try:
+                out.append(float(v))
+            except OverflowError:  # an integer beyond any float (ranges are checked below)
+                raise _out_of_range(where, f"{path}[{i}]", f, v) from None
+        return out
 
     out = walk(card, SCHEMA, "")
     # lengths and ranges of lists (lengths may refer to other fields)
@@ -326,17 +342,31 @@ def validate_card(card: Any, where: str = "truth card") -> dict[str, Any]:
     return out
 
 
+def _choices() -> str:
+    """What ``--truth`` accepts, for error messages."""
+    return f"give a shipped card ({', '.join(SHIPPED_CARDS)}) or the path of a YAML file"
+
+
 def card_path(name_or_path: str | os.PathLike) -> Path:
-    """Path of a shipped card (``nominal``, ``data``, ``closure``) or of a YAML file."""
+    """Path of a shipped card (``nominal``, ``data``, ``closure``) or of a YAML file.
+
+    A missing file raises :class:`FileNotFoundError`; an empty name, a directory or another
+    non-file raises :class:`CardError`; every message lists the shipped cards."""
+    if not str(os.fspath(name_or_path)).strip():
+        # Path("") is ".", an existing directory: say what was really given
+        raise CardError(f"the truth card name is empty: {_choices()}")
     p = Path(name_or_path)
+    if p.is_dir():
+        raise CardError(f"truth card {p} is a directory, not a YAML file: {_choices()}")
+    if p.exists() and not p.is_file():
+        raise CardError(f"truth card {p} is not a regular file: {_choices()}")
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
-            raise FileNotFoundError(f"truth card {p} does not exist")
+            raise FileNotFoundError(f"truth card {p} does not exist: {_choices()}")
         return p
     shipped = CARDS_DIR / f"{name_or_path}.yaml"
     if not shipped.is_file():
-        raise FileNotFoundError(f"truth card {name_or_path!r} is neither a file nor a shipped card "
-                                f"{list(SHIPPED_CARDS)}")
+        raise FileNotFoundError(f"truth card {str(name_or_path)!r} is neither a file nor a shipped card: {_choices()}")
     return shipped
 
 
@@ -344,10 +374,33 @@ def load_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """Load and validate a truth card (shipped name or path); raises :class:`CardError`."""
     path = card_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CardError(f"truth card {path} cannot be read: {err}") from err
+    try:
+        raw = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: e.g. an integer of > 4300 digits
         raise CardError(f"truth card {path} is not valid YAML: {err}") from err
     return validate_card(raw, where=f"truth card {path}")
+
+
+#: Fields that every card of one universe must share.  ``effect_seed`` draws the matrix of PDF
+#: eigenvector effects: the simulation's ``LHEPdfWeight`` and the data's ``pdf.shift`` refer to
+#: the same eigenvectors only if all cards draw it from the same seed.
+SHARED_FIELDS = ("physics.pdf.effect_seed",)
+
+
+def check_shared_fields(cards: Mapping[str, dict[str, Any]], sources: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`CardError` unless the validated ``cards`` (role -> card, e.g. ``nominal``,
+    ``data``, ``closure``) agree on every :data:`SHARED_FIELDS` entry; the message names each
+    card (``sources[role]``, e.g. its file, else its name) with its value."""
+    sources = sources or {}
+    for path in SHARED_FIELDS:
+        values = {role: get(card, path) for role, card in cards.items()}
+        if len(set(values.values())) > 1:
+            listed = ", ".join(f"{role} card ({sources.get(role, cards[role].get('name', role))}) = {v!r}"
+                               for role, v in values.items())
+            raise CardError(f"field '{path}' must be equal in all cards of a universe, but {listed}")
 
 
 def card_hash(card: dict[str, Any]) -> str:

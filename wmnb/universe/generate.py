@@ -9,31 +9,46 @@ so results do not depend on the number of workers or on job order: same card + s
 event content bit for bit.  Jobs run in a process pool; files are written to temporary names and
 renamed when complete, the ``samples/`` folder is swapped in whole and ``manifest.json`` is
 written last, so an interrupted generation never leaves anything that looks complete.
+
+Safety rails (:mod:`wmnb.universe.staging`): the output folder may not lie inside the results
+store unless the runner executes chapter 00 or the caller says ``into_results=True``; SIGTERM
+becomes :class:`~wmnb.universe.staging.GenerationTerminated`, so the temporary folder is removed;
+and the leftovers of earlier runs that died without cleaning up are removed at the start.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import math
 import multiprocessing as mp
+import operator
 import os
 import shutil
 import time
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import __version__
-from ..artefacts import atomic_dir, read_json, write_json
+from ..artefacts import read_json, write_json
 from ..paths import universe_dir
 from ..profiles import load_profile
-from .card import card_hash, load_card
+from .card import CARDS_DIR, card_hash, card_path, check_shared_fields, load_card
 from .detector import simulate
 from .events import assemble, concatenate, n_events
 from .physics import BOSONS, theory_weights
 from .processes import GENERATORS
-from .writer import TreeWriter
+from .staging import (
+    GenerateError,
+    TerminationGuard,
+    check_output_dir,
+    remove_stale,
+    staged_dir,
+    worker_signals,
+)
+from .writer import COMPRESSION, TreeWriter
 
 LUMI_PB = 16800.0
 MC_PROCESSES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson",
@@ -72,28 +87,68 @@ def _rng(seed: int, *names: Any) -> np.random.Generator:
     return np.random.default_rng(_seed(seed, *names))
 
 
-def universe_settings(profile: str) -> dict[str, Any]:
-    """Generation settings of a profile: ``params/<profile>.yaml`` chapters.00_universe, with
-    ``events_scale`` (``smoke``/``default``/``full`` or a number) resolved to a float."""
-    prof = load_profile(profile)
-    sec = dict(prof.get("chapters", {}).get("00_universe", {}) or {})
+def check_count(value: Any, what: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; :class:`GenerateError` naming ``what`` otherwise.
+
+    Accepts ints (numpy ints too) and integral floats (YAML ``1e5``), never booleans."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        n = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        n = None
+    if n is None or n < minimum:
+        kind = "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}"
+        raise GenerateError(f"{what} must be {kind}, got {value!r}")
+    return int(n)
+
+
+def _positive_number(value: Any, what: str) -> float:
+    """``value`` as a finite float > 0; :class:`GenerateError` naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise GenerateError(f"{what} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def universe_settings(profile: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Generation settings of a profile: ``params/<profile>.yaml`` chapters.00_universe, updated
+    by ``overrides`` (the notebook's parameters; ``None`` values keep the profile's), with
+    ``events_scale`` (``smoke``/``default``/``full`` or a number) resolved to a float.
+
+    Every setting is checked here, so a malformed profile fails before any work with a
+    :class:`GenerateError` (a ``ValueError``) naming the key."""
+    try:
+        prof = load_profile(profile)
+    except TypeError as err:  # load_profile reports a non-integer seed as a TypeError
+        raise GenerateError(str(err)) from err
+    chapters = prof.get("chapters") or {}
+    if not isinstance(chapters, Mapping):
+        raise GenerateError(f"profile {profile!r}: 'chapters' must be a mapping, got {type(chapters).__name__}")
+    sec = chapters.get("00_universe") or {}
+    if not isinstance(sec, Mapping):
+        raise GenerateError(f"profile {profile!r}: chapters.00_universe must be a mapping, got {type(sec).__name__}")
+    where = f"profile {profile!r}: chapters.00_universe"
+    # null means "the generator's default", as the profile's parameter declarations allow
+    sec = {k: v for k, v in {**sec, **(overrides or {})}.items() if v is not None}
     name = sec.get("events_scale", prof["name"])
     if isinstance(name, str):
         if name not in SCALES:
-            raise ValueError(f"profile {profile!r}: chapters.00_universe.events_scale = {name!r}; "
-                             f"use one of {sorted(SCALES)} or a number")
+            raise GenerateError(f"{where}.events_scale = {name!r}; use one of {sorted(SCALES)} or a number")
         scale, base = SCALES[name], name
-    elif isinstance(name, (int, float)) and name > 0:
-        scale, base = float(name), "default"
     else:
-        raise ValueError(f"profile {profile!r}: chapters.00_universe.events_scale must be a name or a positive number, got {name!r}")
-    out = dict(DEFAULTS[base])
-    for k in out:
+        scale, base = _positive_number(name, f"{where}.events_scale (a name or a number)"), "default"
+    out: dict[str, Any] = dict(DEFAULTS[base])
+    for k, default in out.items():
         if k in sec:
-            out[k] = type(out[k])(sec[k])
-    out.update({"events_scale": scale, "events_scale_name": str(name), "seed": int(prof["seed"]),
-                "workers": int(sec.get("workers", os.cpu_count() or 1)),
-                "compression": str(sec.get("compression", "zstd"))})
+            out[k] = (_positive_number(sec[k], f"{where}.{k}") if isinstance(default, float)
+                      else check_count(sec[k], f"{where}.{k}", 0 if k == "mc_floor" else 1))
+    compression = sec.get("compression", "zstd")
+    if compression not in COMPRESSION:
+        raise GenerateError(f"{where}.compression = {compression!r}; use one of {sorted(COMPRESSION)}")
+    out.update({"events_scale": scale, "events_scale_name": str(name),
+                "seed": check_count(prof["seed"], f"profile {profile!r}: seed", 0),
+                "workers": check_count(sec.get("workers", os.cpu_count() or 1), f"{where}.workers", 1),
+                "compression": str(compression)})
     return out
 
 
@@ -246,7 +301,7 @@ def plan_jobs(settings: dict[str, Any], cards: dict[str, dict[str, Any]], hashes
     # data: Poisson yields from the data card's cross sections
     data_card = cards["data"]
     yields = {}
-    for stream, procs in STREAMS.items():
+    for procs in STREAMS.values():
         for p in procs:
             mu = data_card["physics"]["xsec_pb"][p] * LUMI_PB * scale
             yields[p] = int(_rng(seed, "yield", p).poisson(mu))
@@ -278,46 +333,89 @@ def _job_size(job: dict[str, Any]) -> int:
     return job["n_produced"] if job["kind"] == "mc" else 2 * sum(job["counts"].values())
 
 
-def generate_universe(profile: str, out: Path | str | None = None, seed: int | None = None,
-                      progress: bool = True, truth: str | os.PathLike = "data",
-                      workers: int | None = None) -> dict[str, Any]:
-    """Generate the mc + data + closure samples of ``profile`` into ``out`` (default
-    ``wmnb.paths.universe_dir(profile)``) and write ``manifest.json``; return the manifest.
-
-    ``truth`` is the data card (shipped name or path); the closure set uses its physics with the
-    nominal detector.  ``seed`` defaults to the profile's seed."""
-    t_start = time.perf_counter()
-    settings = universe_settings(profile)
-    seed = settings["seed"] if seed is None else int(seed)
-    out = Path(out) if out is not None else universe_dir(profile)
+def _universe_cards(truth: str | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The nominal, data and closure cards of a universe whose data card is ``truth``, and where
+    each comes from (for messages); checks the fields all cards must share."""
     nominal = load_card("nominal")
     data_card = load_card(truth)
     closure = {**data_card, "name": "closure", "detector": nominal["detector"],
                "description": f"closure: physics of {data_card['name']} with the nominal detector"}
+    sources = {"nominal": str(card_path("nominal")), "data": str(card_path(truth)),
+               "closure": f"physics of {card_path(truth)} with the nominal detector"}
     if str(truth) == "data":
         shipped = load_card("closure")
         if shipped["physics"] == closure["physics"] and shipped["detector"] == closure["detector"]:
             closure = shipped
+            sources["closure"] = str(CARDS_DIR / "closure.yaml")
     cards = {"nominal": nominal, "data": data_card, "closure": closure}
+    check_shared_fields(cards, sources)
+    return cards, sources
+
+
+def generate_universe(profile: str, out: Path | str | None = None, seed: int | None = None,
+                      progress: bool = True, truth: str | os.PathLike = "data",
+                      workers: int | None = None, into_results: bool = False,
+                      settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Generate the mc + data + closure samples of ``profile`` into ``out`` and write
+    ``manifest.json``; return the manifest.
+
+    ``out`` defaults to ``wmnb.paths.universe_dir(profile)``, which is allowed only while the
+    runner executes chapter 00 (its staging directory): a folder inside the results store is
+    refused unless ``into_results`` is true (see :func:`~wmnb.universe.staging.check_output_dir`).
+    ``truth`` is the data card (shipped name or path); the closure set uses its physics with the
+    nominal detector.  ``seed`` (non-negative) defaults to the profile's seed, ``workers``
+    (>= 1) to the profile's setting.  Every argument is checked before any work
+    (:class:`GenerateError`, :class:`~wmnb.universe.card.CardError`); SIGTERM raises
+    :class:`GenerationTerminated` after removing the temporary files.  ``settings`` override the
+    profile's chapters.00_universe values (the notebook passes its checked parameters, so that
+    ``papermill -p events_scale default`` is honoured, not silently ignored)."""
+    t_start = time.perf_counter()
+    if seed is not None:
+        seed = check_count(seed, "seed", 0)
+    if workers is not None:
+        workers = check_count(workers, "workers", 1)
+    out = check_output_dir(profile, out if out is not None else universe_dir(profile), into_results)
+    chosen = universe_settings(profile, settings)
+    seed = chosen["seed"] if seed is None else seed
+    cards, _ = _universe_cards(truth)
     hashes = {k: card_hash(v) for k, v in cards.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "manifest.json"
-    if manifest_path.exists():
-        manifest_path.unlink()  # the old manifest must not describe the new files
-    n_workers = max(1, int(workers if workers is not None else settings["workers"]))
-    with atomic_dir(out / "samples") as tmp:
-        jobs, info = plan_jobs(settings, cards, hashes, tmp, seed)
-        jobs.sort(key=_job_size, reverse=True)
-        results = _execute(jobs, n_workers, progress)
-        manifest = _manifest(profile, settings, seed, cards, hashes, results, info, tmp, out)
-    sizes = sum(f.stat().st_size for f in (out / "samples").rglob("*.root"))
-    wall = time.perf_counter() - t_start
-    n_total = sum(v["n_events"] for s in ("mc", "data", "closure") for v in manifest[s].values())
-    manifest["generation"].update({
-        "wall_s": round(wall, 2), "workers": n_workers, "size_mb": round(sizes / 1e6, 2),
-        "n_events_total": n_total, "events_per_s": round(n_total / wall, 1)})
-    write_json(manifest_path, manifest)
+    n_workers = workers if workers is not None else chosen["workers"]
+    with TerminationGuard() as guard:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale(out, "samples")
+        manifest_path = out / "manifest.json"
+        if manifest_path.exists():
+            manifest_path.unlink()  # the old manifest must not describe the new files
+        with staged_dir(out / "samples", guard) as tmp:
+            jobs, info = plan_jobs(chosen, cards, hashes, tmp, seed)
+            jobs.sort(key=_job_size, reverse=True)
+            results = _execute(jobs, n_workers, progress)
+            manifest = _manifest(profile, chosen, seed, cards, hashes, results, info, tmp, out)
+        sizes = sum(f.stat().st_size for f in (out / "samples").rglob("*.root"))
+        wall = time.perf_counter() - t_start
+        n_total = sum(v["n_events"] for s in ("mc", "data", "closure") for v in manifest[s].values())
+        manifest["generation"].update({
+            "wall_s": round(wall, 2), "workers": n_workers, "size_mb": round(sizes / 1e6, 2),
+            "n_events_total": n_total, "events_per_s": round(n_total / wall, 1)})
+        write_json(manifest_path, manifest)
     return manifest
+
+
+def _stop_pool(ex: cf.ProcessPoolExecutor) -> None:
+    """Kill the workers of ``ex`` and wait for them, so none keeps writing into the temporary
+    folder that the caller is about to delete (``shutdown`` alone waits for running jobs,
+    which can take minutes).  There is no public API for this before Python 3.14."""
+    terminate = getattr(ex, "terminate_workers", None)
+    if callable(terminate):
+        terminate()
+        return
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(timeout=10)
+    ex.shutdown(wait=True, cancel_futures=True)
 
 
 def _execute(jobs: list[dict[str, Any]], n_workers: int, progress: bool) -> list[dict[str, Any]]:
@@ -336,16 +434,15 @@ def _execute(jobs: list[dict[str, Any]], n_workers: int, progress: bool) -> list
                 bar.update(1)
     else:
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as ex:
-            futs = [ex.submit(_run_job, j) for j in jobs]
+        with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx, initializer=worker_signals) as ex:
             try:
+                futs = [ex.submit(_run_job, j) for j in jobs]
                 for f in cf.as_completed(futs):
                     results.append(f.result())
                     if bar is not None:
                         bar.update(1)
             except BaseException:
-                for f in futs:
-                    f.cancel()
+                _stop_pool(ex)
                 raise
     if bar is not None:
         bar.close()

@@ -468,7 +468,7 @@ def generate_dimuon_bkg(rng: np.random.Generator, n: int, physics: dict[str, Any
     qq = physics["quarkonia"]
     in_jpsi = rng.random(n) < qq["bkg_jpsi_fraction"]
     m = np.empty(n)
-    for rows, lo, hi, ptmin in ((in_jpsi, 2.6, 3.6, 18.0), (~in_jpsi, 8.0, 12.0, 11.0)):
+    for rows, lo, hi, _ptmin in ((in_jpsi, 2.6, 3.6, 18.0), (~in_jpsi, 8.0, 12.0, 11.0)):
         k = int(rows.sum())
         s = qq["bkg_slope_jpsi"]  # p(m) ~ exp(s (m - lo))
         u = rng.random(k)

@@ -1,0 +1,75 @@
+"""The truth gate: the one place where analysis code may look at a truth card.
+
+The universe chapter generates "data" from the ``data`` card and a closure set from the
+``closure`` card; an analysis must never learn those cards, except to *compare* a measured value
+with the truth it should recover (closure tests, "measured vs truth" panels).  This module is the
+only reader of the cards outside ``wmnb.universe`` (a repository test enforces it), and every
+read states why, so a reviewer can list them.  The data universe's W mass is blinded: the gate
+refuses it until the analysis is unblinded.
+
+The *simulation's* card (``nominal``) is not secret: it describes what the analysis's own
+simulation was generated with, as a generator configuration would.
+
+>>> from wmnb import truth
+>>> truth.simulation("physics.mw_mev") > 80000
+True
+>>> truth.compare("data", "physics.mw_mev", purpose="doctest")
+Traceback (most recent call last):
+...
+wmnb.truth.BlindedTruth: the data universe's physics.mw_mev is blinded: it is shown only through the blinded m_W fit
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+Universe = Literal["data", "closure"]
+#: truths of the data universe that stay hidden while the measurement is blind
+BLINDED = frozenset({"physics.mw_mev", "physics.mw_plus_mev", "physics.mw_minus_mev"})
+
+
+class BlindedTruth(PermissionError):
+    """The value asked for is the blinded result of the measurement."""
+
+
+@functools.lru_cache(maxsize=None)
+def _card(name: str) -> dict[str, Any]:
+    from .universe.card import load_card
+
+    return load_card(name)
+
+
+def _lookup(card: dict[str, Any], key: str, name: str) -> Any:
+    node: Any = card
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"truth card {name!r} has no {key!r} (missing {part!r})")
+        node = node[part]
+    return node
+
+
+def simulation(key: str) -> Any:
+    """A value of the simulation's own card (``nominal``), e.g. ``"physics.mw_mev"``."""
+    return _lookup(_card("nominal"), key, "nominal")
+
+
+def compare(universe: Universe, key: str, *, purpose: str, unblinded: bool = False) -> Any:
+    """A truth of the ``data`` or ``closure`` universe, for comparing a measurement with it.
+
+    ``purpose`` says what the comparison is (it is kept in :data:`READS` for the record).  The
+    data universe's blinded values (:data:`BLINDED`) need ``unblinded=True``."""
+    if universe not in ("data", "closure"):
+        raise ValueError(f"universe must be 'data' or 'closure', got {universe!r}")
+    if not purpose:
+        raise ValueError("say why the truth is read (purpose=...)")
+    if universe == "data" and key in BLINDED and unblinded is not True:
+        raise BlindedTruth(f"the data universe's {key} is blinded: it is shown only through the "
+                           "blinded m_W fit")
+    READS.append((universe, key, purpose))
+    return _lookup(_card(universe), key, universe)
+
+
+#: (universe, key, purpose) of every read in this process, for the record
+READS: list[tuple[str, str, str]] = []
+
+__all__ = ["BLINDED", "BlindedTruth", "READS", "compare", "simulation"]

@@ -1,0 +1,251 @@
+"""Safety rails of ``generate_universe``: where it may write, its temporary folders, SIGTERM.
+
+* :func:`check_output_dir` -- the output-folder rule: never inside the results store
+  (``wmnb.paths.results_root()``) unless the runner is executing chapter 00 into its staging
+  directory or the caller opted in explicitly (``--into-results``), so a stray ``wmnb generate``
+  cannot silently replace the book's universe;
+* :func:`staged_dir` -- the folder that is filled and then swapped in whole; its name records the
+  host and pid of the owner, so :func:`remove_stale` can delete the leftovers of runs that died
+  without cleaning up (SIGKILL, power loss) while leaving those of live runs alone;
+* :class:`TerminationGuard` -- turns SIGTERM into :class:`GenerationTerminated`, so the usual
+  exception clean-up runs instead of the process vanishing with gigabytes of temporary files.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+from ..paths import STAGE_ENV, chapter_dir, profile_results, results_root
+
+LOG = logging.getLogger("wmnb.universe")
+#: name of the runner's chapter whose staging directory generation may write into
+UNIVERSE_CHAPTER = "00_universe"
+INTO_RESULTS_FLAG = "--into-results"
+
+
+class GenerateError(ValueError):
+    """A bad argument of ``generate_universe`` / ``wmnb generate`` (seed, workers, output
+    folder, profile settings); the message names the argument."""
+
+
+class GenerationTerminated(SystemExit):
+    """Raised in the main thread when the process receives SIGTERM during generation.
+
+    A :class:`SystemExit` (exit status ``128 + signal``, as a shell reports a signal death), so
+    that ``except Exception`` blocks do not swallow it while ``finally``/``except
+    BaseException`` clean-up still runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"terminated by {signal.Signals(self.signum).name}"
+
+
+# ------------------------------------------------------------------ the output-folder rule
+
+def _is_inside(path: Path, root: Path) -> bool:
+    """True when ``path`` is ``root`` or lies below it (both already resolved)."""
+    return path == root or root in path.parents
+
+
+def _runner_stage(profile: str) -> Path | None:
+    """The staging directory of chapter 00 of ``profile`` while the runner executes it, else
+    None.  The runner announces it through ``$WMNB_STAGE``; ``chapter_dir`` then points there
+    instead of at ``results/<profile>/00_universe``."""
+    if not os.environ.get(STAGE_ENV):
+        return None
+    try:
+        stage = chapter_dir(profile, UNIVERSE_CHAPTER)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # malformed variable: not a runner we can trust
+    if stage == profile_results(profile) / UNIVERSE_CHAPTER:
+        return None  # the variable names another chapter or profile
+    return stage.resolve()
+
+
+def check_output_dir(profile: str, out: str | os.PathLike, into_results: bool = False) -> Path:
+    """Validate the output folder ``out`` before any generation work; return it as a Path.
+
+    Refuses (:class:`GenerateError`, naming the folder) when
+
+    * ``out`` or one of its parents exists but is not a directory;
+    * ``out`` resolves inside ``wmnb.paths.results_root()``, unless it is the runner's staging
+      directory of chapter 00 for ``profile`` or ``into_results`` is true: the results store
+      belongs to the runner, which would keep reporting the chapters as up to date while their
+      universe had been replaced behind its back.
+    """
+    out = Path(out).expanduser()
+    if str(out).strip() == "":
+        raise GenerateError("the output folder is empty: pass --out DIR")
+    for p in (out, *out.parents):
+        if p.is_symlink() or p.exists():
+            if not p.is_dir():
+                what = "is a file" if p.is_file() else "exists and is not a directory"
+                where = "the output folder" if p == out else f"{p}, a parent of the output folder,"
+                raise GenerateError(f"cannot write the universe into {out}: {where} {what}; "
+                                    "pass --out DIR with a directory (new or existing)")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise GenerateError(f"cannot write the universe into {out}: {p} is not writable")
+            break
+    resolved = out.resolve()
+    results = results_root().resolve()
+    if into_results or not _is_inside(resolved, results) or resolved == _runner_stage(profile):
+        return out
+    raise GenerateError(
+        f"refusing to write the universe into {out}: it lies inside the results store {results}, "
+        f"which the runner manages (results/{profile}/{UNIVERSE_CHAPTER} is the book's own "
+        f"universe). Pass --out DIR with a folder outside {results}, regenerate the book's "
+        f"universe with `wmnb run --profile {profile} --only {UNIVERSE_CHAPTER} --force`, or pass "
+        f"{INTO_RESULTS_FLAG} (into_results=True) to replace it on purpose.")
+
+
+# ------------------------------------------------------------------ temporary folders
+
+def _host_tag() -> str:
+    """This machine's name, reduced to characters that cannot clash with the name's dots."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _stale_pattern(name: str) -> re.Pattern[str]:
+    """Names of :func:`staged_dir`'s temporary (``.tmp``) and swapped-out (``.old``) folders."""
+    return re.compile(rf"^\.{re.escape(name)}\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.(tmp|old)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OverflowError:
+        return False  # not a possible pid
+    return True
+
+
+def remove_stale(parent: Path, name: str = "samples") -> list[Path]:
+    """Delete the temporary folders of :func:`staged_dir` in ``parent`` whose owner is gone.
+
+    Only names of exactly that pattern are touched, only those made on this host (a pid means
+    nothing on another machine sharing the disk), never our own pid's, and only when that pid
+    is no longer alive; returns what was removed.  A reused pid only keeps a leftover longer."""
+    pattern, host, removed = _stale_pattern(name), _host_tag(), []
+    try:
+        entries = list(Path(parent).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in sorted(entries):
+        m = pattern.match(entry.name)
+        if not m or m["host"] != host or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            removed.append(entry)
+            LOG.warning("removed %s, left by an interrupted generation (process %d is gone)", entry, pid)
+    return removed
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path, guard: TerminationGuard | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``target``; swap it onto ``target`` whole if the
+    block succeeds, delete it if the block raises (including :class:`GenerationTerminated`).
+
+    Like :func:`wmnb.artefacts.atomic_dir`, but the names carry host and pid for
+    :func:`remove_stale`, and SIGTERM is held back (``guard``) during the two renames, so that
+    ``target`` is never left moved aside."""
+    owner = f"{_host_tag()}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = target.with_name(f".{target.name}.{owner}.tmp")
+    old = target.with_name(f".{target.name}.{owner}.old")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        with (guard.deferred() if guard is not None else contextlib.nullcontext()):
+            if target.exists():
+                os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if old.exists() and not target.exists():
+                    os.replace(old, target)  # put the previous content back
+                raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and target.exists():
+            shutil.rmtree(old, ignore_errors=True)  # the swap happened: the old content is obsolete
+        raise
+
+
+# ------------------------------------------------------------------ SIGTERM
+
+class TerminationGuard:
+    """Context manager: while active, SIGTERM raises :class:`GenerationTerminated` in the main
+    thread (only there can Python handlers be installed); the previous handler is restored on
+    exit.  Elsewhere it does nothing.  :meth:`deferred` holds a SIGTERM back until the end of a
+    short critical section."""
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+        self._installed = False
+        self._depth = 0
+        self._pending: int | None = None
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._installed:
+            # None means "installed from C": the closest we can restore is the default
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False
+        if self._pending is not None and exc_type is None:
+            signum, self._pending = self._pending, None
+            raise GenerationTerminated(signum)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._depth:
+            self._pending = signum
+            return
+        raise GenerationTerminated(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold SIGTERM back inside the block; raise it when the block ends."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if not self._depth and self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise GenerationTerminated(signum)
+
+
+def worker_signals() -> None:
+    """Initializer of generation worker processes: they inherit (fork) the parent's Python
+    SIGTERM handler, but must simply die when the parent terminates them, and must leave
+    Ctrl-C to the parent, which then stops the whole pool and cleans up."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
