@@ -8,8 +8,9 @@ import pytest
 from wmnb.calib.chapter import CalibConfig, headline, run
 from wmnb.calib.scale_model import eta_edges
 from wmnb.calib.toys import random_scale_params, toy_inputs
+from wmnb.conventions import Z_MASS_PDG
 
-MZ_MC = 91.1876
+MZ_MC = Z_MASS_PDG
 MZ_DATA = MZ_MC + 0.040          # data generated 40 MeV above the simulation
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wmnb.mw import binning, blinding, model, reffit
-from wmnb.mw.breitwigner import breit_wigner, mass_weights, width_for_mass
+from wmnb.mw import binning, model
+from wmnb.templatefit import blinding, reffit
+from wmnb.conventions import breit_wigner, width_for_mass
+from wmnb.mw.breitwigner import mass_weights
 from wmnb.mw.systematics import MwConfig
 from wmnb.fit.toymodels import muon_kinematics
 from wmnb.mw.templates import build_templates
@@ -109,14 +111,41 @@ def test_bw_reweighting_matches_a_sample_generated_at_the_new_mass():
 
 def test_bw_weights_are_normalised_and_width_follows_mass():
     assert width_for_mass(2 * M0, M0, G0) == pytest.approx(8 * G0)
-    m = np.linspace(10, 300, 2_000_001)
+    from wmnb.conventions import breit_wigner_mass_density
+
+    m = np.linspace(50, 150, 2_000_001)
     for new in (M0 - 0.1, M0 + 0.1, M0 + 0.5):
         w = mass_weights(m, M0, G0, new)
-        bw = breit_wigner(m, M0, G0)
-        assert np.sum(w * bw) / np.sum(bw) == pytest.approx(1.0, abs=1e-6)
+        density = breit_wigner_mass_density(m, M0, G0)     # the generated line shape
+        assert np.sum(w * density) / np.sum(density) == pytest.approx(1.0, abs=1e-6)
     assert np.allclose(mass_weights(m[:10], M0, G0, M0), 1.0)
     with pytest.raises(ValueError, match="gen_mass"):
         mass_weights(np.array([80.0, 0.0]), M0, G0, M0 + 0.1)
+
+
+def test_mass_weights_keep_the_generated_total():
+    """Over the universe's generated line shape (2m BW dm on [50, 150] GeV) the normalised mass
+    and width weights keep the total: they move the line shape only.  (Before the fix, the
+    integral lacked the Jacobian 2m and the ±100 MeV weights moved the total by ±0.121 %.)"""
+    from scipy import integrate
+
+    from wmnb.conventions import breit_wigner_mass_density
+
+    def generated_mean(new_mass: float, new_width: float | None = None) -> float:
+        def f(m: float, weighted: bool) -> float:
+            w = mass_weights(np.array([m]), M0, G0, new_mass, new_width)[0] if weighted else 1.0
+            return w * float(breit_wigner_mass_density(m, M0, G0))
+        num, den = (integrate.quad(f, 50.0, 150.0, args=(wt,), points=[M0], limit=400, epsabs=0,
+                                   epsrel=1e-12)[0] for wt in (True, False))
+        return num / den - 1.0
+
+    for shifted in (generated_mean(M0 + 0.1), generated_mean(M0 - 0.1), generated_mean(M0, G0 + 0.042)):
+        assert abs(shifted) < 1e-8      # the old normalisation gave 1.2e-3 and 3.0e-4
+    # the weights still move the mean mass by the shift
+    grid = np.linspace(50.0, 150.0, 400_001)
+    dens = breit_wigner_mass_density(grid, M0, G0)
+    w = mass_weights(grid, M0, G0, M0 + 0.1)
+    assert np.sum(grid * w * dens) / np.sum(w * dens) - np.sum(grid * dens) / np.sum(dens) == pytest.approx(0.1, rel=0.05)
 
 
 # ---------------------------------------------------------------- binning and templates
@@ -229,7 +258,7 @@ def test_eta_smoothing_of_the_mass_variation(toy_templates):
     with pytest.raises(ValueError, match="divide"):
         smoothed_mass_variation(ts, 5)
     raw, noise_free = fisher_mass_error(ts)
-    smooth, _ = fisher_mass_error(dataclasses.replace(ts, config=dataclasses.replace(ts.config, mass_eta_merge=8)))
+    smooth, _ = fisher_mass_error(ts.with_config(dataclasses.replace(ts.config, mass_eta_merge=8)))
     assert raw < smooth < 1.1 * noise_free
     assert raw < 0.9 * noise_free          # the toy simulation (2x data) is noisy without smoothing
 

@@ -58,7 +58,7 @@ def test_closure_universe_gives_back_the_card_mass(universe):
 
 def test_asimov_injection_of_the_closure_mass_on_the_universe_simulation(universe):
     ts, truth_shift = universe
-    exact = dataclasses.replace(ts, config=dataclasses.replace(ts.config, mass_eta_merge=1))
+    exact = ts.with_config(dataclasses.replace(ts.config, mass_eta_merge=1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         fit = fitting.run_fit(model.make_spec(exact, data=model.asimov(ts, truth_shift)))

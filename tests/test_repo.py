@@ -128,6 +128,21 @@ def test_ruff_is_clean():
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
+#: the shared layers, type-checked by `make test`; [tool.mypy] files in pyproject.toml may list more
+SHARED_LAYERS = ("wmnb/paths.py", "wmnb/profiles.py", "wmnb/params.py", "wmnb/artefacts.py", "wmnb/histio.py",
+                 "wmnb/truth.py", "wmnb/chapters.py", "wmnb/runner.py", "wmnb/book.py", "wmnb/cli.py",
+                 "wmnb/fit/")
+
+
+def test_mypy_shared_layers():
+    """mypy passes on the files of [tool.mypy] in pyproject.toml, which hold the shared layers."""
+    pytest.importorskip("mypy", reason="mypy is not installed (pip install -e '.[test]')")
+    files = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["files"]
+    assert set(SHARED_LAYERS) <= set(files), f"[tool.mypy] files lacks {sorted(set(SHARED_LAYERS) - set(files))}"
+    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
 def test_docstring_examples_run():
     """The examples in the shared layers' docstrings are executed (a stale example fails)."""
     import doctest

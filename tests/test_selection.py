@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import uproot
 
+from wmnb.conventions import MUON_MASS
 from wmnb.engine import selections as S
 from wmnb.engine.skims import run_selections
 from wmnb.engine.testing import write_toy_nanoaod
@@ -107,7 +108,7 @@ def _ref_pair(ev, trig, pt_min, window, need_dxy, need_match):
     for i in (a, b):
         pt, eta, phi = ev["Muon_pt"][i], ev["Muon_eta"][i], ev["Muon_phi"][i]
         px, py, pz = pt * math.cos(phi), pt * math.sin(phi), pt * math.sinh(eta)
-        e = math.sqrt(px * px + py * py + pz * pz + 0.1056583755 ** 2)
+        e = math.sqrt(px * px + py * py + pz * pz + MUON_MASS ** 2)
         p4 = [p4[0] + e, p4[1] + px, p4[2] + py, p4[3] + pz]
     m = math.sqrt(max(p4[0] ** 2 - p4[1] ** 2 - p4[2] ** 2 - p4[3] ** 2, 0))
     if not window[0] < m < window[1]:

@@ -6,6 +6,7 @@ import copy
 import numpy as np
 import pytest
 
+from wmnb.conventions import MUON_MASS
 from wmnb.universe import kinematics as kin
 from wmnb.universe import load_card
 from wmnb.universe import physics as ph
@@ -29,7 +30,7 @@ def test_cs_angles_round_trip():
     p = kin.boson_p4(rng.uniform(60, 100, n), rng.exponential(20, n), rng.normal(0, 2, n), rng.uniform(-np.pi, np.pi, n))
     c = rng.uniform(-1, 1, n)
     f = rng.uniform(0, 2 * np.pi, n)
-    l1, l2 = kin.decay_two_body(p, c, f, kin.MUON_MASS, kin.MUON_MASS)
+    l1, l2 = kin.decay_two_body(p, c, f, MUON_MASS, MUON_MASS)
     np.testing.assert_allclose(l1 + l2, p, atol=1e-7 * np.abs(p).max())
     c2, f2 = kin.cs_angles(l1, l2)
     np.testing.assert_allclose(c2, c, atol=1e-8)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -64,6 +64,107 @@ class SampleInfo:
     muon_prefixes: tuple[str, ...] = ("mu",)
 
 
+@dataclass(frozen=True)
+class Variation:
+    """One shape nuisance: per-event weight factors **relative to the nominal weight**.
+
+    ``down`` is None for a one-sided variation (the fitter symmetrises it).  ``rows`` makes a
+    variation *local*: when given, ``up``/``down`` hold the factors of those rows only (indices
+    into the sample's events) and every other event keeps factor 1, so a variation of one eta
+    bin, one helicity bin or one smoothing coefficient costs in proportion to its events.
+    """
+
+    nuisance: str
+    group: str
+    up: np.ndarray
+    down: np.ndarray | None = None
+    rows: np.ndarray | None = None
+
+    def full(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The factors expanded to all ``n`` events."""
+        if self.rows is None:
+            return self.up, self.down
+        up = np.ones(n)
+        up[self.rows] = self.up
+        down = None
+        if self.down is not None:
+            down = np.ones(n)
+            down[self.rows] = self.down
+        return up, down
+
+
+def as_variation(item: Variation | tuple[Any, ...], source: str) -> Variation:
+    """A :class:`Variation` from what :meth:`Correction.iter_variations` yields (a Variation or
+    a ``(name, group, up, down)`` tuple); factors as float64 arrays."""
+    if isinstance(item, Variation):
+        var = item
+    else:
+        if len(item) != 4:
+            raise ValueError(f"correction {source!r}: iter_variations must yield (name, group, up, down) "
+                             f"or Variation, got a tuple of {len(item)}")
+        var = Variation(str(item[0]), str(item[1]), item[2], item[3])
+    up = np.asarray(var.up, dtype=np.float64)
+    down = None if var.down is None else np.asarray(var.down, dtype=np.float64)
+    rows = None if var.rows is None else np.asarray(var.rows, dtype=np.int64)
+    if down is not None and down.shape != up.shape:
+        raise ValueError(f"correction {source!r}: variation {var.nuisance!r} has up {up.shape} and down {down.shape}")
+    if rows is not None and rows.shape != up.shape:
+        raise ValueError(f"correction {source!r}: local variation {var.nuisance!r} has {rows.size} rows but "
+                         f"{up.size} factors")
+    return Variation(var.nuisance, var.group, up, down, rows)
+
+
+def pair_variations(names: Iterable[str]) -> list[tuple[str, str, str | None]]:
+    """The Up/Down pairing rule, the only one in the package: ``(nuisance, up key, down key)``.
+
+    ``<x>Up`` with ``<x>Down`` make nuisance ``x``; a lone ``<x>Up`` or ``<x>Down`` is the
+    one-sided nuisance ``x`` (its sign is irrelevant once the fitter symmetrises it); any other
+    name ``y`` is the one-sided nuisance ``y``.  Order follows the first appearance of each.
+
+    >>> pair_variations(["aUp", "aDown", "bDown", "c"])
+    [('a', 'aUp', 'aDown'), ('b', 'bDown', None), ('c', 'c', None)]
+    """
+    names = list(names)
+    present = set(names)
+    out: list[tuple[str, str, str | None]] = []
+    seen: set[str] = set()
+    for key in names:
+        if key.endswith("Up"):
+            base = key[:-2]
+        elif key.endswith("Down"):
+            base = key[:-4]
+        else:
+            base = key
+        if not base:
+            base = key
+        if base in seen:
+            continue
+        seen.add(base)
+        up, down = f"{base}Up", f"{base}Down"
+        if up in present and down in present:
+            out.append((base, up, down))
+        else:
+            out.append((base, key, None))
+    return out
+
+
+def weightset_variations(ws: WeightSet, source: str) -> Iterator[Variation]:
+    """The variations of a :class:`WeightSet` (whose ``variations`` are *full* factors that
+    replace ``ws.nominal``) as factors relative to the nominal factor, paired by
+    :func:`pair_variations`; a nuisance's group is ``ws.groups[nuisance]``, else ``source``
+    (the correction's name: the one group fallback)."""
+    nom = None if ws.nominal is None else np.asarray(ws.nominal, dtype=np.float64)
+    safe = None if nom is None else np.where(nom != 0, nom, 1.0)
+
+    def rel(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return v if safe is None else np.where(nom != 0, v / safe, 0.0)
+
+    for base, up_key, down_key in pair_variations(ws.variations):
+        yield Variation(base, ws.groups.get(base, source), rel(ws.variations[up_key]),
+                        None if down_key is None else rel(ws.variations[down_key]))
+
+
 @dataclass
 class WeightSet:
     """Per-event weight factors from one correction.
@@ -84,6 +185,10 @@ class Correction:
 
     name: str = "unnamed"
     kinds: tuple[str, ...] = ()
+    #: nuisance groups of the fits' *built-in* sources that this correction replaces (e.g. the
+    #: theory chapter's ``("pdf", "scales")``): a template builder drops its own variations of
+    #: those groups while the correction is in force (set from the manifest on discovery)
+    supersedes: tuple[str, ...] = ()
 
     def applies_to(self, sample: SampleInfo) -> bool:
         """Whether this correction acts on ``sample`` (default: always)."""
@@ -101,34 +206,17 @@ class Correction:
         return self.weights(columns, sample).nominal
 
     def iter_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo
-                        ) -> Iterator[tuple[str, str, np.ndarray, np.ndarray | None]]:
+                        ) -> Iterator[tuple[str, str, np.ndarray, np.ndarray | None] | Variation]:
         """Yield ``(name, group, up, down)`` one variation at a time, as factors **relative to
-        the nominal factor** (``down`` None for one-sided variations).
+        the nominal factor** (``down`` None for one-sided variations), or :class:`Variation`
+        objects (which may act on a subset of rows: see :attr:`Variation.rows`).
 
-        Callers that histogram hundreds of variations use this so that only one sits in memory;
-        corrections with many variations override it to compute them lazily (and then override
-        :meth:`nominal_factor` too, whose default calls :meth:`weights`).  The default derives
-        them from :meth:`weights` (``<name>Up`` / ``<name>Down`` pairs).
+        Callers that histogram thousands of variations use this so that only one sits in
+        memory; corrections with many variations override it to compute them lazily (and then
+        override :meth:`nominal_factor` too, whose default calls :meth:`weights`).  The default
+        derives them from :meth:`weights` with the one pairing rule, :func:`pair_variations`.
         """
-        ws = self.weights(columns, sample)
-        nom = None if ws.nominal is None else np.asarray(ws.nominal, dtype=np.float64)
-        safe = None if nom is None else np.where(nom != 0, nom, 1.0)
-
-        def rel(v: np.ndarray) -> np.ndarray:
-            v = np.asarray(v, dtype=np.float64)
-            return v if safe is None else np.where(nom != 0, v / safe, 0.0)
-
-        seen: set[str] = set()
-        for key in ws.variations:
-            base = key[:-2] if key.endswith("Up") else key.removesuffix("Down")
-            if base in seen:
-                continue
-            seen.add(base)
-            up = ws.variations.get(f"{base}Up", ws.variations.get(base))
-            down = ws.variations.get(f"{base}Down")
-            if up is None:  # only a Down variation: mirror nothing, report it as one-sided
-                up, down = down, None
-            yield base, ws.groups.get(base, "other"), rel(up), None if down is None else rel(down)
+        yield from weightset_variations(self.weights(columns, sample), self.name)
 
     def templates(self, **context: Any) -> dict[str, Any]:
         """Replacement process templates (kind ``template``)."""
@@ -223,6 +311,7 @@ class Manifest:
     order: int = 50           # lower runs first (momentum scale before efficiencies ...)
     groups: tuple[str, ...] = ()
     description: str = ""
+    supersedes: tuple[str, ...] = ()   # built-in nuisance groups this correction replaces
 
 
 def publish(chapter_dir: str | Path, manifest: Manifest) -> Path:
@@ -243,7 +332,8 @@ def publish(chapter_dir: str | Path, manifest: Manifest) -> Path:
     if not artefact.is_file():
         raise MissingArtefactError(f"{where}: artefact {artefact} must be written before publishing")
     doc = {"manifest_version": MANIFEST_VERSION, **manifest.__dict__,
-           "kinds": list(manifest.kinds), "groups": list(manifest.groups)}
+           "kinds": list(manifest.kinds), "groups": list(manifest.groups),
+           "supersedes": list(manifest.supersedes)}
     return write_json(chapter_dir / "corrections" / f"{manifest.name}.json", doc)
 
 
@@ -261,7 +351,7 @@ _REQUIRED = object()
 _FIELDS: dict[str, tuple[type, Any]] = {
     "name": (str, _REQUIRED), "chapter": (str, _REQUIRED), "kinds": (list, _REQUIRED),
     "factory": (str, _REQUIRED), "artefact": (str, _REQUIRED), "order": (int, 50),
-    "groups": (list, []), "description": (str, ""),
+    "groups": (list, []), "description": (str, ""), "supersedes": (list, []),
 }
 
 
@@ -298,8 +388,9 @@ def read_manifest(path: str | Path, chapter: str | None = None) -> dict[str, Any
                                   f"got {value!r}; {hint}")
         out[key] = value
     where = f"correction manifest {path}"
-    if not all(isinstance(g, str) for g in out["groups"]):
-        raise CorrectionError(f"{where}: 'groups' must be a list of strings; {hint}")
+    for key in ("groups", "supersedes"):
+        if not all(isinstance(g, str) for g in out[key]):
+            raise CorrectionError(f"{where}: {key!r} must be a list of strings; {hint}")
     if out["chapter"] != chapter:
         raise CorrectionError(f"{where}: 'chapter' is {out['chapter']!r} but the file sits in the directory of "
                               f"chapter {chapter} (copied by hand?); delete it and {hint}")
@@ -337,6 +428,8 @@ def _load(path: Path, chapter: str | None = None) -> Correction:
     corr = factory(artefact)
     if not isinstance(corr, Correction):
         raise TypeError(f"factory {doc['factory']} returned {type(corr).__name__}, not a wmnb.corrections.Correction")
+    if doc["supersedes"]:
+        corr.supersedes = tuple(doc["supersedes"])
     return corr
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from .artefacts import atomic_path
 FORMAT = "wmnb-hist"
 FORMAT_VERSION = 1
 
-_STORAGES: dict[str, type] = {
+_STORAGES: dict[str, type[bh.storage.Storage]] = {
     "Double": hist.storage.Double,
     "Int64": hist.storage.Int64,
     "AtomicInt64": hist.storage.AtomicInt64,
@@ -38,7 +38,7 @@ _STORAGES: dict[str, type] = {
 }
 
 
-def _axis_spec(ax: Any) -> dict[str, Any]:
+def _axis_spec(ax: bh.axis.Axis) -> dict[str, Any]:
     traits = ax.traits
     spec: dict[str, Any] = {
         # the raw axis metadata (name, label as given, any extra keys); ax.label falls back to
@@ -81,18 +81,18 @@ def _axis_spec(ax: Any) -> dict[str, Any]:
     return spec
 
 
-def _axis_from_spec(spec: dict[str, Any], values: np.ndarray | None) -> Any:
+def _axis_from_spec(spec: dict[str, Any], values: np.ndarray) -> bh.axis.Axis:
     ax = _make_axis(spec, values)
     ax.__dict__.update(spec["metadata"])
     return ax
 
 
-def _make_axis(spec: dict[str, Any], values: np.ndarray | None) -> Any:
+def _make_axis(spec: dict[str, Any], values: np.ndarray) -> bh.axis.Axis:
     meta = spec["metadata"]
     common = {"name": meta.get("name", ""), "label": meta.get("label", "")}
     kind = spec["type"]
     if kind == "Regular":
-        transform = None
+        transform: bh.axis.transform.AxisTransform | None = None
         if "power" in spec:
             transform = bh.axis.transform.Pow(spec["power"])
         elif spec.get("transform") == "log":
@@ -150,7 +150,8 @@ def _write_one(group: h5py.Group, h: hist.Hist) -> None:
         else:
             axes.create_dataset(ds_name, data=np.zeros(0))
         axes[ds_name].attrs["spec"] = json.dumps(spec)
-    view = h.view(flow=True)
+    # structured (Weight, Mean, ...) or plain, whatever the storage
+    view: np.ndarray = h.view(flow=True)
     if view.dtype.names:
         content = group.create_group("content")
         for field in view.dtype.names:
@@ -171,9 +172,12 @@ def _read_one(group: h5py.Group, where: str) -> hist.Hist:
     storage = _STORAGES[group.attrs["storage"]]()
     h = hist.Hist(*axes, storage=storage)
     h.__dict__.update(json.loads(group.attrs["hist_attrs"]))
-    view = h.view(flow=True)
+    view: np.ndarray = h.view(flow=True)
     content = group["content"]
     if isinstance(content, h5py.Group):
+        if view.dtype.names is None:
+            raise ValueError(f"{where}: per-field content stored for the single-valued storage "
+                             f"{group.attrs['storage']}")
         for field in view.dtype.names:
             view[field] = content[field][()]
     else:
@@ -200,7 +204,7 @@ def save_hists(path: str | os.PathLike, hists: Mapping[str, hist.Hist],
     return path
 
 
-def load_hists(path: str | os.PathLike, names: list[str] | None = None) -> dict[str, hist.Hist]:
+def load_hists(path: str | os.PathLike, names: Sequence[str] | None = None) -> dict[str, hist.Hist]:
     """Load the histograms of a file written by :func:`save_hists` (all, or only ``names``)."""
     path = Path(path)
     if not path.is_file():
@@ -211,7 +215,7 @@ def load_hists(path: str | os.PathLike, names: list[str] | None = None) -> dict[
         raise OSError(f"histogram file {path} cannot be opened ({err}); it may be truncated: delete it and rerun its chapter") from err
     with f:
         keys = list(f.keys()) if names is None else names
-        out = {}
+        out: dict[str, hist.Hist] = {}
         for key in keys:
             if key not in f:
                 raise KeyError(f"histogram {key!r} not in {path}; it holds {sorted(f.keys())}")

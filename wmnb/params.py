@@ -22,7 +22,7 @@ wmnb.params.ParameterError: 08_mw_fit: parameter 'unblind' must be a boolean (tr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +133,7 @@ class ChapterConfig(Mapping[str, Any]):
         return f"ChapterConfig[{self._chapter}]({inner})"
 
 
-def parse_parameters(chapter: str, spec: tuple[Param, ...], values: Mapping[str, Any] | None,
+def parse_parameters(chapter: str, spec: Sequence[Param], values: Mapping[str, Any] | None,
                      source: str = "", *, fill_defaults: bool = True) -> ChapterConfig:
     """Check ``values`` against ``spec``: unknown keys, types and ranges, each error naming the
     key.  Missing keys take their declared default (unless ``fill_defaults`` is false)."""

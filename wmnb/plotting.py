@@ -12,24 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from .conventions import process_style
 from .style import cms_label
 
-# process -> (legend label, colour); chapters may group processes with :func:`group_processes`
-PROCESS_STYLE: dict[str, tuple[str, str]] = {
-    "wmunu": (r"W$\to\mu\nu$", "#f89c20"),
-    "wplus_munu": (r"W$^+\to\mu^+\nu$", "#f89c20"),
-    "wminus_munu": (r"W$^-\to\mu^-\bar\nu$", "#e2a66b"),
-    "z_mumu": (r"Z$\to\mu\mu$", "#5790fc"),
-    "w_taunu": (r"W$\to\tau\nu$", "#964a8b"),
-    "z_tautau": (r"Z$\to\tau\tau$", "#7a21dd"),
-    "ttbar": (r"t$\bar{\mathrm{t}}$", "#9c9ca1"),
-    "diboson": ("Diboson", "#e42536"),
-    "qcd": ("Nonprompt (QCD MC)", "#b9ac70"),
-    "jpsi": (r"J/$\psi\to\mu\mu$", "#5790fc"),
-    "upsilon": (r"$\Upsilon\to\mu\mu$", "#f89c20"),
-    "other": ("Other", "#92dadd"),
-}
-
+# process -> (legend label, colour) lives in wmnb.conventions.PROCESS_STYLE; chapters may group
+# processes with :func:`group_processes` (group names such as "wmunu" have a style there too)
 DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
     "wmunu": ("wplus_munu", "wminus_munu"),
 }
@@ -81,7 +68,7 @@ def stack_ratio(mc: Mapping[str, Any], data: Any = None, *, xlabel: str = "", yl
     else:
         ax, rax = fig.axes[:2]
     vals = [_values_variances(mc[n])[0] / widths for n in names]
-    styles = [PROCESS_STYLE.get(n, (n, None)) for n in names]
+    styles = [process_style(n) for n in names]
     mplhep.histplot(vals, bins=edges, stack=True, histtype="fill", label=[s[0] for s in styles],
                     color=[s[1] for s in styles], ax=ax)
     tot, tot_var = np.zeros(len(edges) - 1), np.zeros(len(edges) - 1)
@@ -157,7 +144,7 @@ def unrolled(hists: Mapping[str, Any], data: Any = None, *, ax: Any = None, ylab
     if ax is None:
         _, ax = plt.subplots(figsize=(16, 6))
     vals = [np.asarray(hists[n].values()).ravel(order="F") for n in names]
-    styles = [PROCESS_STYLE.get(n, (n, None)) for n in names]
+    styles = [process_style(n) for n in names]
     mplhep.histplot(vals, bins=edges, stack=True, histtype="fill", label=[s[0] for s in styles],
                     color=[s[1] for s in styles], ax=ax)
     if data is not None:

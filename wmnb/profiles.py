@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,7 @@ class ProfileError(ValueError):
     """A profile name or file that cannot be used."""
 
 
-def check_name(name: Any, what: str = "profile name") -> str:
+def check_name(name: object, what: str = "profile name") -> str:
     """Return ``name`` if it can name a profile (letters, digits, ``_``, ``-``; no paths)."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise ProfileError(
@@ -111,7 +111,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def check_common(values: dict[str, Any], source: str) -> None:
+def check_common(values: Mapping[str, Any], source: str) -> None:
     """Check the shared top-level values (``seed``, ``executor``, ...) wherever they appear."""
     spec = {p.name: p for p in TOP_LEVEL}
     for key, value in values.items():
@@ -121,7 +121,7 @@ def check_common(values: dict[str, Any], source: str) -> None:
             spec[key].check(value, source)
 
 
-def validate_profile(data: dict[str, Any], path: Path,
+def validate_profile(data: Mapping[str, Any], path: Path,
                      chapters: Sequence[Chapter] | None = None) -> dict[str, Any]:
     """Check a profile's content against the parameter gate; return it with defaults filled."""
     from .chapters import CHAPTERS
@@ -191,7 +191,7 @@ def register_profile(arg: str, chapters: Sequence[Chapter] | None = None) -> str
     return name
 
 
-def chapter_parameters(profile: dict[str, Any], chapter: str) -> dict[str, Any]:
+def chapter_parameters(profile: Mapping[str, Any], chapter: str) -> dict[str, Any]:
     """Parameters papermill injects into ``chapter``'s notebook for this profile."""
     params: dict[str, Any] = {
         "profile": profile["name"],

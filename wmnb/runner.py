@@ -29,7 +29,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -155,7 +155,7 @@ def _factory_modules(profile: str, chapter: Chapter) -> set[str]:
 
 
 def chapter_code_files(chapter: Chapter, notebook: Path, root: Path,
-                       extra_modules: set[str] = frozenset()) -> set[Path]:
+                       extra_modules: Set[str] = frozenset()) -> set[Path]:
     """Every file of ``wmnb`` the chapter runs: the shared core, what its notebook imports
     (followed through the package's own imports), the correction factories it will load, and
     the files it lists in ``Chapter.code`` (data such as truth cards)."""
@@ -336,7 +336,7 @@ def leftovers(profile: str) -> list[Path]:
     return sorted(p for p in base.iterdir() if p.is_dir() and _LEFTOVER.fullmatch(p.name))
 
 
-def recover_leftovers(profile: str, echo: Any = print) -> None:
+def recover_leftovers(profile: str, echo: Callable[[str], object] = print) -> None:
     """Remove the staging directories of interrupted runs; put back previous results that an
     interrupted swap had moved aside.  Call only while holding the profile's lock."""
     for path in leftovers(profile):
@@ -485,7 +485,7 @@ def run_chapter(chapter: Chapter, profile: str, run_hash: str, *,
 
 def run(profile: str = "default", only: Sequence[str] | None = None, force: bool = False, *,
         chapters: Sequence[Chapter] | None = None, notebooks_dir: Path | None = None,
-        progress: bool = True, echo: Any = print) -> dict[str, str]:
+        progress: bool = True, echo: Callable[[str], object] = print) -> dict[str, str]:
     """Run the chapters of ``profile`` (``only`` these and what they need) in dependency order.
 
     ``profile`` is a profile name or the path of a profile YAML file (then known by its name).
@@ -553,7 +553,7 @@ def _removable(path: Path) -> str:
     return ""
 
 
-def clean(profile: str | None = None, echo: Any = print) -> list[Path]:
+def clean(profile: str | None = None, echo: Callable[[str], object] = print) -> list[Path]:
     """Remove the results of ``profile`` (of every profile when None); return what was removed.
 
     Only directories ``results/<name>/`` that the runner created (they hold its marker) are

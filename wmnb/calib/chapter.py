@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..conventions import Z_MASS_PDG, Z_MASS_PDG_ERR
 from ..corrections import SampleInfo
 from .binning import Binning4D, check_columns, quantile_pt_edges
 from .correction import MomentumCalibration, publish_correction, write_artefact
@@ -19,8 +20,7 @@ from .massfit import MassFitConfig, MassFitResult, fit_bins
 from .paramfit import ParamFit, bin_moments, event_design, fit_parameters, pulls
 from .resolution import BinMuons, bin_muons, fit_data_resolution, measure_mc_resolution
 from .scale_model import ScaleParams, eta_edges
-from .uncertainty import (MZ_PDG, MZ_PDG_ERR, Variation, closure_chi2, closure_scale_factor,
-                          eigen_variations, map_to_fine)
+from .uncertainty import Variation, closure_chi2, closure_scale_factor, eigen_variations, map_to_fine
 
 JPSI_WINDOW = (2.9, 3.3)
 UPSILON_WINDOW = (9.1, 9.8)      # Upsilon(1S) only; 2S at 10.02 GeV stays outside
@@ -292,7 +292,7 @@ def run(profile: str, chapter_dir: str | Path, cfg: CalibConfig, inputs: dict[st
         cz = np.where(np.outer(det, det), zc.params.cov, np.nan)
         zvars = eigen_variations(cz, zc.params.names, cfg.n_eta_closure, "muonScaleZClosure", "muonScale")
         variations += [map_to_fine(v, cedges, edges) for v in zvars]
-    dA = MZ_PDG_ERR / MZ_PDG
+    dA = Z_MASS_PDG_ERR / Z_MASS_PDG
     variations.append(Variation("muonScaleMZRef", "muonScale", np.full(cfg.n_eta, dA), np.zeros(cfg.n_eta), np.zeros(cfg.n_eta)))
     out["n_variations"] = len(variations)
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-MUON_MASS = 0.105658  # GeV
+from ..conventions import MUON_MASS_CALIB
 
 
 def dimuon_mass(pt1: np.ndarray, eta1: np.ndarray, phi1: np.ndarray,
                 pt2: np.ndarray, eta2: np.ndarray, phi2: np.ndarray,
-                mass: float = MUON_MASS) -> np.ndarray:
+                mass: float = MUON_MASS_CALIB) -> np.ndarray:
     """Invariant mass (GeV) of two muons given (pT, eta, phi), including the muon mass."""
     pt1, eta1, phi1, pt2, eta2, phi2 = (np.asarray(a, dtype=np.float64)
                                         for a in (pt1, eta1, phi1, pt2, eta2, phi2))

@@ -13,15 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..conventions import Z_WIDTH_PDG, breit_wigner_fixed_width
+
 MASS_EDGES = np.linspace(78.0, 104.0, 26)        # 25 bins of 1.04 GeV
 ETA_EDGES = np.linspace(-2.4, 2.4, 15)            # 14 bins
-GAMMA_Z = 2.4955
 DELTA_M = 0.100                                   # GeV, the +-100 MeV POI templates
 
 
-def breit_wigner(m: np.ndarray, M: float, gamma: float = GAMMA_Z) -> np.ndarray:
-    """Relativistic Breit-Wigner 1/((m^2 - M^2)^2 + M^2 Gamma^2) (PHYSICS.md)."""
-    return 1.0 / ((m * m - M * M) ** 2 + (M * gamma) ** 2)
+def breit_wigner(m: np.ndarray, M: float, gamma: float = Z_WIDTH_PDG) -> np.ndarray:
+    """The line shape of the m_Z templates: the *fixed-width* relativistic Breit-Wigner
+    :func:`wmnb.conventions.breit_wigner_fixed_width` at the PDG Z width (the universe generates
+    a running width; see the :mod:`wmnb.conventions` docstring)."""
+    return breit_wigner_fixed_width(m, M, gamma)
 
 
 def forward_eta(cols: dict[str, np.ndarray]) -> np.ndarray:

@@ -6,6 +6,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..conventions import process_colour
 from ..style import cms_label
 from .scale_model import ScaleParams
 
@@ -71,7 +72,9 @@ def plot_closure(out: dict[str, Any]):
     fig, axes = plt.subplots(1, 2, figsize=(18, 6))
     pf = out["jpsi"].params
     sf = out["scale_factor"]
-    for key, colour, lab in (("jpsi", "C2", "J/$\\psi$"), ("upsilon", "C3", r"$\Upsilon$(1S)"), ("z", "C0", "Z")):
+    # colours of the processes the resonances come from; labels name the peak (Upsilon: 1S only)
+    for key, proc, lab in (("jpsi", "jpsi", "J/$\\psi$"), ("upsilon", "upsilon", r"$\Upsilon$(1S)"), ("z", "z_mumu", "Z")):
+        colour = process_colour(proc)
         c = out["closure"].get(key)
         if c is None:
             continue

@@ -13,7 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from .kinematics import MUON_MASS, dimuon_mass
+from ..conventions import JPSI_MASS, MUON_MASS_CALIB, UPSILON_1S_MASS, Z_MASS_PDG, Z_WIDTH_PDG
+from .kinematics import dimuon_mass
 from .scale_model import ScaleParams, delta, eta_edges
 
 ResolutionFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -43,12 +44,12 @@ def _decay(rng: np.random.Generator, m: np.ndarray, pt: np.ndarray, y: np.ndarra
     mt = np.sqrt(m ** 2 + pt ** 2)
     P = np.stack([pt * np.cos(phi), pt * np.sin(phi), mt * np.sinh(y)], axis=1)
     E = mt * np.cosh(y)
-    p_star = np.sqrt(np.maximum(m ** 2 / 4 - MUON_MASS ** 2, 1e-12))
+    p_star = np.sqrt(np.maximum(m ** 2 / 4 - MUON_MASS_CALIB ** 2, 1e-12))
     cth = rng.uniform(-1, 1, n)
     ph = rng.uniform(-np.pi, np.pi, n)
     sth = np.sqrt(1 - cth ** 2)
     p1 = p_star[:, None] * np.stack([sth * np.cos(ph), sth * np.sin(ph), cth], axis=1)
-    e1 = np.sqrt(p_star ** 2 + MUON_MASS ** 2)
+    e1 = np.sqrt(p_star ** 2 + MUON_MASS_CALIB ** 2)
     # boost from the rest frame to the lab
     beta = P / E[:, None]
     b2 = np.sum(beta ** 2, axis=1)
@@ -64,7 +65,7 @@ def _decay(rng: np.random.Generator, m: np.ndarray, pt: np.ndarray, y: np.ndarra
     return out
 
 
-def generate_dimuons(n: int, rng: np.random.Generator, *, mass: float = 3.0969, width: float = 0.0,
+def generate_dimuons(n: int, rng: np.random.Generator, *, mass: float = JPSI_MASS, width: float = 0.0,
                      bias: ScaleParams | None = None, resolution: ResolutionFn = default_resolution,
                      pt_parent: tuple[float, float] = (8.0, 6.0), y_max: float = 2.4,
                      pt_min: float = 3.5, eta_max: float = 2.4, window: tuple[float, float] | None = None,
@@ -118,7 +119,7 @@ def generate_dimuons(n: int, rng: np.random.Generator, *, mass: float = 3.0969, 
 
 
 def toy_inputs(rng: np.random.Generator, bias: ScaleParams, n_jpsi: int = 400_000, n_z: int = 100_000,
-               n_upsilon: int = 60_000, mz_data: float = 91.1876, mz_mc: float = 91.1876,
+               n_upsilon: int = 60_000, mz_data: float = Z_MASS_PDG, mz_mc: float = Z_MASS_PDG,
                res_scale_data: float = 1.05, mc_factor: float = 2.0) -> dict:
     """J/psi, Upsilon(1S) and Z toy samples (data with ``bias`` and ``res_scale_data`` times the
     simulated resolution, simulation unbiased) in the layout of :func:`wmnb.calib.chapter.load_inputs`."""
@@ -128,9 +129,9 @@ def toy_inputs(rng: np.random.Generator, bias: ScaleParams, n_jpsi: int = 400_00
         return res_scale_data * default_resolution(pt, eta)
 
     spec = {
-        "jpsi": dict(mass=3.0969, width=0.0, pt_parent=(18.0, 8.0), pt_min=3.0, window=(2.6, 3.6), n=n_jpsi, bkg=0.15),
-        "upsilon": dict(mass=9.4604, width=0.0, pt_parent=(11.0, 8.0), pt_min=3.0, window=(8.0, 11.5), n=n_upsilon, bkg=0.3),
-        "z": dict(mass=None, width=2.4952, pt_parent=(0.0, 12.0), pt_min=15.0, window=(50.0, 130.0), n=n_z, bkg=0.0),
+        "jpsi": dict(mass=JPSI_MASS, width=0.0, pt_parent=(18.0, 8.0), pt_min=3.0, window=(2.6, 3.6), n=n_jpsi, bkg=0.15),
+        "upsilon": dict(mass=UPSILON_1S_MASS, width=0.0, pt_parent=(11.0, 8.0), pt_min=3.0, window=(8.0, 11.5), n=n_upsilon, bkg=0.3),
+        "z": dict(mass=None, width=Z_WIDTH_PDG, pt_parent=(0.0, 12.0), pt_min=15.0, window=(50.0, 130.0), n=n_z, bkg=0.0),
     }
     out = {}
     for key, s in spec.items():

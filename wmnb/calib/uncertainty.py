@@ -20,9 +20,6 @@ from scipy.optimize import brentq
 
 from .scale_model import eta_index
 
-MZ_PDG = 91.1880
-MZ_PDG_ERR = 0.0020
-
 
 @dataclass
 class Variation:

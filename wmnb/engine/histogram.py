@@ -37,21 +37,21 @@ selection + histogramming directly on NanoAOD chunks with either executor.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import hist
 import numpy as np
 
-from ..corrections import Correction, SampleInfo, discover
-from .kinematics import pair, project, to_ptphi, to_xy, mt as _mt
-from .selections import ISO_MAX, SELECTIONS, abcd_region, final_mask, wlike_derived
+from ..conventions import LHE_PDF_CENTRAL, LHE_SCALE_NAMES, LHE_SCALE_NOMINAL, lhe_pdf_index, lhe_pdf_pairs
+from ..corrections import Correction, discover
+from .pipeline import PipelineResult, run_pipeline, sample_info
+from .registry import get_selection
 
-MUON_PREFIXES = ("mu", "mu2", "mup", "mum", "tag", "probe")
+__all__ = ["corrected_columns", "derive", "fill", "histogram_files", "histogram_skim", "preset_variations",
+           "process_columns", "sample_info", "variation_weights"]
 SYST_AXIS = "syst"
 PRESETS = ("prefire", "lhe_scale", "lhe_pdf")
-SCALE_NAMES = ("muR0p5_muF0p5", "muR0p5_muF1", "muR0p5_muF2", "muR1_muF0p5", "muR1_muF1",
-               "muR1_muF2", "muR2_muF0p5", "muR2_muF1", "muR2_muF2")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,125 +110,71 @@ def bin_index(columns: Mapping[str, np.ndarray], axes: Sequence[Any], fields: Se
 
 
 def fill(columns: Mapping[str, np.ndarray], axes: Sequence[Any], fields: Sequence[str],
-         weight: np.ndarray | None = None, variations: Mapping[str, np.ndarray] | None = None, *,
+         weight: np.ndarray | None = None,
+         variations: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]] | None = None, *,
          storage: str = "weight", metadata: Any = None) -> hist.Hist:
     """Fill ``axes`` (+ a ``syst`` axis: ``nominal`` then ``variations``) in one pass.
 
-    ``weight``: nominal per-event weight (None: 1); ``variations``: name -> full per-event weight.
+    ``weight``: nominal per-event weight (None: 1); ``variations``: name -> full per-event
+    weight, as a mapping or as an iterable of ``(name, weights)`` pairs that is consumed one
+    pair at a time (so only one variation's per-event weights need exist at once).
     ``storage``: ``"weight"`` (sums of weights and of squared weights) or ``"double"``.
     """
-    variations = dict(variations or {})
-    if "nominal" in variations:
-        raise ValueError("'nominal' is reserved for the nominal weight; rename the variation")
+    st = {"weight": hist.storage.Weight(), "double": hist.storage.Double()}.get(storage)
+    if st is None:
+        raise ValueError(f"storage must be 'weight' or 'double', got {storage!r}")
     lin, shape = bin_index(columns, axes, fields)
     n = lin.size
     w_nom = np.ones(n) if weight is None else np.asarray(weight, dtype=np.float64)
     if w_nom.shape != (n,):
         raise ValueError(f"weight has shape {w_nom.shape}, expected ({n},)")
-    names = ["nominal", *variations]
-    syst = hist.axis.StrCategory(names, name=SYST_AXIS, label="Systematic variation", overflow=False)
-    st = {"weight": hist.storage.Weight(), "double": hist.storage.Double()}.get(storage)
-    if st is None:
-        raise ValueError(f"storage must be 'weight' or 'double', got {storage!r}")
-    h = hist.Hist(*axes, syst, storage=st, metadata=metadata)
     ok = lin >= 0
     all_ok = bool(ok.all())
     idx = lin if all_ok else lin[ok]
     size = int(np.prod(shape))
-    view = h.view(flow=True)
     square = np.empty(idx.size) if storage == "weight" else None
-    for i, name in enumerate(names):
-        w = w_nom if name == "nominal" else np.asarray(variations[name], dtype=np.float64)
+    names: list[str] = []
+    sums: list[tuple[np.ndarray, np.ndarray | None]] = []
+
+    def add(name: str, w: np.ndarray) -> None:
+        if name in names:
+            raise ValueError(f"variation name {name!r} is used twice" if name != "nominal" else
+                             "'nominal' is reserved for the nominal weight; rename the variation")
+        w = np.asarray(w, dtype=np.float64)
         if w.shape != (n,):
             raise ValueError(f"variation {name!r} has shape {w.shape}, expected ({n},)")
         if not all_ok:
             w = w[ok]
-        vals = np.bincount(idx, weights=w, minlength=size).reshape(shape)
-        if storage == "weight":
-            view["value"][..., i] += vals
+        vals = np.bincount(idx, weights=w, minlength=size)
+        var = None
+        if square is not None:
             np.multiply(w, w, out=square)
-            view["variance"][..., i] += np.bincount(idx, weights=square, minlength=size).reshape(shape)
+            var = np.bincount(idx, weights=square, minlength=size)
+        names.append(name)
+        sums.append((vals, var))
+
+    add("nominal", w_nom)
+    pairs = variations.items() if isinstance(variations, Mapping) else (variations or ())
+    for name, w in pairs:
+        add(name, w)
+    syst = hist.axis.StrCategory(names, name=SYST_AXIS, label="Systematic variation", overflow=False)
+    h = hist.Hist(*axes, syst, storage=st, metadata=metadata)
+    view = h.view(flow=True)
+    for i, (vals, var) in enumerate(sums):
+        if var is not None:
+            view["value"][..., i] += vals.reshape(shape)
+            view["variance"][..., i] += var.reshape(shape)
         else:
-            view[..., i] += vals
+            view[..., i] += vals.reshape(shape)
     return h
 
 
 # ---------------------------------------------------------------------------------------------
-# corrections and derived quantities
-
-def sample_info(selection: str, sample: str, columns: Mapping[str, np.ndarray]) -> SampleInfo:
-    """The :class:`~wmnb.corrections.SampleInfo` of a skim."""
-    prefixes = tuple(p for p in MUON_PREFIXES if f"{p}_pt" in columns)
-    return SampleInfo(name=sample, is_data=sample in ("data", "closure"), selection=selection,
-                      muon_prefixes=prefixes)
-
-
-def add_recoil_vector(selection: str, cols: dict[str, np.ndarray]) -> None:
-    """Add the hadronic recoil ``ut_x``, ``ut_y`` (float64), computed before any muon correction."""
-    if "met_pt" not in cols:
-        return
-    ex, ey = to_xy(cols["met_pt"], cols["met_phi"])
-    if selection in ("w", "wlike"):     # wlike skims store MET with mu2 already added
-        mx, my = to_xy(cols["mu_pt"], cols["mu_phi"])
-        cols["ut_x"], cols["ut_y"] = -(ex + mx), -(ey + my)
-    elif selection == "z":
-        px, py = to_xy(cols["mup_pt"], cols["mup_phi"])
-        qx, qy = to_xy(cols["mum_pt"], cols["mum_phi"])
-        cols["ut_x"], cols["ut_y"] = -(ex + px + qx), -(ey + py + qy)
-
-
-def swap_wlike(cols: dict[str, np.ndarray]) -> None:
-    """Reversed W-like parity: exchange the ``mu_*`` and ``mu2_*`` columns in place."""
-    for k in [k for k in cols if k.startswith("mu_")]:
-        other = "mu2_" + k[3:]
-        if other in cols:
-            cols[k], cols[other] = cols[other], cols[k]
-    cols["parity_odd"] = ~np.asarray(cols["parity_odd"], bool)
-
+# corrections and derived quantities: the one pipeline (wmnb.engine.pipeline)
 
 def derive(selection: str, cols: dict[str, np.ndarray]) -> None:
     """Recompute the quantities that depend on the muon kinematics, in place (after corrections)."""
-    if selection == "w":
-        ux, uy = cols["ut_x"], cols["ut_y"]
-        mx, my = to_xy(cols["mu_pt"], cols["mu_phi"])
-        met_pt, met_phi = to_ptphi(-(ux + mx), -(uy + my))
-        cols["met_pt"], cols["met_phi"] = met_pt, met_phi
-        cols["mt"] = _mt(cols["mu_pt"], cols["mu_phi"], met_pt, met_phi)
-        cols["ut_para"], cols["ut_perp"] = project(ux, uy, np.asarray(cols["mu_phi"], np.float64))
-        cols["iso_pass"] = (np.asarray(cols["mu_iso"]) < ISO_MAX)
-        cols["abcd_region"] = abcd_region(cols)
-    elif selection == "wlike":
-        cols.update(wlike_derived(cols))
-        p = pair(cols["mu_pt"], cols["mu_eta"], cols["mu_phi"], cols["mu2_pt"], cols["mu2_eta"], cols["mu2_phi"])
-        cols["mass"], cols["pair_pt"], cols["pair_y"], cols["pair_phi"] = p["mass"], p["pt"], p["y"], p["phi"]
-    elif selection in ("z", "jpsi", "upsilon"):
-        p = pair(cols["mup_pt"], cols["mup_eta"], cols["mup_phi"], cols["mum_pt"], cols["mum_eta"], cols["mum_phi"])
-        cols["mass"], cols["pair_pt"], cols["pair_y"], cols["pair_phi"] = p["mass"], p["pt"], p["y"], p["phi"]
-        if selection == "z" and "ut_x" in cols:
-            ux, uy = cols["ut_x"], cols["ut_y"]
-            px, py = to_xy(cols["mup_pt"], cols["mup_phi"])
-            qx, qy = to_xy(cols["mum_pt"], cols["mum_phi"])
-            cols["met_pt"], cols["met_phi"] = to_ptphi(-(ux + px + qx), -(uy + py + qy))
-            cols["ut_para"], cols["ut_perp"] = project(ux, uy, p["phi"])
-    elif selection == "tnp":
-        p = pair(cols["tag_pt"], cols["tag_eta"], cols["tag_phi"], cols["probe_pt"], cols["probe_eta"], cols["probe_phi"])
-        cols["mass"], cols["pair_pt"] = p["mass"], p["pt"]
-    for k in ("mu_charge", "mu2_charge", "mup_charge", "mum_charge", "tag_charge", "probe_charge"):
-        if k in cols:
-            cols[k] = np.asarray(cols[k])
-
-
-def derive_extras(selection: str, cols: dict[str, np.ndarray]) -> None:
-    """The derived columns that skims do not store (``iso_pass``, ``abcd_region`` for ``w``)."""
-    if selection == "w":
-        cols["iso_pass"] = (np.asarray(cols["mu_iso"]) < ISO_MAX)
-        cols["abcd_region"] = abcd_region(cols)
-
-
-def _apply_mask(cols: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    n = mask.size
-    return {k: (v[mask] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n else v)
-            for k, v in cols.items()}
+    get_selection(selection).derive(cols)
 
 
 def preset_variations(cols: Mapping[str, np.ndarray], weight: np.ndarray,
@@ -249,87 +195,65 @@ def preset_variations(cols: Mapping[str, np.ndarray], weight: np.ndarray,
             groups["prefire"] = "prefire"
         elif p == "lhe_scale" and "lhe_scale" in cols:
             st = np.ascontiguousarray(np.asarray(cols["lhe_scale"]).T)   # members as contiguous rows
-            for i, name in enumerate(SCALE_NAMES):
-                if i != 4:
+            for i, name in enumerate(LHE_SCALE_NAMES):
+                if i != LHE_SCALE_NOMINAL:
                     out[name] = weight * st[i]
                     groups[name] = "QCDscale"
         elif p == "lhe_pdf" and "lhe_pdf" in cols:
             pt = np.ascontiguousarray(np.asarray(cols["lhe_pdf"]).T)
-            central = pt[0].astype(np.float64)
+            central = pt[LHE_PDF_CENTRAL].astype(np.float64)
             scale = weight / np.where(central != 0, central, 1.0)
-            for k in range((pt.shape[0] - 1) // 2):
-                out[f"pdf{k + 1}Up"] = scale * pt[1 + 2 * k]
-                out[f"pdf{k + 1}Down"] = scale * pt[2 + 2 * k]
+            for k in range(lhe_pdf_pairs(pt.shape[0])):
+                out[f"pdf{k + 1}Up"] = scale * pt[lhe_pdf_index(k, True)]
+                out[f"pdf{k + 1}Down"] = scale * pt[lhe_pdf_index(k, False)]
                 groups[f"pdf{k + 1}"] = "pdf"
     return out, groups
+
+
+def variation_weights(result: PipelineResult) -> Iterator[tuple[str, str, np.ndarray]]:
+    """``(syst entry, group, full per-event weight)`` of every variation of a pipeline result,
+    lazily: a paired nuisance ``x`` gives ``xUp`` and ``xDown``, a one-sided one ``x``."""
+    w, n = result.weight, result.weight.size
+    for var in result.variations():
+        up, down = var.full(n)
+        if down is None:
+            yield var.nuisance, var.group, w * up
+        else:
+            yield f"{var.nuisance}Up", var.group, w * up
+            yield f"{var.nuisance}Down", var.group, w * down
+
+
+def _extra_variations(cols: dict[str, np.ndarray], w: np.ndarray, variations: Any
+                      ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    if callable(variations):
+        return dict(variations(cols, w)), {}
+    return preset_variations(cols, w, list(variations))
 
 
 def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
                     corrections: Sequence[Correction] = (), final_cuts: Any = "default",
                     variations: Any = None, wlike_reversed: bool = False
                     ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
-    """Steps 1-6 of :func:`histogram_skim` on in-memory skim columns.
+    """Steps 1-6 of :func:`histogram_skim` on in-memory skim columns, every variation
+    materialised (for small samples; :func:`histogram_skim` fills them one at a time).
 
     Returns (columns after cuts, nominal weight, variations {name: weight}, info dict with
     ``corrections`` and ``groups``)."""
-    if selection not in SELECTIONS:
-        raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
-    cols = dict(cols)
-    info = sample_info(selection, sample, cols)
-    add_recoil_vector(selection, cols)      # before the swap: u_T excludes both muons anyway
-    if wlike_reversed:
-        if selection != "wlike":
-            raise ValueError("wlike_reversed applies only to the 'wlike' selection")
-        swap_wlike(cols)
-    applied = []
-    for c in corrections:
-        if "muon" in c.kinds and c.applies_to(info):
-            c.correct(cols, info)
-            applied.append(c.name)
-    if applied or wlike_reversed:
-        derive(selection, cols)
-    else:
-        # nothing moved the muons: the stored derived columns are exact, only add the extras
-        derive_extras(selection, cols)
-    if final_cuts == "default":
-        mask = final_mask(selection, cols)
-    elif final_cuts is None:
-        mask = None
-    elif callable(final_cuts):
-        mask = np.asarray(final_cuts(cols), dtype=bool)
-    else:
-        raise ValueError(f"final_cuts must be 'default', None or a callable, got {final_cuts!r}")
-    if mask is not None:
-        cols = _apply_mask(cols, mask)
-    w = np.asarray(cols["weight"], np.float64).copy()
-    ratios: dict[str, np.ndarray] = {}
+    result = run_pipeline(selection, sample, cols, corrections=corrections, final_cuts=final_cuts,
+                          wlike_reversed=wlike_reversed)
+    var_w: dict[str, np.ndarray] = {}
     groups: dict[str, str] = {}
-    for c in corrections:
-        if "weight" in c.kinds and c.applies_to(info):
-            ws = c.weights(cols, info)
-            nom = np.ones_like(w) if ws.nominal is None else np.asarray(ws.nominal, np.float64)
-            safe = np.where(nom != 0, nom, 1.0)
-            for name, var in ws.variations.items():
-                if name in ratios or name == "nominal":
-                    raise ValueError(f"correction {c.name!r}: variation name {name!r} is used twice")
-                ratios[name] = np.where(nom != 0, np.asarray(var, np.float64) / safe, 0.0)
-            groups.update(ws.groups)
-            w = w * nom
-            if c.name not in applied:
-                applied.append(c.name)
-    var_w = {name: w * r for name, r in ratios.items()}
+    for name, group, weights in variation_weights(result):
+        var_w[name] = weights
+        groups[name.removesuffix("Up").removesuffix("Down") if name.endswith(("Up", "Down")) else name] = group
     if variations is not None:
-        if callable(variations):
-            extra = dict(variations(cols, w))
-            extra_groups: dict[str, str] = {}
-        else:
-            extra, extra_groups = preset_variations(cols, w, list(variations))
+        extra, extra_groups = _extra_variations(result.columns, result.weight, variations)
         for name in extra:
-            if name in var_w:
+            if name in var_w or name == "nominal":
                 raise ValueError(f"variation name {name!r} is used twice")
         var_w.update(extra)
         groups.update(extra_groups)
-    return cols, w, var_w, {"corrections": applied, "groups": groups}
+    return result.columns, result.weight, var_w, {"corrections": result.applied, "groups": groups}
 
 
 def corrected_columns(profile: str, selection: str, sample: str, *, corrections: Any = "discover",
@@ -390,14 +314,27 @@ def histogram_skim(profile: str, selection: str, sample: str, axes: Sequence[Any
     n_events, applied, groups = 0, [], {}
     for start in range(0, max(n_rows, 1), chunk_rows):
         part = {k: v[start:start + chunk_rows] for k, v in cols.items()}
-        pcols, w, var_w, info = process_columns(selection, sample, part, corrections=corrs,
-                                                final_cuts=final_cuts, variations=variations,
-                                                wlike_reversed=wlike_reversed)
-        h = fill(pcols, axes, fields, w, var_w, storage=storage)
+        result = run_pipeline(selection, sample, part, corrections=corrs, final_cuts=final_cuts,
+                              wlike_reversed=wlike_reversed)
+        chunk_groups: dict[str, str] = {}
+
+        def entries(result: PipelineResult = result, chunk_groups: dict[str, str] = chunk_groups
+                    ) -> Iterator[tuple[str, np.ndarray]]:
+            # one variation's per-event weights at a time: nothing scales with events x variations
+            for name, group, weights in variation_weights(result):
+                chunk_groups[name.removesuffix("Up").removesuffix("Down")
+                             if name.endswith(("Up", "Down")) else name] = group
+                yield name, weights
+            if variations is not None:
+                extra, extra_groups = _extra_variations(result.columns, result.weight, variations)
+                chunk_groups.update(extra_groups)
+                yield from extra.items()
+
+        h = fill(result.columns, axes, fields, result.weight, entries(), storage=storage)
         total = h if total is None else total + h
-        n_events += int(w.size)
-        applied, groups = info["corrections"], info["groups"]
-        del pcols, w, var_w
+        n_events += int(result.weight.size)
+        applied, groups = result.applied, chunk_groups
+        del result
     assert total is not None
     total.metadata = {"profile": profile, "selection": selection, "sample": sample, "n_events": n_events,
                       "corrections": applied, "groups": groups, "wlike_reversed": wlike_reversed}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MUON_MASS = 0.1056583755  # GeV
+from ..conventions import MUON_MASS  # the default particle mass of four_vector / pair
 
 
 def to_xy(pt: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

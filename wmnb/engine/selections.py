@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ..conventions import LHE_SCALE_NOMINAL, N_LHE_SCALE
 from . import jagged
 from .kinematics import delta_r2, pair, project, to_ptphi, to_xy, mt as _mt
 from .nanoaod import (GENV, JPSI_TRIGGERS, SINGLE_MUON_TRIGGERS, UPSILON_TRIGGERS, Chunk, Collection,
@@ -330,7 +331,7 @@ def _gen_other_lepton(chunk: Chunk, sel: np.ndarray, charge: np.ndarray) -> dict
 
 def _lhe(chunk: Chunk, sel: np.ndarray) -> dict[str, np.ndarray]:
     out = {}
-    for branch, key, size in (("LHEScaleWeight", "lhe_scale", 9), ("LHEPdfWeight", "lhe_pdf", None)):
+    for branch, key, size in (("LHEScaleWeight", "lhe_scale", N_LHE_SCALE), ("LHEPdfWeight", "lhe_pdf", None)):
         c = chunk.collections.get(branch)
         if c is None:
             continue
@@ -345,12 +346,12 @@ def _lhe(chunk: Chunk, sel: np.ndarray) -> dict[str, np.ndarray]:
             continue
         k = int(counts[0])
         mat = w.reshape(-1, k).astype(F4) if k else np.zeros((chunk.n, 0), F4)
-        if key == "lhe_scale" and k == 8:
-            # some NanoAOD versions drop the nominal (muR = muF = 1) entry: put it back at index 4
-            mat = np.insert(mat, 4, 1.0, axis=1)
-            _note(chunk, "LHEScaleWeight has 8 entries: nominal inserted at index 4")
-        elif key == "lhe_scale" and k != 9:
-            _note(chunk, f"LHEScaleWeight has {k} entries (expected 9): not stored")
+        if key == "lhe_scale" and k == N_LHE_SCALE - 1:
+            # some NanoAOD versions drop the nominal (muR = muF = 1) entry: put it back
+            mat = np.insert(mat, LHE_SCALE_NOMINAL, 1.0, axis=1)
+            _note(chunk, f"LHEScaleWeight has {k} entries: nominal inserted at index {LHE_SCALE_NOMINAL}")
+        elif key == "lhe_scale" and k != N_LHE_SCALE:
+            _note(chunk, f"LHEScaleWeight has {k} entries (expected {N_LHE_SCALE}): not stored")
             continue
         out[key] = mat[sel]
     return out

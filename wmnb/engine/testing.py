@@ -18,6 +18,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
+from ..conventions import JPSI_MASS, UPSILON_1S_MASS
 from .kinematics import MUON_MASS
 
 
@@ -72,7 +73,7 @@ def write_toy_nanoaod(path: str | os.PathLike, n: int, seed: int = 1, *, mc: boo
     # resonance per event: 0 none, 1 W (one muon + neutrino), 2 Z (two muons)
     if kind == "onia":
         res = rng.choice([0, 3, 4], size=n, p=[0.3, 0.5, 0.2])       # 3 J/psi, 4 Upsilon
-        masses = np.where(res == 3, 3.0969, 9.4604) + rng.normal(0, 0.03, n)
+        masses = np.where(res == 3, JPSI_MASS, UPSILON_1S_MASS) + rng.normal(0, 0.03, n)
         qt = rng.gamma(3.0, 6.0, n) + 10
     else:
         res = rng.choice([0, 1, 2], size=n, p=[0.3, 0.5, 0.2])

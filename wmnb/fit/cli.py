@@ -6,9 +6,14 @@ import json
 import math
 import sys
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported lazily at run time: `wmnb fit --help` does not load TensorFlow
+    from .model import Model
+    from .result import FitResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +53,7 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _read_model(a: argparse.Namespace) -> Any:
+def _read_model(a: argparse.Namespace) -> Model:
     """The validated model named on the command line (raises on bad input)."""
     from .model import Model
 
@@ -57,9 +62,9 @@ def _read_model(a: argparse.Namespace) -> Any:
     return Model.read(a.model)
 
 
-def _parse_blind(items: list[str]) -> dict[str, int]:
+def _parse_blind(items: Sequence[str]) -> dict[str, int]:
     """``POI:SEED`` options -> {poi: seed}; ``ValueError`` for a malformed one."""
-    blind = {}
+    blind: dict[str, int] = {}
     for item in items:
         name, _, seed = item.partition(":")
         if not seed.lstrip("-").isdigit():
@@ -68,17 +73,18 @@ def _parse_blind(items: list[str]) -> dict[str, int]:
     return blind
 
 
-def _json_line(res: Any, model: Any, poi: str | None, wall: float) -> str:
+def _json_line(res: FitResult, model: Model, poi: str | None, wall: float) -> str:
     """The one-line JSON summary of ``--json`` (strict JSON: non-finite numbers are null)."""
-    ok = bool(poi and res.converged)
-    line = {"poi_name": poi, "poi": res.value(poi) if ok else None, "poi_err": res.error(poi) if ok else None,
-            "edm": res.edm, "nparams": model.nparams, "nbins": model.nbins, "wall_s": wall,
-            "converged": res.converged, "niter": res.niter, "nll": res.nll, "timing": res.timing,
-            "blinded": res.blinded}
+    ok = poi if poi and res.converged else None  # the POI to report, if there is one and the fit converged
+    line: dict[str, Any] = {
+        "poi_name": poi, "poi": res.value(ok) if ok else None, "poi_err": res.error(ok) if ok else None,
+        "edm": res.edm, "nparams": model.nparams, "nbins": model.nbins, "wall_s": wall,
+        "converged": res.converged, "niter": res.niter, "nll": res.nll, "timing": res.timing,
+        "blinded": res.blinded}
     if ok and res.nominal:
-        line["impacts_nominal"] = res.impacts_nominal(poi)
+        line["impacts_nominal"] = res.impacts_nominal(ok)
     if ok and res.global_:
-        line["impacts_global"] = res.impacts_global(poi)
+        line["impacts_global"] = res.impacts_global(ok)
     return json.dumps(json_safe(line), allow_nan=False)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import tensorflow as tf
@@ -12,8 +12,14 @@ import tensorflow as tf
 from . import linalg
 from .likelihood import Likelihood
 from .minimize import MinResult, covariance, covariance_rows, minimize
-from .model import NUIS, POI_NORM, Model
+from .model import NUIS, POI_NORM, Model, is_hist
 from .result import FitResult
+
+if TYPE_CHECKING:
+    from .model import Template
+
+#: POI name -> group (or parameter) -> impact, as stored in :class:`FitResult`
+Impacts: TypeAlias = dict[str, dict[str, float]]
 
 
 def likelihood_for(model: Model) -> Likelihood:
@@ -75,8 +81,8 @@ def _group_impact_nominal(H: np.ndarray, cov: np.ndarray, p: int, g: np.ndarray,
     return float(np.sqrt(max(cov[p, p] - var_fixed, 0.0)))
 
 
-def _impacts(model: Model, lik: Likelihood, mr: MinResult, cov: np.ndarray, pois: list[int],
-             nominal: bool, global_: bool) -> tuple[dict, dict, dict, dict]:
+def _impacts(model: Model, lik: Likelihood, mr: MinResult, cov: np.ndarray, pois: Sequence[int],
+             nominal: bool, global_: bool) -> tuple[Impacts, Impacts, Impacts, Impacts]:
     """Nominal and global impacts per group and per parameter for each POI index."""
     m = model
     x = tf.constant(mr.x)
@@ -85,7 +91,10 @@ def _impacts(model: Model, lik: Likelihood, mr: MinResult, cov: np.ndarray, pois
     for i, (kind, grp) in enumerate(zip(m.kinds, m.groups)):
         if kind == NUIS:
             groups.setdefault(grp, []).append(i)
-    nom, glob, nom_p, glob_p = {}, {}, {}, {}
+    nom: Impacts = {}
+    glob: Impacts = {}
+    nom_p: Impacts = {}
+    glob_p: Impacts = {}
     bb = lik.bb_on and bool(np.any(lik.bbmask.numpy()))
     poi_idx = np.array([i for i in range(m.nparams) if m.kinds[i] != NUIS and free[i]])
     # per-bin terms and the sparse Jacobian dn/dx at the minimum (numpy/scipy from here on)
@@ -141,7 +150,7 @@ def _impacts(model: Model, lik: Likelihood, mr: MinResult, cov: np.ndarray, pois
     return nom, glob, nom_p, glob_p
 
 
-def fit(model: Model, data: np.ndarray | Any | None = None, asimov: bool = False,
+def fit(model: Model, data: Template | None = None, asimov: bool = False,
         blind: Mapping[str, int] | None = None, impacts: bool = True, global_impacts: bool = True,
         start: Mapping[str, float] | np.ndarray | None = None, seed: int | None = None,
         fixed: Sequence[str] | None = None, full_cov: bool = True, tol: float = 1e-8,
@@ -161,8 +170,7 @@ def fit(model: Model, data: np.ndarray | Any | None = None, asimov: bool = False
     elif data is None:
         obs = model.data
     else:
-        obs = np.asarray(data.values() if hasattr(data, "values") and hasattr(data, "axes") else data,
-                         np.float64).ravel()
+        obs = np.asarray(data.values() if is_hist(data) else data, np.float64).ravel()
     lik.set_data(obs)
     lik.set_global_obs()
     x0 = _start(model, start, seed)
@@ -178,14 +186,18 @@ def fit(model: Model, data: np.ndarray | Any | None = None, asimov: bool = False
     pois = [i for i in range(model.nparams) if model.kinds[i] != NUIS and not fixed_mask[i]]
     cov = None
     rows: dict[int, np.ndarray] = {}
-    nom = glob = nom_p = glob_p = {}
+    nom: Impacts = {}
+    glob: Impacts = {}
+    nom_p: Impacts = {}
+    glob_p: Impacts = {}
     if mr.converged:
         if full_cov or impacts or global_impacts:
             cov = covariance(mr)
         elif pois:
             rows = dict(zip(pois, covariance_rows(mr, pois)))
     t3 = time.perf_counter()
-    if mr.converged and (impacts or global_impacts):
+    # cov is set exactly when the fit converged and impacts are asked for (or full_cov)
+    if cov is not None and (impacts or global_impacts):
         nom, glob, nom_p, glob_p = _impacts(model, lik, mr, cov, pois, impacts, global_impacts)
     t4 = time.perf_counter()
     res = FitResult(

@@ -23,6 +23,9 @@ reference used by the tests.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
 
@@ -98,7 +101,7 @@ class Likelihood:
         self.beta0 = tf.Variable(np.ones(B), dtype=DT, trainable=False)
         self.compile = True
         self._ncalls: dict[str, int] = {}
-        self._compiled: dict[str, object] = {}
+        self._compiled: dict[str, Callable[..., Any]] = {}
 
     # ---------------------------------------------------------------- state
     def set_data(self, data: np.ndarray) -> None:
@@ -164,7 +167,8 @@ class Likelihood:
     #: models skip tracing (seconds), toys and scans reuse the traced graph
     EAGER_CALLS = 2
 
-    def _run(self, name: str, *args: tf.Tensor):
+    def _run(self, name: str, *args: tf.Tensor) -> Any:
+        """``_<name>_impl(*args)``; the public methods below give its return type."""
         n = self._ncalls.get(name, 0)
         self._ncalls[name] = n + 1
         impl = getattr(self, f"_{name}_impl")
@@ -176,39 +180,39 @@ class Likelihood:
             fn = self._compiled[name] = tf.function(impl, input_signature=sig, reduce_retracing=True)
         return fn(*args)
 
-    def value(self, x: tf.Tensor):
+    def value(self, x: tf.Tensor) -> tf.Tensor:
         """See ``_value_impl``."""
         return self._run("value", x)
 
-    def value_and_grad(self, x: tf.Tensor):
+    def value_and_grad(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """See ``_value_and_grad_impl``."""
         return self._run("value_and_grad", x)
 
-    def value_grad_hess(self, x: tf.Tensor):
+    def value_grad_hess(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """See ``_value_grad_hess_impl``."""
         return self._run("value_grad_hess", x)
 
-    def hessian_beta_fixed(self, x: tf.Tensor):
+    def hessian_beta_fixed(self, x: tf.Tensor) -> tf.Tensor:
         """See ``_hessian_beta_fixed_impl``."""
         return self._run("hessian_beta_fixed", x)
 
-    def hessian_autodiff(self, x: tf.Tensor):
+    def hessian_autodiff(self, x: tf.Tensor) -> tf.Tensor:
         """See ``_hessian_autodiff_impl``."""
         return self._run("hessian_autodiff", x)
 
-    def yields(self, x: tf.Tensor):
+    def yields(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """See ``_yields_impl``."""
         return self._run("yields", x)
 
-    def global_responses(self, x: tf.Tensor, r: tf.Tensor):
+    def global_responses(self, x: tf.Tensor, r: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """See ``_global_responses_impl``."""
         return self._run("global_responses", x, r)
 
-    def bin_terms(self, x: tf.Tensor):
+    def bin_terms(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         """See ``_bin_terms_impl``."""
         return self._run("bin_terms", x)
 
-    def jacobian_yields(self, x: tf.Tensor):
+    def jacobian_yields(self, x: tf.Tensor) -> tf.Tensor:
         """See ``_jacobian_yields_impl``."""
         return self._run("jacobian_yields", x)
 

@@ -9,10 +9,14 @@ backend's own type.
 from __future__ import annotations
 
 import functools
+from typing import TypeAlias
 
 import numpy as np
 import scipy.linalg.lapack as lapack
 import tensorflow as tf
+
+#: a dense matrix (or vector) on either backend
+Matrix: TypeAlias = "tf.Tensor | np.ndarray"
 
 
 @functools.lru_cache(maxsize=1)
@@ -25,11 +29,11 @@ def on_gpu() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def _np(a) -> np.ndarray:
+def _np(a: Matrix) -> np.ndarray:
     return a.numpy() if isinstance(a, tf.Tensor) else np.asarray(a)
 
 
-def cholesky(a):
+def cholesky(a: Matrix) -> Matrix | None:
     """Lower Cholesky factor of ``a``, or ``None`` if ``a`` is not positive definite."""
     if on_gpu():
         try:
@@ -41,7 +45,7 @@ def cholesky(a):
     return c if info == 0 else None
 
 
-def cho_solve(L, b) -> np.ndarray:
+def cho_solve(L: Matrix, b: Matrix) -> np.ndarray:
     """Solve ``(L L^T) x = b`` for a vector or matrix ``b``."""
     b = _np(b)
     if isinstance(L, tf.Tensor):
@@ -54,7 +58,7 @@ def cho_solve(L, b) -> np.ndarray:
     return x
 
 
-def cho_inverse(L) -> np.ndarray:
+def cho_inverse(L: Matrix) -> np.ndarray:
     """Full inverse ``(L L^T)^-1`` (symmetric)."""
     if isinstance(L, tf.Tensor):
         n = int(L.shape[0])

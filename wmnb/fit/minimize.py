@@ -12,6 +12,7 @@ computed twice. All linear algebra is TensorFlow (runs where the tensors live: C
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ class MinResult:
     nll: float
     grad: np.ndarray
     hess: tf.Tensor
-    chol: tf.Tensor | None
+    chol: linalg.Matrix | None
     free: np.ndarray
     edm: float
     niter: int
@@ -113,7 +114,7 @@ def covariance(res: MinResult) -> np.ndarray:
     return cov
 
 
-def covariance_rows(res: MinResult, rows: list[int]) -> np.ndarray:
+def covariance_rows(res: MinResult, rows: Sequence[int]) -> np.ndarray:
     """Rows ``rows`` of the covariance [len(rows), N] without inverting the whole Hessian."""
     if res.chol is None:
         raise RuntimeError(f"no positive-definite Hessian at the end of the fit ({res.message})")

@@ -24,11 +24,22 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 import numpy as np
 
 from ..artefacts import atomic_path
+
+if TYPE_CHECKING:
+    import boost_histogram as bh
+    import h5py
+    from numpy.typing import ArrayLike
+
+    #: one template: a ``hist.Hist`` (any boost-histogram: values, and MC variances with ``Weight``
+    #: storage) or plain bin contents
+    Template: TypeAlias = bh.Histogram | ArrayLike
+    #: the templates of a variation: one (acting on one process) or process -> template
+    Templates: TypeAlias = Template | Mapping[str, Template]
 
 FORMAT = "wmnb-fit-model"
 FORMAT_VERSION = 1
@@ -98,9 +109,14 @@ def _model_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def _as_counts(obj: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+def is_hist(obj: object) -> TypeGuard[bh.Histogram]:
+    """Whether ``obj`` is a histogram (duck-typed: it has ``values()`` and ``axes``)."""
+    return hasattr(obj, "values") and hasattr(obj, "axes")
+
+
+def _as_counts(obj: Template, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Flattened values (and variances if the storage has them) of a hist or an array."""
-    if hasattr(obj, "values") and hasattr(obj, "axes"):
+    if is_hist(obj):
         values = np.asarray(obj.values(), dtype=np.float64).ravel()
         var = obj.variances()
         storage = type(obj.storage_type()).__name__ if not isinstance(obj.storage_type, type) else obj.storage_type.__name__
@@ -438,14 +454,14 @@ def _read_meta(raw: Any, path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_datasets(f: Any, path: Path) -> dict[str, np.ndarray]:
+def _read_datasets(f: h5py.File, path: Path) -> dict[str, np.ndarray]:
     """Every dataset of :data:`DATASETS`, converted to its dtype (numbers only: no silent casts
     of strings, no truncation of fractional indices)."""
     missing = [k for k in DATASETS if k not in f]
     if missing:
         raise ModelError(f"{path} lacks the datasets {missing}; the file is damaged or not written by "
                          "wmnb.fit.Model.save: rebuild the model")
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for key, dtype in DATASETS.items():
         raw = np.asarray(f[key][()])
         integral = np.issubdtype(raw.dtype, np.integer) or raw.dtype == np.bool_
@@ -487,7 +503,7 @@ class ModelBuilder:
     acting on several processes added one call at a time).
     """
 
-    def __init__(self, data: Any):
+    def __init__(self, data: Template):
         self.data, _ = _as_counts(data, "data")
         self.nbins = self.data.size
         self._procs: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
@@ -508,13 +524,16 @@ class ModelBuilder:
             raise ValueError(f"{what} has non-finite entries")
         return arr
 
-    def _targets(self, process: str | Sequence[str], tmpl: Any, what: str) -> dict[str, np.ndarray]:
+    def _processes(self, process: str | Sequence[str], what: str) -> list[str]:
+        """``process`` as a list of names, each of a process added already."""
         procs = [process] if isinstance(process, str) else list(process)
         for p in procs:
             if p not in self._procs:
                 raise KeyError(f"{what}: process {p!r} not added yet (have {list(self._procs)})")
-        if tmpl is None:
-            return {p: None for p in procs}  # type: ignore[misc]
+        return procs
+
+    def _targets(self, process: str | Sequence[str], tmpl: Templates, what: str) -> dict[str, np.ndarray]:
+        procs = self._processes(process, what)
         if isinstance(tmpl, Mapping):
             missing = [p for p in procs if p not in tmpl]
             if missing:
@@ -545,7 +564,7 @@ class ModelBuilder:
         d[proc] = d.get(proc, 0.0) + logk
 
     # ---------------------------------------------------------------- public API
-    def add_process(self, name: str, nominal: Any, sumw2: Any = None, signal: bool = False) -> None:
+    def add_process(self, name: str, nominal: Template, sumw2: Template | None = None, signal: bool = False) -> None:
         """Add a process; with a ``Weight``-storage hist the MC ``sumw2`` comes from its variances."""
         if name in self._procs:
             raise ValueError(f"process {name!r} added twice")
@@ -558,7 +577,7 @@ class ModelBuilder:
             var = self._check(_as_counts(sumw2, f"sumw2 of {name}")[0], f"sumw2 of {name}")
         self._procs[name] = (values, np.zeros_like(values) if var is None else var, bool(signal))
 
-    def add_shape_systematic(self, name: str, process: str | Sequence[str], up: Any, down: Any = None,
+    def add_shape_systematic(self, name: str, process: str | Sequence[str], up: Templates, down: Templates | None = None,
                              group: str = "other", symmetrize: str = "average") -> None:
         """Log-normal shape nuisance from up (and down) templates.
 
@@ -602,10 +621,10 @@ class ModelBuilder:
                 raise ValueError(f"norm systematic {name}: kappa must be > 0, got {kappa}")
             logk = np.log(float(kappa))
         self._declare(name, NUIS, group)
-        for p in self._targets(process, None, f"norm systematic {name}"):
+        for p in dict.fromkeys(self._processes(process, f"norm systematic {name}")):  # each once
             self._add_row(name, LIN, p, np.where(self._procs[p][0] > 0, logk, 0.0))
 
-    def add_poi_shape(self, name: str, process: str | Sequence[str], up: Any, down: Any,
+    def add_poi_shape(self, name: str, process: str | Sequence[str], up: Templates, down: Templates,
                       scale: float = 1.0, blind_width: float = 5.0) -> None:
         """Unconstrained shape POI: theta = +1 gives the ``up`` template, -1 the ``down`` one.
 
@@ -629,7 +648,7 @@ class ModelBuilder:
     def add_norm_poi(self, name: str, process: str | Sequence[str], blind_width: float = 0.5) -> None:
         """Unconstrained multiplicative normalisation ``mu`` (1 = nominal) of the given processes."""
         self._declare(name, POI_NORM, "POI")
-        for p in self._targets(process, None, f"norm POI {name}"):
+        for p in dict.fromkeys(self._processes(process, f"norm POI {name}")):  # each once
             self._add_row(name, LOG, p, (self._procs[p][0] > 0).astype(np.float64))
         self.blind_width[name] = float(blind_width)
 

@@ -1,13 +1,17 @@
 """The outcome of a fit: values, covariance, impacts, yields, goodness of fit, blinding."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.stats
 
 from .model import NUIS, Model
+
+if TYPE_CHECKING:
+    from .likelihood import Likelihood
 
 
 @dataclass
@@ -40,7 +44,7 @@ class FitResult:
     nominal_params: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
     global_params: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
     _offsets: dict[str, float] = field(default_factory=dict, repr=False)
-    _lik: Any = field(default=None, repr=False)
+    _lik: Likelihood | None = field(default=None, repr=False)
     _cov_rows: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------- parameters
@@ -125,9 +129,11 @@ class FitResult:
         return float(q), int(ndf), float(scipy.stats.chi2.sf(q, ndf))
 
     # ---------------------------------------------------------------- yields
-    def _yields(self, x: np.ndarray, cov_fn) -> Yields:
+    def _yields(self, x: np.ndarray, cov_fn: Callable[[np.ndarray], np.ndarray]) -> Yields:
         import tensorflow as tf
 
+        if self._lik is None:
+            raise RuntimeError("yields need the likelihood of the fit; use a FitResult returned by wmnb.fit.fit")
         npb, beta = self._lik.yields(tf.constant(x))
         npb, beta = npb.numpy(), beta.numpy()
         J = self._lik.jacobian_yields(tf.constant(x)).numpy()  # [N, B]

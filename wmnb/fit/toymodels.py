@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..conventions import W_WIDTH_PDG, breit_wigner
 from .model import Model, ModelBuilder
 
-MW0, GW = 80.379, 2.085
+MW0, GW = 80.379, W_WIDTH_PDG
 
 
 @dataclass
@@ -34,10 +35,7 @@ class WToy:
 
     def mass_weights(self, delta_gev: float) -> np.ndarray:
         """Breit-Wigner reweighting of the generated mass to M0 + delta."""
-        def bw(mm, M):
-            return 1.0 / ((mm**2 - M**2) ** 2 + mm**4 * GW**2 / M**2)
-
-        return bw(self.m, MW0 + delta_gev) / bw(self.m, MW0)
+        return breit_wigner(self.m, MW0 + delta_gev, GW) / breit_wigner(self.m, MW0, GW)
 
 
 def muon_kinematics(m: np.ndarray, qt: np.ndarray, y: np.ndarray, cos_theta: np.ndarray,
@@ -99,7 +97,7 @@ def wmass_toy(n_events: int = 200_000, neta: int = 4, npt: int = 20, yield_w: fl
     for ie in range(neta):
         for iq in range(2):
             for k in range(n_eff):
-                v = np.zeros(shape)
+                v: np.ndarray = np.zeros(shape)
                 v[ie, :, iq] = 0.003 * leg[k % 3][ie, :, iq]
                 v = v.ravel()
                 b.add_shape_systematic(f"eff_eta{ie}_q{iq}_{k}", ["W", "bkg"],

@@ -1,57 +1,40 @@
 """The observable of the W-mass fit: muon (eta, pT, charge) in 48 × 30 × 2 = 2880 bins.
 
-:func:`bin_index` maps events to a flat bin number once; every template (nominal, each weight
-variation) is then one ``np.bincount`` over that index, which is what makes filling a few
-hundred variations cheap.  :func:`to_hist` turns arrays back into ``hist`` objects for I/O and
-plots.
+The binning is a :class:`wmnb.templatefit.Binning` (:data:`W_BINNING`); this module names its
+edges and the regions of the chapter's cross-checks.  The functions below are the W binning's
+methods under the names the chapter and its tests use.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..templatefit.binning import Axis, Binning
+
 ETA_EDGES = np.round(np.linspace(-2.4, 2.4, 49), 10)
 PT_EDGES = np.linspace(26.0, 56.0, 31)
 CHARGE_EDGES = np.array([-2.0, 0.0, 2.0])
-SHAPE = (len(ETA_EDGES) - 1, len(PT_EDGES) - 1, len(CHARGE_EDGES) - 1)
-NBINS = int(np.prod(SHAPE))
+W_BINNING = Binning(Axis("eta", ETA_EDGES, "mu_eta", r"Muon $\eta$"),
+                    Axis("pt", PT_EDGES, "mu_pt", r"Muon $p_T$ [GeV]"),
+                    Axis("charge", CHARGE_EDGES, "mu_charge", "Muon charge", allowed=(-1, 1)))
+SHAPE = W_BINNING.shape
+NBINS = W_BINNING.nbins
 
 #: |eta| boundary between the "central" and "forward" regions of the cross-check (paper: 0.9).
 CENTRAL_ETA = 0.9
 
 
 def bin_index(eta: np.ndarray, pt: np.ndarray, charge: np.ndarray) -> np.ndarray:
-    """Flat bin number (C order over eta, pT, charge) of each event, or -1 outside the binning.
-
-    Bins are half-open ``[lo, hi)`` like ``hist``/``numpy.histogram`` (except numpy's closed
-    last bin, which we do not reproduce: pT = 56 exactly is outside, as in the selection).
-    """
-    eta = np.asarray(eta, dtype=np.float64)
-    pt = np.asarray(pt, dtype=np.float64)
-    charge = np.asarray(charge)
+    """Flat bin number (C order over eta, pT, charge) of each event, or -1 outside the binning
+    (bins are half-open ``[lo, hi)``: pT = 56 exactly is outside, as in the selection)."""
+    eta, pt, charge = np.asarray(eta), np.asarray(pt), np.asarray(charge)
     if not (eta.shape == pt.shape == charge.shape):
         raise ValueError(f"eta, pt, charge must have one shape, got {eta.shape}, {pt.shape}, {charge.shape}")
-    ie = np.searchsorted(ETA_EDGES, eta, side="right") - 1
-    ip = np.searchsorted(PT_EDGES, pt, side="right") - 1
-    iq = (charge > 0).astype(np.int64)
-    bad_q = ~np.isin(charge, (-1, 1))
-    inside = (ie >= 0) & (ie < SHAPE[0]) & (ip >= 0) & (ip < SHAPE[1]) & ~bad_q
-    return np.where(inside, (ie * SHAPE[1] + ip) * SHAPE[2] + iq, -1)
+    return W_BINNING.bin_index({"mu_eta": eta, "mu_pt": pt, "mu_charge": charge})
 
 
-def fill(index: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of weights and of squared weights per bin, shaped ``SHAPE``."""
-    ok = index >= 0
-    idx, w = index[ok], np.asarray(weights, dtype=np.float64)[ok]
-    sumw = np.bincount(idx, weights=w, minlength=NBINS)
-    sumw2 = np.bincount(idx, weights=w * w, minlength=NBINS)
-    return sumw.reshape(SHAPE), sumw2.reshape(SHAPE)
-
-
-def fill_values(index: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Sum of weights per bin only (variation templates do not need their own sumw2)."""
-    ok = index >= 0
-    return np.bincount(index[ok], weights=np.asarray(weights, dtype=np.float64)[ok],
-                       minlength=NBINS).reshape(SHAPE)
+fill = W_BINNING.fill
+fill_values = W_BINNING.fill_values
+to_hist = W_BINNING.to_hist
 
 
 def eta_centers() -> np.ndarray:
@@ -92,21 +75,3 @@ def region_mask(region: str) -> np.ndarray:
             return full & (p > lo) & (p < hi)
     raise ValueError(f"unknown region {region!r}: use one of {sorted(simple)} or 'pt<lo>-<hi>' "
                      f"within [{PT_EDGES[0]:g}, {PT_EDGES[-1]:g}] GeV")
-
-
-def to_hist(values: np.ndarray, variances: np.ndarray | None = None):
-    """A ``hist.Hist`` over (eta, pt, charge) holding ``values`` (and ``variances``: Weight storage)."""
-    import hist
-
-    axes = (hist.axis.Variable(ETA_EDGES, name="eta", label=r"Muon $\eta$"),
-            hist.axis.Variable(PT_EDGES, name="pt", label=r"Muon $p_T$ [GeV]"),
-            hist.axis.Variable(CHARGE_EDGES, name="charge", label="Muon charge"))
-    values = np.asarray(values, dtype=np.float64).reshape(SHAPE)
-    if variances is None:
-        h = hist.Hist(*axes, storage=hist.storage.Double())
-        h.view()[...] = values
-    else:
-        h = hist.Hist(*axes, storage=hist.storage.Weight())
-        h.view().value = values
-        h.view().variance = np.asarray(variances, dtype=np.float64).reshape(SHAPE)
-    return h

@@ -12,7 +12,7 @@ from wmnb.style import cms_label
 from .fitting import MwFit
 from .model import ModelSpec
 from .plots import parameter_vector, per_process, unroll
-from .reffit import RefModel
+from ..templatefit.reffit import RefModel
 
 
 def _draw(ax, rax, spec: ModelSpec, model: RefModel, x: np.ndarray, x_ref: np.ndarray, label: str) -> None:

@@ -1,6 +1,6 @@
 """Plots of the W-mass chapter: unrolled (eta, pT) distributions, pulls, correlations, injection.
 
-Post-fit predictions are evaluated with the model arithmetic of :mod:`wmnb.mw.reffit` at the
+Post-fit predictions are evaluated with the model arithmetic of :mod:`wmnb.templatefit.reffit` at the
 fitted parameter values (Barlow–Beeston factors not applied), whichever fitter produced them.
 """
 from __future__ import annotations
@@ -9,15 +9,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..conventions import process_style
 from . import binning
 from .fitting import MwFit
 from .model import ModelSpec
-from .reffit import RefModel
+from ..templatefit.reffit import RefModel
 
 #: eta bins merged for the unrolled display (48 -> 6 slices of 0.8)
 ETA_MERGE = 8
-COLORS = {"wplus_munu": "#e42536", "wminus_munu": "#f89c20", "w_taunu": "#964a8b", "z_mumu": "#5790fc",
-          "z_tautau": "#7a21dd", "top": "#9c9ca1", "diboson": "#b9ac70", "nonprompt": "#92dadd"}
 
 
 def parameter_vector(model: RefModel, spec: ModelSpec, fit: MwFit | None = None,
@@ -67,8 +66,8 @@ def plot_unrolled(spec: ModelSpec, yields: np.ndarray, data: np.ndarray, mass_er
     order = np.argsort([y.sum() for y in yields])
     for ip in order:
         u = unroll(yields[ip], spec.mask)
-        ax.stairs(bottom + u, edges, baseline=bottom, fill=True, color=COLORS.get(spec.processes[ip]),
-                  label=spec.processes[ip])
+        label, colour = process_style(spec.processes[ip])
+        ax.stairs(bottom + u, edges, baseline=bottom, fill=True, color=colour, label=label)
         bottom = bottom + u
     d = unroll(data, spec.mask)
     centres = 0.5 * (edges[1:] + edges[:-1])

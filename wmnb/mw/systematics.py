@@ -24,8 +24,9 @@ variations through the correction hook below (no edit of this chapter needed).
 
 **The hook.**  Every other chapter contributes through :mod:`wmnb.corrections`:
 ``weight`` corrections multiply the event weight, and each of their ``WeightSet.variations``
-(``<name>Up``/``<name>Down`` pairs, or a single one-sided ``<name>``) becomes a shape nuisance of
-the group the correction declares; ``muon`` corrections change the muon kinematics before
+(paired by :func:`wmnb.corrections.pair_variations`) becomes a shape nuisance of the group the
+correction declares (else the correction's name), through the one pipeline,
+:func:`wmnb.engine.pipeline.run_pipeline`; ``muon`` corrections change the muon kinematics before
 binning; ``template`` corrections replace a process template (e.g. the data-driven nonprompt
 background of chapter 05 replaces ``qcd``).  :func:`active_sources` lists what is in force.
 """
@@ -36,23 +37,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..conventions import (LHE_PDF_CENTRAL, LHE_SCALE_NOMINAL, LHE_SCALE_PAIRS, N_LHE_SCALE, W_FIT_PROCESSES,
+                           W_WIDTH_PDG_ERR, lhe_pdf_index, lhe_pdf_pairs)
+from ..corrections import Variation
 from .breitwigner import mass_weights
 
 #: Simulated samples of the W selection and the fit process each becomes.
-PROCESSES: dict[str, str] = {
-    "wplus_munu": "wplus_munu", "wminus_munu": "wminus_munu",
-    "z_mumu": "z_mumu", "z_tautau": "z_tautau", "w_taunu": "w_taunu",
-    "ttbar": "top", "diboson": "diboson", "qcd": "nonprompt",
-}
+PROCESSES: dict[str, str] = W_FIT_PROCESSES
 SIGNAL = ("wplus_munu", "wminus_munu")
 #: Processes made by W production: they share the W theory nuisances (PDF, scales).
 W_PRODUCTION = ("wplus_munu", "wminus_munu", "w_taunu")
 #: Processes made by Z production: they share the PDF nuisances with W.
 Z_PRODUCTION = ("z_mumu", "z_tautau")
 
-# NanoAOD LHEScaleWeight order: index 3*iMuR + iMuF with 0 = x0.5, 1 = x1, 2 = x2; 4 nominal.
-SCALE_PAIRS: dict[str, tuple[int, int]] = {"MuR": (7, 1), "MuF": (5, 3), "MuRMuF": (8, 0)}
-SCALE_NOMINAL = 4
 
 
 @dataclass(frozen=True)
@@ -62,7 +59,7 @@ class MwConfig:
     ref_mass_gev: float                 # m_W the simulation was generated with
     ref_width_gev: float                # Γ_W the simulation was generated with
     mass_step_mev: float = 100.0        # POI θ = 1 ⇔ +mass_step_mev
-    width_unc_mev: float = 42.0         # PDG uncertainty of Γ_W
+    width_unc_mev: float = W_WIDTH_PDG_ERR * 1e3   # PDG uncertainty of Γ_W
     qt_edges: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 30.0, np.inf)
     lumi_kappa: float = 1.012
     w_xsec_kappa: float = 1.03
@@ -79,16 +76,6 @@ class MwConfig:
         d["qt_edges"] = [float(x) if np.isfinite(x) else "inf" for x in self.qt_edges]
         d["norm_kappas"] = dict(self.norm_kappas)
         return d
-
-
-@dataclass(frozen=True)
-class Variation:
-    """One shape nuisance on one process: weight *factors* (relative to nominal) up and down."""
-
-    nuisance: str
-    group: str
-    up: np.ndarray
-    down: np.ndarray | None
 
 
 def _require(cols: Mapping[str, np.ndarray], name: str, sample: str, why: str) -> np.ndarray:
@@ -119,45 +106,21 @@ def builtin_variations(cols: Mapping[str, np.ndarray], sample: str,
         if pdf.ndim != 2 or pdf.shape[1] < 3 or pdf.shape[1] % 2 == 0:
             raise ValueError(f"sample {sample!r}: lhe_pdf must be [n, 1 + 2k] (central + Hessian pairs), "
                              f"got shape {pdf.shape}")
-        c0 = pdf[:, 0].astype(np.float64)
+        c0 = pdf[:, LHE_PDF_CENTRAL].astype(np.float64)
         central = np.where(c0 != 0, c0, 1.0)
-        for k in range((pdf.shape[1] - 1) // 2):
-            yield Variation(f"pdf{k + 1}", "pdf", pdf[:, 1 + 2 * k] / central, pdf[:, 2 + 2 * k] / central)
+        for k in range(lhe_pdf_pairs(pdf.shape[1])):
+            yield Variation(f"pdf{k + 1}", "pdf", pdf[:, lhe_pdf_index(k, True)] / central,
+                            pdf[:, lhe_pdf_index(k, False)] / central)
     if config.use_scales and sample in W_PRODUCTION and "lhe_scale" in cols:
         sc = np.asarray(cols["lhe_scale"], dtype=np.float64)
-        if sc.ndim != 2 or sc.shape[1] != 9:
-            raise ValueError(f"sample {sample!r}: lhe_scale must be [n, 9] (NanoAOD order), got {sc.shape}")
+        if sc.ndim != 2 or sc.shape[1] != N_LHE_SCALE:
+            raise ValueError(f"sample {sample!r}: lhe_scale must be [n, {N_LHE_SCALE}] (NanoAOD order), got {sc.shape}")
         qt = _require(cols, "gen_qt", sample, "scale variations are decorrelated in generator q_T bins")
-        nominal = np.where(sc[:, SCALE_NOMINAL] != 0, sc[:, SCALE_NOMINAL], 1.0)
+        nominal = np.where(sc[:, LHE_SCALE_NOMINAL] != 0, sc[:, LHE_SCALE_NOMINAL], 1.0)
         ibin = np.digitize(qt, config.qt_edges[1:-1])
         for j in range(len(config.qt_edges) - 1):
             inbin = ibin == j
-            for kind, (iu, idn) in SCALE_PAIRS.items():
+            for kind, (iu, idn) in LHE_SCALE_PAIRS.items():
                 up = np.where(inbin, sc[:, iu] / nominal, 1.0)
                 dn = np.where(inbin, sc[:, idn] / nominal, 1.0)
                 yield Variation(f"scale{kind}_qT{j}", "scales", up, dn)
-
-
-def correction_variations(wset, correction_name: str) -> Iterator[Variation]:
-    """Shape nuisances from a published weight correction's :class:`~wmnb.corrections.WeightSet`.
-
-    The set's ``variations`` hold the *full* varied factor replacing ``nominal``; here they become
-    factors relative to the nominal factor.  ``<x>Up``/``<x>Down`` pair up into nuisance ``x``;
-    a lone ``<x>Up``/``<x>Down`` or any other name is one-sided (the fitter symmetrises it).  The nuisance's group is
-    ``wset.groups[<x>]`` (falling back to the correction's name).
-    """
-    nominal = np.ones(1) if wset.nominal is None else np.asarray(wset.nominal, dtype=np.float64)
-    safe_nom = np.where(nominal != 0, nominal, 1.0)
-    for name in wset.variations:
-        base, down_name = name, None
-        if name.endswith("Up"):
-            base = name[:-2]
-            down_name = base + "Down" if base + "Down" in wset.variations else None
-        elif name.endswith("Down"):
-            if name[:-4] + "Up" in wset.variations:
-                continue                  # handled with its Up partner
-            base = name[:-4]              # a lone Down: one-sided (sign is irrelevant once symmetrised)
-        up = np.asarray(wset.variations[name], dtype=np.float64) / safe_nom
-        down = None if down_name is None else np.asarray(wset.variations[down_name], dtype=np.float64) / safe_nom
-        yield Variation(base, wset.groups.get(base, correction_name), up, down)
-

@@ -19,13 +19,14 @@ from typing import Any
 
 import yaml
 
+from ..conventions import CARD_PROCESSES
+
 CARDS_DIR = Path(__file__).resolve().parent / "cards"
 SHIPPED_CARDS = ("nominal", "data", "closure")
 N_ETA = 48
 ETA_EDGES = tuple(round(-2.4 + 0.1 * i, 1) for i in range(N_ETA + 1))
 
-PROCESSES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson",
-             "qcd", "jpsi", "upsilon", "dimuon_bkg")
+PROCESSES = CARD_PROCESSES    # every process the card gives a cross section (wmnb.conventions)
 
 
 class CardError(ValueError):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from ..conventions import MUON_MASS
 from . import kinematics as kin
 from .card import N_ETA, eta_bin
 from .processes import K_MU, Truth
@@ -91,7 +92,7 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     s_pt = 3.0 + rng.exponential(4.0, n)
     s_eta = rng.uniform(-2.4, 2.4, n)
     s_phi = rng.uniform(-np.pi, np.pi, n)
-    p4[:, K_MU] = kin.massless_p4(s_pt, s_eta, s_phi, kin.MUON_MASS)
+    p4[:, K_MU] = kin.massless_p4(s_pt, s_eta, s_phi, MUON_MASS)
     charge[:, K_MU] = np.where(rng.random(n) < 0.5, 1, -1)
     valid[:, K_MU] = soft
     activity[:, K_MU] = s_pt * rng.exponential(1.0, n)
@@ -155,8 +156,8 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     # ---------------- dimuon triggers on the two truth-muon slots
     both = is_trk[:, 0] & is_trk[:, 1] & (charge[:, 0] != charge[:, 1])
     both &= (rng.random(n) < tr["dimuon_eff"]) & (rng.random(n) < tr["dimuon_eff"])
-    m0 = kin.massless_p4(pt_r[:, 0], eta_r[:, 0], phi_r[:, 0], kin.MUON_MASS)
-    m1 = kin.massless_p4(pt_r[:, 1], eta_r[:, 1], phi_r[:, 1], kin.MUON_MASS)
+    m0 = kin.massless_p4(pt_r[:, 0], eta_r[:, 0], phi_r[:, 0], MUON_MASS)
+    m1 = kin.massless_p4(pt_r[:, 1], eta_r[:, 1], phi_r[:, 1], MUON_MASS)
     pair = m0 + m1
     mpair = kin.mass(pair)
     ptpair = np.hypot(pair[:, 1], pair[:, 2])
@@ -202,7 +203,7 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
         keep = np.ones(n, dtype=bool)
 
     muon = {
-        "pt": pt_r, "eta": eta_r, "phi": phi_r, "mass": np.full((n, K_RECO), kin.MUON_MASS),
+        "pt": pt_r, "eta": eta_r, "phi": phi_r, "mass": np.full((n, K_RECO), MUON_MASS),
         "charge": charge, "pfRelIso04_all": iso, "dxy": dxy, "dz": dz,
         "looseId": loose, "mediumId": medium, "tightId": tight,
         "isGlobal": glob, "isTracker": is_trk, "isStandalone": sa,

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, conventions
 from ..artefacts import read_json, write_json
 from ..paths import universe_dir
 from ..profiles import load_profile
@@ -51,8 +51,7 @@ from .staging import (
 from .writer import COMPRESSION, TreeWriter
 
 LUMI_PB = 16800.0
-MC_PROCESSES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson",
-                "qcd", "jpsi", "upsilon")
+MC_PROCESSES = conventions.MC_PROCESSES
 STREAMS = {
     "SingleMuon": ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson", "qcd"),
     "MuOnia": ("jpsi", "upsilon", "dimuon_bkg"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MUON_MASS = 0.1056583755  # GeV
+from ..conventions import MUON_MASS
 
 
 def boson_p4(m: np.ndarray, qt: np.ndarray, y: np.ndarray, phi: np.ndarray) -> np.ndarray:

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .kinematics import MUON_MASS
+from ..conventions import (ALPHA_EM, GENERATED_MASS_RANGE_GEV, LHE_SCALE_LOG2, LHE_SCALE_NOMINAL, MUON_MASS, N_LHE_SCALE,
+                           breit_wigner_mass_density, lhe_pdf_index)
 
 BOSONS = ("wplus", "wminus", "z")
 Y_MAX = 5.0
-MASS_RANGE = {"wplus": (50.0, 150.0), "wminus": (50.0, 150.0), "z": (50.0, 150.0)}
+MASS_RANGE = {"wplus": GENERATED_MASS_RANGE_GEV, "wminus": GENERATED_MASS_RANGE_GEV, "z": GENERATED_MASS_RANGE_GEV}
 GAMMA_STAR = 4e-4  # size of the photon continuum under the Z, relative to the Z peak, at m = M_Z
 N_PDF_PARAMS = 5   # per boson: alpha, beta, q0, a4, xsec
-ALPHA_EM = 1 / 137.036
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,9 @@ def theory_point(physics: dict[str, Any], boson: str, d_log2_mur: float = 0.0,
 # ---------------------------------------------------------------- lineshape
 
 def breit_wigner(m: np.ndarray, mass: float, width: float) -> np.ndarray:
-    """Relativistic Breit-Wigner with running width, 1/((m^2-M^2)^2 + m^4 Gamma^2/M^2), as a
-    density in m (times 2m), unnormalised."""
-    s = m * m
-    return 2 * m / ((s - mass**2) ** 2 + s * s * width**2 / mass**2)
+    """The running-width Breit-Wigner as a density in m, unnormalised:
+    :func:`wmnb.conventions.breit_wigner_mass_density`, ``2m / ((m²-M²)² + m⁴Γ²/M²)``."""
+    return breit_wigner_mass_density(m, mass, width)
 
 
 def lineshape(m: np.ndarray, tp: TheoryPoint) -> np.ndarray:
@@ -267,8 +266,8 @@ def sample_angles(rng: np.random.Generator, coeffs: np.ndarray) -> tuple[np.ndar
 
 # ---------------------------------------------------------------- theory weights
 
-SCALE_POINTS = [(r, f) for r in (-1.0, 0.0, 1.0) for f in (-1.0, 0.0, 1.0)]
-"""(log2 muR, log2 muF) of LHEScaleWeight entries 3*iMuR + iMuF (0 = x0.5, 1 = x1, 2 = x2)."""
+SCALE_POINTS = LHE_SCALE_LOG2
+"""(log2 muR, log2 muF) of the LHEScaleWeight entries (:mod:`wmnb.conventions`)."""
 
 
 def event_density(tp: TheoryPoint, y: np.ndarray, qt: np.ndarray, cos_t: np.ndarray,
@@ -288,19 +287,19 @@ def theory_weights(physics: dict[str, Any], boson: str, y: np.ndarray, qt: np.nd
     card's own point; NanoAOD order (scale entry 4 and pdf entry 0 are 1)."""
     polys = angular_polynomials(cos_t, phi)
     inv_nominal = 1.0 / event_density(theory_point(physics, boson), y, qt, cos_t, phi, polys)
-    scale = np.empty((y.shape[0], 9))
+    scale = np.empty((y.shape[0], N_LHE_SCALE))
     for i, (r, f) in enumerate(SCALE_POINTS):
-        if r == 0 and f == 0:
+        if i == LHE_SCALE_NOMINAL:
             scale[:, i] = 1.0
             continue
         scale[:, i] = event_density(theory_point(physics, boson, r, f), y, qt, cos_t, phi, polys) * inv_nominal
     n = int(physics["pdf"]["n_eigen"])
     pdf = np.ones((y.shape[0], 1 + 2 * n))
     for k in range(n):
-        for j, sgn in ((1, 1.0), (2, -1.0)):
+        for up, sgn in ((True, 1.0), (False, -1.0)):
             shift = np.zeros(n)
             shift[k] = sgn
-            pdf[:, j + 2 * k] = event_density(theory_point(physics, boson, pdf_shift=shift), y, qt, cos_t, phi, polys) * inv_nominal
+            pdf[:, lhe_pdf_index(k, up)] = event_density(theory_point(physics, boson, pdf_shift=shift), y, qt, cos_t, phi, polys) * inv_nominal
     return scale, pdf
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import uproot
 
+from ..conventions import process_label
 from . import physics as ph
 from .card import N_ETA, load_card
 from .validation import core_gaussian, dimuon_masses
@@ -68,8 +69,8 @@ def read_columns(root: Path, files: list[str], branches: list[str], max_events: 
 
 def plot_truth_spectra(axes: Any, root: Path, manifest: dict[str, Any]) -> None:
     """Generator-level q_T, rapidity and (muon) pT of W+, W- and Z (GenV branches)."""
-    labels = {"wplus_munu": r"W$^+\to\mu\nu$", "wminus_munu": r"W$^-\to\mu\nu$", "z_mumu": r"Z$\to\mu\mu$"}
-    for p, lab in labels.items():
+    for p in ("wplus_munu", "wminus_munu", "z_mumu"):
+        lab = process_label(p)
         a = read_columns(root, manifest["mc"][p]["files"], ["GenV_pt", "GenV_y"], 200_000)
         axes[0].hist(np.asarray(a.GenV_pt), bins=60, range=(0, 60), histtype="step", density=True, label=lab)
         axes[1].hist(np.asarray(a.GenV_y), bins=50, range=(-5, 5), histtype="step", density=True, label=lab)

@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..conventions import ELECTRON_MASS, MUON_MASS, TAU_MASS
 from . import kinematics as kin
 from . import physics as ph
 
-TAU_MASS = 1.77686
 K_MU = 2          # muon slots per event
 N_GEN = 7         # GenPart slots per event (before compaction)
 GEN_PT_FILTER = 15.0  # generator filter of the single-muon processes: a muon with pT > 15, |eta| < 2.4
@@ -123,7 +123,7 @@ def apply_fsr(rng: np.random.Generator, mu: np.ndarray, parent_mass: np.ndarray,
         pabs = np.linalg.norm(p3, axis=-1)
         d = p3 / pabs[:, None]
         z = ph.sample_fsr_z(rng, idx.size, fsr["zmin"])
-        th0 = kin.MUON_MASS / np.maximum(mu[idx, 0], 1e-3)
+        th0 = MUON_MASS / np.maximum(mu[idx, 0], 1e-3)
         thmax = 0.3
         th = th0 * np.sqrt((1.0 + (thmax / th0) ** 2) ** rng.random(idx.size) - 1.0)
         psi = rng.uniform(0, 2 * np.pi, idx.size)
@@ -134,7 +134,7 @@ def apply_fsr(rng: np.random.Generator, mu: np.ndarray, parent_mass: np.ndarray,
         photon[idx, 0] = np.linalg.norm(k3, axis=-1)
         q3 = p3 - k3
         post[idx, 1:] = q3
-        post[idx, 0] = np.sqrt(np.sum(q3 * q3, axis=-1) + kin.MUON_MASS**2)
+        post[idx, 0] = np.sqrt(np.sum(q3 * q3, axis=-1) + MUON_MASS**2)
     return post, photon, emit
 
 
@@ -170,7 +170,7 @@ def generate_w_munu(rng: np.random.Generator, n: int, physics: dict[str, Any], b
     tp = ph.theory_point(physics, boson)
     k = _boson_kinematics(rng, n, tp)
     q = tp.charge
-    mu, nu = kin.decay_two_body(k["p4"], k["cos"], k["phics"], kin.MUON_MASS, 0.0)
+    mu, nu = kin.decay_two_body(k["p4"], k["cos"], k["phics"], MUON_MASS, 0.0)
     post, gamma, emit = apply_fsr(rng, mu, k["m"], physics["fsr"])
     _fill_boson(t, k, 24 * q, BOSON_CODE[boson])
     _set_gen(t, 1, mu, -13 * q, 23, FLAGS_PRE, 0)
@@ -188,7 +188,7 @@ def generate_z_mumu(rng: np.random.Generator, n: int, physics: dict[str, Any]) -
     t = _empty(n, "z_mumu")
     tp = ph.theory_point(physics, "z")
     k = _boson_kinematics(rng, n, tp)
-    mum, mup = kin.decay_two_body(k["p4"], k["cos"], k["phics"], kin.MUON_MASS, kin.MUON_MASS)
+    mum, mup = kin.decay_two_body(k["p4"], k["cos"], k["phics"], MUON_MASS, MUON_MASS)
     pm, gm, em = apply_fsr(rng, mum, k["m"], physics["fsr"])
     pp, gp, ep = apply_fsr(rng, mup, k["m"], physics["fsr"])
     _fill_boson(t, k, 23, BOSON_CODE["z"])
@@ -233,7 +233,7 @@ def generate_w_taunu(rng: np.random.Generator, n: int, physics: dict[str, Any]) 
         k = _boson_kinematics(rng, idx.size, tp)
         q = tp.charge
         tau, nu = kin.decay_two_body(k["p4"], k["cos"], k["phics"], TAU_MASS, 0.0)
-        mu, _ = _tau_to_lepton(rng, tau, pol, kin.MUON_MASS)
+        mu, _ = _tau_to_lepton(rng, tau, pol, MUON_MASS)
         sub = _empty(idx.size, "w_taunu")
         _fill_boson(sub, k, 24 * q, BOSON_CODE[boson])
         _set_gen(sub, 1, tau, -15 * q, 2, FLAGS_PRE | F_LAST, 0)
@@ -279,7 +279,7 @@ def generate_z_tautau(rng: np.random.Generator, n: int, physics: dict[str, Any])
     vis_had = np.zeros((n, 2))
     for j, (tau, q) in enumerate(((taum, -1), (taup, 1))):
         mode = modes[:, j]
-        lep_mass = np.where(mode == 0, kin.MUON_MASS, 0.000511)
+        lep_mass = np.where(mode == 0, MUON_MASS, ELECTRON_MASS)
         lep, _ = _tau_to_lepton(rng, tau, 0.0, 0.0)
         # fix the lepton mass (tiny effect on E)
         lep[:, 0] = np.sqrt(np.sum(lep[:, 1:] ** 2, axis=-1) + lep_mass**2)
@@ -316,7 +316,7 @@ def _generic_w(rng: np.random.Generator, n: int, physics: dict[str, Any], qt_sca
     q = np.where(rng.random(n) < 0.5, 1, -1)
     cos_t = rng.uniform(-1, 1, n)
     phics = rng.uniform(0, 2 * np.pi, n)
-    mu, nu = kin.decay_two_body(w, cos_t, phics, kin.MUON_MASS, 0.0)
+    mu, nu = kin.decay_two_body(w, cos_t, phics, MUON_MASS, 0.0)
     post, gamma, emit = apply_fsr(rng, mu, m, physics["fsr"])
     _set_gen(t, 0, w, 24 * q, 62, FLAGS_V, -1)
     _set_gen(t, 1, mu, -13 * q, 23, FLAGS_PRE, 0)
@@ -334,7 +334,7 @@ def _generic_w(rng: np.random.Generator, n: int, physics: dict[str, Any], qt_sca
     leta = rng.normal(0.0, 1.3, n)
     lphi = rng.uniform(-np.pi, np.pi, n)
     lq = -q
-    lep = kin.massless_p4(lpt, leta, lphi, np.where(is_mu, kin.MUON_MASS, 0.000511))
+    lep = kin.massless_p4(lpt, leta, lphi, np.where(is_mu, MUON_MASS, ELECTRON_MASS))
     xnu = kin.massless_p4(rng.exponential(30.0, n), rng.normal(0, 1.5, n), rng.uniform(-np.pi, np.pi, n))
     xnu[~has] = 0.0
     _set_gen(t, 5, lep, np.where(is_mu, 13, 11) * (-lq), 1, FLAGS_FINAL, -1, valid=has)
@@ -389,7 +389,7 @@ def generate_qcd(rng: np.random.Generator, n: int, physics: dict[str, Any]) -> T
     eta = rng.uniform(-2.4, 2.4, n)
     phi = rng.uniform(-np.pi, np.pi, n)
     q = np.where(rng.random(n) < 0.5, 1, -1)
-    mu = kin.massless_p4(pt, eta, phi, kin.MUON_MASS)
+    mu = kin.massless_p4(pt, eta, phi, MUON_MASS)
     h = rng.exponential(1.0, n)
     z = rng.beta(npar["z_a"], npar["z_b"], n)
     x = (1 - z) / z * (1.0 + npar["met_kappa"] * h ** npar["met_gamma"])
@@ -425,7 +425,7 @@ def _onium(rng: np.random.Generator, n: int, physics: dict[str, Any], masses: np
     p4 = kin.boson_p4(masses, pt, y, phi)
     cos_t = rng.uniform(-1, 1, n)
     phics = rng.uniform(0, 2 * np.pi, n)
-    mum, mup = kin.decay_two_body(p4, cos_t, phics, kin.MUON_MASS, kin.MUON_MASS)
+    mum, mup = kin.decay_two_body(p4, cos_t, phics, MUON_MASS, MUON_MASS)
     pm, gm, em = apply_fsr(rng, mum, masses, physics["fsr"])
     pp, gp, ep = apply_fsr(rng, mup, masses, physics["fsr"])
     _set_gen(t, 0, p4, pdg, 2, F_PROMPT | F_FIRST | F_LAST, -1)

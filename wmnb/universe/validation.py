@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import uproot
 
+from ..conventions import MUON_MASS, dlog_breit_wigner_dmass
 from ..paths import universe_dir
 from . import kinematics as kin
 from .generate import read_manifest
@@ -97,13 +98,6 @@ def composition(profile: str, root: Path | None = None) -> dict[str, Any]:
             "fractions": {g: sum(yields[p] for p in ps) / total for g, ps in groups.items()}}
 
 
-def _dlnbw_dm(m: np.ndarray, mass: float, width: float) -> np.ndarray:
-    """d ln BW(m; M)/dM of the running-width Breit-Wigner at fixed width."""
-    s = m * m
-    d = (s - mass**2) ** 2 + s * s * width**2 / mass**2
-    return (4 * mass * (s - mass**2) + 2 * s * s * width**2 / mass**3) / d
-
-
 def asimov_mw_sensitivity(profile: str, root: Path | None = None) -> dict[str, Any]:
     """Statistical-only m_W uncertainty from an Asimov chi-square fit of the 2880-bin
     (eta, pT, charge) distribution with m_W and the W normalisation free.
@@ -136,7 +130,7 @@ def asimov_mw_sensitivity(profile: str, root: Path | None = None) -> dict[str, A
         total += h
         if is_w:
             w_templ += h
-            r = _dlnbw_dm(s["GenV_mass"].astype(float), mw, gw) * 1e-3  # per MeV
+            r = dlog_breit_wigner_dmass(s["GenV_mass"].astype(float), mw, gw) * 1e-3  # per MeV
             hd, _ = np.histogramdd(x, bins=edges, weights=wgt * r)
             hv, _ = np.histogramdd(x, bins=edges, weights=(wgt * r) ** 2)
             d_templ += hd
@@ -179,7 +173,7 @@ def dimuon_masses(root: Path, files: list[str], kind: str) -> dict[str, np.ndarr
         p0 = [ak.to_numpy(mu[k][:, 0]) for k in ("Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge")]
         p1 = [ak.to_numpy(mu[k][:, 1]) for k in ("Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge")]
         os_ = p0[3] != p1[3]
-        v = kin.massless_p4(p0[0], p0[1], p0[2], kin.MUON_MASS) + kin.massless_p4(p1[0], p1[1], p1[2], kin.MUON_MASS)
+        v = kin.massless_p4(p0[0], p0[1], p0[2], MUON_MASS) + kin.massless_p4(p1[0], p1[1], p1[2], MUON_MASS)
         m = kin.mass(v)
         out["mass"].append(m[os_])
         out["max_abs_eta"].append(np.maximum(np.abs(p0[1]), np.abs(p1[1]))[os_])

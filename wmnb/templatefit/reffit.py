@@ -1,4 +1,4 @@
-"""An independent reference fit of a :class:`~wmnb.mw.model.ModelSpec` (numpy + scipy).
+"""An independent reference fit of a :class:`~wmnb.templatefit.model.ModelSpec` (numpy + scipy).
 
 It exists to cross-check the TensorFlow fitter (the paper's "independent likelihood
 implementation and minimiser" check) and to let the chapter's tests run without it.  Model:

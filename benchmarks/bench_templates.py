@@ -1,0 +1,110 @@
+"""W templates on a profile's skims with ~5000 synthetic variations of realistic locality,
+against the nominal-only build in the same run (time and peak memory, each mode in its own
+process so that peak memory is its own).
+
+The synthetic correction mimics the paper's efficiency nuisances: per (eta bin, charge) 50
+statistical eigenvectors that touch only that bin's events (48 x 2 x 50 = 4800 local
+variations, :attr:`wmnb.corrections.Variation.rows`), plus 200 smooth variations over all events
+(systematic-like), i.e. 5000 nuisances on top of the chapter's own ~50.  It reports; it asserts
+nothing (targets: <= 3x the nominal-only time; the shared-layers issue).
+
+    python benchmarks/bench_templates.py [--profile default] [--fit]
+
+``--fit`` also builds the fit model of the 5000-nuisance templates and runs one fit without
+impacts (the wmnb.fit fitter), reporting its time and peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_EIGEN = 50          # per (eta bin, charge)
+N_GLOBAL = 200
+
+
+def synthetic_efficiency():
+    from wmnb.corrections import Correction, Variation
+
+    class SyntheticEfficiency(Correction):
+        name, kinds = "syntheticEfficiency", ("weight",)
+
+        def nominal_factor(self, columns, sample):
+            return None
+
+        def iter_variations(self, columns, sample):
+            eta = np.asarray(columns["mu_eta"], np.float64)
+            q = np.asarray(columns["mu_charge"])
+            ibin = np.clip(((eta + 2.4) / 0.1).astype(np.int64), 0, 47) * 2 + (q > 0)
+            order = np.argsort(ibin, kind="stable")
+            bounds = np.searchsorted(ibin[order], np.arange(97))
+            for b in range(96):
+                rows = order[bounds[b]:bounds[b + 1]]
+                for k in range(N_EIGEN):
+                    up = np.full(rows.size, 1.0 + 1e-3 / (1 + k))
+                    yield Variation(f"effStat_b{b}_e{k}", "muonEfficiency", up, 2.0 - up, rows)
+            pt = np.asarray(columns["mu_pt"], np.float64)
+            for k in range(N_GLOBAL):
+                up = 1.0 + 1e-4 * (k + 1) * np.cos((k + 1) * eta) * (pt - 40.0) / 20.0
+                yield f"effSyst{k}", "muonEfficiency", up, 2.0 - up
+
+    return SyntheticEfficiency()
+
+
+def run_mode(profile: str, mode: str, fit: bool) -> dict:
+    from wmnb.mw import chapter
+    from wmnb.mw.templates import build_templates
+
+    config = chapter.simulation_config()
+    samples, data = chapter.load_skims(profile)
+    corrections = [synthetic_efficiency()] if mode == "5000" else []
+    t0 = time.perf_counter()
+    ts = build_templates(samples, data["data"], config, corrections)
+    out = {"mode": mode, "templates_s": round(time.perf_counter() - t0, 2),
+           "n_shapes": sum(len(t.shapes) for t in ts.processes.values()),
+           "n_nuisances": len({k for t in ts.processes.values() for k in t.shapes})}
+    if fit:
+        from wmnb.templatefit.fitting import run_fit
+        from wmnb.templatefit.model import make_spec
+
+        t0 = time.perf_counter()
+        spec = make_spec(ts)
+        res = run_fit(spec, full_cov=False)
+        out.update({"fit_s": round(time.perf_counter() - t0, 2), "mass_mev": res.values["mass"],
+                    "mass_err_mev": res.errors["mass"]})
+    out["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--fit", action="store_true")
+    ap.add_argument("--mode", choices=("nominal", "5000"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.mode:
+        print(json.dumps(run_mode(args.profile, args.mode, args.fit)))
+        return
+    rows = []
+    for mode in ("nominal", "5000"):
+        cmd = [sys.executable, __file__, "--profile", args.profile, "--mode", mode] + (["--fit"] if args.fit else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    base, big = rows
+    report = {"profile": args.profile, "nominal": base, "with_5000": big,
+              "time_ratio": round(big["templates_s"] / base["templates_s"], 2),
+              "memory_ratio": round(big["peak_rss_gb"] / base["peak_rss_gb"], 2)}
+    out = Path(__file__).resolve().parent / "out"
+    out.mkdir(exist_ok=True)
+    (out / "bench_templates.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

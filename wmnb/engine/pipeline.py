@@ -1,0 +1,143 @@
+"""The correction pipeline: the one chain every consumer runs on a sample's skim columns.
+
+1. the hadronic recoil ``ut_x``, ``ut_y`` from the uncorrected skim (the selection's
+   ``recoil``, :mod:`wmnb.engine.registry`);
+2. ``muon`` corrections in their published order (they replace ``<prefix>_pt`` ... of the
+   selection's muon prefixes; a recoil calibration may replace ``ut_x``, ``ut_y``);
+3. derived quantities recomputed when a muon moved (MET, m_T, u_∥, dimuon mass, ABCD region ...);
+4. final cuts (the selection's default, a callable ``cols -> mask``, or None);
+5. the nominal weight: the skim's ``weight`` times every ``weight`` correction's
+   :meth:`~wmnb.corrections.Correction.nominal_factor` (data: 1, never reweighted);
+6. the variations, **lazily**: :meth:`PipelineResult.variations` yields one
+   :class:`~wmnb.corrections.Variation` at a time (factors relative to the nominal weight,
+   optionally on a subset of rows), so thousands of nuisances never sit in memory together and a
+   variation that touches few events costs in proportion to them.
+
+The histogram engine (:func:`wmnb.engine.histogram_skim`), the template builders of the fits
+and every chapter that needs corrected columns call :func:`run_pipeline`; the contract test
+(``tests/test_pipeline_contract.py``) runs toy corrections of every kind through each of them
+and checks identical results.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..corrections import Correction, SampleInfo, Variation, as_variation
+from .registry import get_selection, swap_wlike_columns
+
+FinalCuts = str | Callable[[dict[str, np.ndarray]], np.ndarray] | None
+
+
+def sample_info(selection: str, sample: str, columns: Mapping[str, np.ndarray]) -> SampleInfo:
+    """The :class:`~wmnb.corrections.SampleInfo` of a skim: its selection's muon prefixes that
+    the columns hold."""
+    spec = get_selection(selection)
+    prefixes = tuple(p for p in spec.muon_prefixes if f"{p}_pt" in columns)
+    return SampleInfo(name=sample, is_data=sample in ("data", "closure"), selection=selection,
+                      muon_prefixes=prefixes)
+
+
+@dataclass
+class PipelineResult:
+    """One sample after the pipeline: columns after the final cuts, the nominal weight, and the
+    weight corrections whose variations :meth:`variations` yields on demand."""
+
+    columns: dict[str, np.ndarray]
+    weight: np.ndarray
+    info: SampleInfo
+    applied: list[str] = field(default_factory=list)
+    weight_corrections: list[Correction] = field(default_factory=list)
+
+    def variations(self) -> Iterator[Variation]:
+        """Every correction's variations, one at a time, as factors relative to the nominal
+        weight (simulation only); names are unique across corrections."""
+        seen: dict[str, str] = {}
+        for c in self.weight_corrections:
+            for item in c.iter_variations(self.columns, self.info):
+                var = as_variation(item, c.name)
+                if var.nuisance in seen:
+                    raise ValueError(f"variation {var.nuisance!r} is declared by both {seen[var.nuisance]!r} "
+                                     f"and {c.name!r}; nuisance names must be unique")
+                seen[var.nuisance] = c.name
+                yield var
+
+
+def _apply_mask(cols: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    n = mask.size
+    return {k: (v[mask] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n else v)
+            for k, v in cols.items()}
+
+
+def _n_rows(cols: Mapping[str, Any]) -> int:
+    for v in cols.values():
+        if isinstance(v, np.ndarray) and v.ndim >= 1:
+            return int(v.shape[0])
+    return 0
+
+
+def final_cut_mask(selection: str, cols: dict[str, np.ndarray], final_cuts: FinalCuts) -> np.ndarray | None:
+    """The mask of ``final_cuts`` ("default": the selection's own; a callable; None: no cut)."""
+    if isinstance(final_cuts, str):
+        if final_cuts != "default":
+            raise ValueError(f"final_cuts must be 'default', None or a callable, got {final_cuts!r}")
+        return np.asarray(get_selection(selection).final_cuts(cols), dtype=bool)
+    if final_cuts is None:
+        return None
+    if callable(final_cuts):
+        return np.asarray(final_cuts(cols), dtype=bool)
+    raise ValueError(f"final_cuts must be 'default', None or a callable, got {final_cuts!r}")
+
+
+def run_pipeline(selection: str, sample: str, columns: Mapping[str, np.ndarray], *,
+                 corrections: Sequence[Correction] = (), final_cuts: FinalCuts = "default",
+                 wlike_reversed: bool = False) -> PipelineResult:
+    """Run the chain (module docstring) on one sample's skim columns; the caller's arrays are
+    never modified.  ``sample`` ``"data"``/``"closure"`` marks data (unit weights)."""
+    spec = get_selection(selection)
+    cols: dict[str, Any] = dict(columns)
+    info = sample_info(selection, sample, cols)
+    if spec.recoil is not None:          # before the swap: u_T excludes both muons anyway
+        recoil = spec.recoil(cols)
+        if recoil is not None:
+            cols["ut_x"], cols["ut_y"] = recoil
+    if wlike_reversed:
+        if selection != "wlike":
+            raise ValueError("wlike_reversed applies only to the 'wlike' selection")
+        swap_wlike_columns(cols)
+    applied: list[str] = []
+    movers = [c for c in corrections if "muon" in c.kinds and c.applies_to(info)]
+    if movers:
+        # a correction may modify muon columns in place: never the caller's arrays
+        for k in [k for k in cols if k.startswith(tuple(f"{p}_" for p in info.muon_prefixes))]:
+            if isinstance(cols[k], np.ndarray):
+                cols[k] = cols[k].copy()
+    for c in movers:
+        c.correct(cols, info)
+        applied.append(c.name)
+    if applied or wlike_reversed:
+        spec.derive(cols)
+    elif spec.extras is not None:
+        # nothing moved the muons: the stored derived columns are exact, only add the extras
+        spec.extras(cols)
+    mask = final_cut_mask(selection, cols, final_cuts)
+    if mask is not None:
+        cols = _apply_mask(cols, mask)
+    if info.is_data:
+        return PipelineResult(cols, np.ones(_n_rows(cols)), info, applied, [])
+    if "weight" not in cols:
+        raise KeyError(f"sample {sample!r} (selection {selection!r}): the skim has no 'weight' column")
+    weight = np.asarray(cols["weight"], np.float64).copy()
+    lazy: list[Correction] = []
+    for c in corrections:
+        if "weight" in c.kinds and c.applies_to(info):
+            nominal = c.nominal_factor(cols, info)
+            if nominal is not None:
+                weight *= np.asarray(nominal, dtype=np.float64)
+            lazy.append(c)
+            if c.name not in applied:
+                applied.append(c.name)
+    return PipelineResult(cols, weight, info, applied, lazy)

@@ -1,0 +1,173 @@
+"""From templates to a fit model: one neutral specification, two fitters.
+
+:func:`make_spec` turns a :class:`~wmnb.templatefit.templates.TemplateSet` into a :class:`ModelSpec`
+(flat arrays over the bins in use, the list of shape and normalisation nuisances and the
+parameters of interest).  The spec is then handed either to the project's TensorFlow fitter
+(:func:`to_builder`, ``wmnb.fit.ModelBuilder``) or to the small independent reference fitter
+(:mod:`wmnb.templatefit.reffit`).  A chapter's cross-checks are variants of the spec: the mass
+POI split over regions (its recipe's ``poi_layouts``: one mass, charge, eta, ...; any number of
+POIs), a sub-range of the bins, the signal normalisation floating.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .templates import TemplateSet, smoothed_mass_variation
+
+
+@dataclass
+class ModelSpec:
+    """A binned model in flat arrays over the ``mask`` bins (order: C order over the binning)."""
+
+    data: np.ndarray
+    processes: list[str]
+    nominal: np.ndarray                      # [P, B]
+    sumw2: np.ndarray                        # [P, B]
+    signal: list[str]
+    mask: np.ndarray                         # bool SHAPE: bins in use
+    shapes: list[tuple[str, str, np.ndarray, np.ndarray | None, str]] = field(default_factory=list)
+    norms: list[tuple[str, str, float, str]] = field(default_factory=list)
+    pois: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    norm_pois: dict[str, list[str]] = field(default_factory=dict)
+    bb_scale: float = 1.25
+    mass_step_mev: float = 100.0
+    _fit_model: object = field(default=None, init=False, repr=False, compare=False)  # see fitting._built
+
+    @property
+    def nuisances(self) -> list[str]:
+        """Names of the constrained nuisance parameters (without the per-bin MC-stat ones)."""
+        seen: dict[str, None] = {}
+        for name, *_ in self.shapes:
+            seen.setdefault(name, None)
+        for name, *_ in self.norms:
+            seen.setdefault(name, None)
+        return list(seen)
+
+    def groups(self) -> dict[str, str]:
+        """Nuisance name -> impact group."""
+        out = {s[0]: s[4] for s in self.shapes}
+        out.update({n[0]: n[3] for n in self.norms})
+        return out
+
+    def expected(self, poi_values: dict[str, float] | None = None) -> np.ndarray:
+        """Prediction with nuisances at zero and the given shape POIs (as the fitters interpolate)."""
+        poi_values = poi_values or {}
+        total = self.nominal.copy()
+        for poi, per_proc in self.pois.items():
+            theta = poi_values.get(poi, 0.0)
+            for proc, (up, down) in per_proc.items():
+                ip = self.processes.index(proc)
+                nom = self.nominal[ip]
+                total[ip] *= np.exp(theta * _sym_logk(nom, up, down) + theta**2 * _even_logk(nom, up, down))
+        return total.sum(0)
+
+
+def _sym_logk(nom: np.ndarray, up: np.ndarray, down: np.ndarray | None) -> np.ndarray:
+    """Symmetrised log-normal coefficient ½(ln(up/nom) − ln(down/nom)); zero where undefined."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lu = np.log(up / nom)
+        lk = lu if down is None else 0.5 * (lu - np.log(down / nom))
+    return np.where(np.isfinite(lk), lk, 0.0)
+
+
+def _even_logk(nom: np.ndarray, up: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """Even part ½(ln(up/nom) + ln(down/nom)) of a template pair (the θ² term of a POI)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lk = 0.5 * (np.log(up / nom) + np.log(down / nom))
+    return np.where(np.isfinite(lk), lk, 0.0)
+
+
+def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass",
+              region: str = "all", float_norm: bool = False, systematics: bool = True,
+              mc_stat: bool = True) -> ModelSpec:
+    """Build the model of the fit from templates.
+
+    ``data`` replaces the observed histogram (Asimov or injected pseudo-data, the binning's
+    shape); ``pois`` is a key of the recipe's ``poi_layouts``; ``region`` restricts the bins
+    (the recipe's ``region_mask``); ``float_norm`` adds a free signal normalisation ``norm_w``;
+    ``systematics=False`` keeps only the POIs (data-statistics-only fit); ``mc_stat=False``
+    switches Barlow–Beeston-lite off.
+    """
+    recipe = ts.recipe
+    if pois not in recipe.poi_layouts:
+        raise ValueError(f"unknown POI layout {pois!r}; choose from {sorted(recipe.poi_layouts)}")
+    obs = ts.data if data is None else np.asarray(data, dtype=np.float64).reshape(ts.binning.shape)
+    # bins without any expected event carry no information on the model (and a likelihood
+    # cannot be evaluated there): small samples leave a few at the acceptance edges
+    in_region = recipe.region_mask(region)
+    mask = in_region & (ts.prediction() > 0)
+    lost = int(obs[in_region & ~mask].sum())
+    if lost:
+        warnings.warn(f"{lost} observed events fall in bins with zero expected yield and are not fitted; "
+                      "the simulation is too small for this binning", stacklevel=2)
+    names = list(ts.processes)
+    spec = ModelSpec(
+        data=obs[mask], processes=names,
+        nominal=np.stack([ts.processes[p].nominal[mask] for p in names]),
+        sumw2=np.stack([ts.processes[p].sumw2[mask] for p in names]),
+        signal=ts.signal, mask=mask, bb_scale=recipe.bb_scale if mc_stat else 0.0,
+        mass_step_mev=recipe.mass_step_mev,
+    )
+    mass_up, mass_down = smoothed_mass_variation(ts)
+    for poi, poi_region in recipe.poi_layouts[pois]:
+        sel = recipe.region_mask(poi_region)
+        spec.pois[poi] = {}
+        for p in ts.signal:
+            nom = ts.processes[p].nominal
+            up = np.where(sel, mass_up[p], nom)[mask]
+            down = np.where(sel, mass_down[p], nom)[mask]
+            if (sel & mask).any():
+                spec.pois[poi][p] = (up, down)
+        if not spec.pois[poi]:
+            del spec.pois[poi]
+    if float_norm:
+        spec.norm_pois["norm_w"] = list(ts.signal)
+    if not systematics:
+        return spec
+    for p in names:
+        tmpl = ts.processes[p]
+        for nuis, (group, up, down) in tmpl.shapes.items():
+            spec.shapes.append((nuis, p, up[mask], None if down is None else down[mask], group))
+        for name, kappa, group in recipe.norms(p, tmpl.source, float_norm):
+            spec.norms.append((name, p, kappa, group))
+    return spec
+
+
+def to_builder(spec: ModelSpec):
+    """A ``wmnb.fit.ModelBuilder`` holding ``spec`` (flat 1-D arrays)."""
+    try:
+        from wmnb.fit import ModelBuilder
+    except ImportError as err:
+        raise ImportError(f"wmnb.fit is not available ({err}); use wmnb.templatefit.reffit for the reference fit") from err
+    b = ModelBuilder(spec.data)
+    for ip, p in enumerate(spec.processes):
+        b.add_process(p, spec.nominal[ip], sumw2=spec.sumw2[ip], signal=p in spec.signal)
+    for name, proc, up, down, group in spec.shapes:
+        b.add_shape_systematic(name, proc, up, down, group=group)
+    for name, proc, kappa, group in spec.norms:
+        b.add_norm_systematic(name, proc, kappa, group=group)
+    for poi, per_proc in spec.pois.items():
+        b.add_poi_shape(poi, list(per_proc), up={p: v[0] for p, v in per_proc.items()},
+                        down={p: v[1] for p, v in per_proc.items()}, scale=spec.mass_step_mev)
+    for poi, procs in spec.norm_pois.items():
+        b.add_norm_poi(poi, procs)
+    b.bb_scale = spec.bb_scale
+    return b
+
+
+def asimov(ts: TemplateSet, shift_mev: float | None = None) -> np.ndarray:
+    """Pseudo-data equal to the nominal prediction, with the signal moved by ``shift_mev``
+    through *exact* Breit–Wigner reweighting (the shift must be in ``ts.mass_scan``)."""
+    total = ts.prediction()
+    if shift_mev is None or shift_mev == 0:
+        return total
+    key = float(shift_mev)
+    if key not in ts.mass_scan:
+        raise KeyError(f"no exact template for a {shift_mev} MeV shift; build the templates with "
+                       f"mass_shifts_mev including it (have {sorted(ts.mass_scan)})")
+    for p, shifted in ts.mass_scan[key].items():
+        total = total - ts.processes[p].nominal + shifted
+    return total

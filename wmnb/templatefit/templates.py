@@ -1,0 +1,306 @@
+"""Templates of a binned template fit from skims: data, every process, every variation.
+
+What a fit needs from its chapter is a :class:`TemplateRecipe`: the selection, the observable
+(:class:`~wmnb.templatefit.binning.Binning`), the signal processes, the chapter's built-in
+variations and the mass reweighting of its signal, the cross-check regions, the POI layouts and
+the normalisation uncertainties.  Chapters 07, 08 and 09 configure a recipe and call
+:func:`build_templates` and :func:`wmnb.templatefit.model.make_spec`; nothing here knows which
+boson is measured.
+
+The seam to the events is the one correction pipeline (:func:`wmnb.engine.pipeline.run_pipeline`):
+muon corrections, derived quantities, final cuts, nominal weight and lazy (possibly local)
+variations.  Template corrections (kind ``template``, e.g. the data-driven nonprompt background
+of chapter 05) are called as ``correction.templates(selection=..., processes=[...], shape=...)``
+and return ``{process: {"nominal": array|hist, "sumw2": ..., "variations": {name: array|hist},
+"groups": {base name: group}}}``; the named process is replaced as a whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..corrections import Variation, WeightSet, weightset_variations
+from .binning import Binning
+
+
+class TemplateRecipe(Protocol):
+    """What a chapter tells the template-fit layer about its fit (see the module docstring)."""
+
+    selection: str                       # registered selection of the skims (wmnb.engine.registry)
+    binning: Binning
+    signal: tuple[str, ...]              # fit processes carrying the mass POI(s)
+    config: Any                          # the chapter's configuration, recorded with the templates
+    mass_step_mev: float                 # POI theta = 1 <=> +mass_step_mev
+    required: tuple[str, ...]            # skim columns every sample needs
+    poi_layouts: Mapping[str, Sequence[tuple[str, str]]]   # layout -> [(POI, region)]
+    bb_scale: float
+    mass_merge: tuple[str, int]          # (axis, bins) over which the relative mass variation is averaged
+
+    def process_name(self, sample: str) -> str: ...
+    def builtin_variations(self, cols: Mapping[str, np.ndarray], sample: str) -> Iterator[Variation]: ...
+    def mass_factors(self, cols: Mapping[str, np.ndarray], shift_mev: float, sample: str) -> np.ndarray: ...
+    def builtin_sources(self) -> list[dict[str, Any]]: ...
+    def region_mask(self, region: str) -> np.ndarray: ...
+    def norms(self, process: str, source: str, float_norm: bool) -> list[tuple[str, float, str]]: ...
+
+
+
+
+@dataclass
+class ProcessTemplate:
+    """Nominal template of one process (with its sumw2) and its shape variations."""
+
+    name: str
+    nominal: np.ndarray
+    sumw2: np.ndarray
+    shapes: dict[str, tuple[str, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    source: str = "simulation"
+    dropped: list[str] = field(default_factory=list)       # variations rejected as unphysical
+    #: signal only: the ±100 MeV difference filled separately from even and odd events, to
+    #: measure the sensitivity free of the templates' own statistical noise
+    mass_halves: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass
+class TemplateSet:
+    """Everything the fit needs, as arrays of shape ``recipe.binning.shape``."""
+
+    data: np.ndarray
+    processes: dict[str, ProcessTemplate]
+    mass_up: dict[str, np.ndarray]
+    mass_down: dict[str, np.ndarray]
+    recipe: TemplateRecipe
+    n_data: float
+    #: exact BW-reweighted signal templates for injected shifts (MeV -> process -> array)
+    mass_scan: dict[float, dict[str, np.ndarray]] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def config(self) -> Any:
+        """The chapter's configuration the templates were built with."""
+        return self.recipe.config
+
+    @property
+    def binning(self) -> Binning:
+        return self.recipe.binning
+
+    def with_config(self, config: Any) -> TemplateSet:
+        """The same templates under another chapter configuration (e.g. another smoothing of the
+        mass variation); the recipe must be a dataclass with a ``config`` field."""
+        return dataclasses.replace(self, recipe=dataclasses.replace(self.recipe, config=config))
+
+    @property
+    def signal(self) -> list[str]:
+        """Names of the signal processes."""
+        return [p for p in self.processes if p in self.recipe.signal]
+
+    def prediction(self) -> np.ndarray:
+        """Sum of the nominal templates."""
+        return sum(p.nominal for p in self.processes.values())
+
+
+# ---------------------------------------------------------------- the seam to the pipeline
+def select_events(recipe: TemplateRecipe, cols: Mapping[str, np.ndarray], sample: str, is_data: bool,
+                  corrections: Sequence[Any] = ()) -> tuple[dict[str, np.ndarray], np.ndarray, Iterator[Variation]]:
+    """The correction pipeline on one sample's skim columns: the columns after the final cuts,
+    the nominal weight and the variations lazily (factors relative to nominal, one at a time).
+    Data get unit weights and no variations."""
+    from wmnb.engine.pipeline import run_pipeline
+
+    missing = [c for c in recipe.required + (() if is_data else ("weight",)) if c not in cols]
+    if missing:
+        raise KeyError(f"sample {sample!r}: skim column(s) {missing} missing "
+                       f"({recipe.selection!r} skim of chapter 01 expected)")
+    result = run_pipeline(recipe.selection, "data" if is_data else sample, cols, corrections=corrections)
+    return result.columns, result.weight, result.variations()
+
+
+# ---------------------------------------------------------------- building the templates
+#: largest factor by which a variation may change a populated bin before it is rejected
+MAX_VARIATION = 100.0
+
+
+def _sane(nominal: np.ndarray, varied: np.ndarray) -> bool:
+    """Finite, non-negative, and within ×/÷ MAX_VARIATION of the nominal where it is populated."""
+    if not np.all(np.isfinite(varied)) or np.any(varied < 0):
+        return False
+    pop = nominal > 0
+    ratio = varied[pop] / nominal[pop]
+    return bool(np.all((ratio <= MAX_VARIATION) & (ratio >= 1.0 / MAX_VARIATION)))
+
+
+def _varied(binning: Binning, idx: np.ndarray, weight: np.ndarray, nominal: np.ndarray, var: Variation
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Up and down templates of one variation.  A local variation (``var.rows``) costs in
+    proportion to its rows: the nominal plus the change of the events it touches."""
+    if var.rows is None:
+        return (binning.fill_values(idx, weight * var.up),
+                None if var.down is None else binning.fill_values(idx, weight * var.down))
+    i, w = idx[var.rows], weight[var.rows]
+    up = nominal + binning.fill_values(i, w * (var.up - 1.0))
+    down = None if var.down is None else nominal + binning.fill_values(i, w * (var.down - 1.0))
+    return up, down
+
+
+def process_template(recipe: TemplateRecipe, cols: Mapping[str, np.ndarray], sample: str,
+                     corrections: Sequence[Any] = (), mass_shifts_mev: Iterable[float] = ()
+                     ) -> tuple[ProcessTemplate, dict[float, np.ndarray]]:
+    """Template (nominal + variations) of one simulated sample, plus mass-shifted nominals.
+
+    For signal samples the ±``recipe.mass_step_mev`` variations and any ``mass_shifts_mev``
+    (exact reweighting, used by the injection closure) are filled as well; for other samples
+    the second return value is empty.
+    """
+    binning = recipe.binning
+    sel, weight, corr_vars = select_events(recipe, cols, sample, is_data=False, corrections=corrections)
+    idx = binning.bin_index(sel)
+    nominal, sumw2 = binning.fill(idx, weight)
+    name = recipe.process_name(sample)
+    tmpl = ProcessTemplate(name, nominal, sumw2)
+    replaced = superseded_groups(corrections)
+    builtin = (v for v in recipe.builtin_variations(sel, sample) if v.group not in replaced)
+    # lazily, one variation at a time: materialising them all costs GBs on large samples
+    for var in itertools.chain(builtin, corr_vars):
+        up, down = _varied(binning, idx, weight, nominal, var)
+        if not (_sane(nominal, up) and (down is None or _sane(nominal, down))):
+            # a variation changing a populated bin by more than ×/÷ MAX_VARIATION is a bug of its
+            # producer; it would wreck the fit, so it is left out, warned about once by
+            # build_templates and listed by the chapter
+            tmpl.dropped.append(var.nuisance)
+            continue
+        tmpl.shapes[var.nuisance] = (var.group, up, down)
+    shifted: dict[float, np.ndarray] = {}
+    if name in recipe.signal:
+        step = recipe.mass_step_mev
+        for s in {step, -step, *map(float, mass_shifts_mev)}:
+            shifted[float(s)] = binning.fill_values(idx, weight * recipe.mass_factors(sel, s, sample))
+        even = (np.asarray(sel["event"]) % 2 == 0) if "event" in sel else (np.arange(idx.size) % 2 == 0)
+        half_diff = weight * (recipe.mass_factors(sel, step, sample)
+                              - recipe.mass_factors(sel, -step, sample))   # = 2 × ½(up − down)
+        tmpl.mass_halves = (binning.fill_values(np.where(even, idx, -1), half_diff),
+                            binning.fill_values(np.where(even, -1, idx), half_diff))
+    return tmpl, shifted
+
+
+def superseded_groups(corrections: Sequence[Any]) -> set[str]:
+    """Built-in nuisance groups that published corrections replace (``Correction.supersedes``)."""
+    return {g for c in corrections for g in getattr(c, "supersedes", ())}
+
+
+def observed(recipe: TemplateRecipe, cols: Mapping[str, np.ndarray], corrections: Sequence[Any] = ()) -> np.ndarray:
+    """The data histogram (counts, shaped like the binning) of one data sample's skim columns."""
+    sel, w, _ = select_events(recipe, cols, "data", is_data=True, corrections=corrections)
+    counts, _ = recipe.binning.fill(recipe.binning.bin_index(sel), w)
+    return counts
+
+
+def build_templates(recipe: TemplateRecipe, samples: Mapping[str, Mapping[str, np.ndarray]],
+                    data: Mapping[str, np.ndarray] | np.ndarray, corrections: Sequence[Any] = (),
+                    mass_shifts_mev: Iterable[float] = ()) -> TemplateSet:
+    """All templates of the fit from per-sample columns (``samples``: name -> columns).
+
+    ``data`` is a data sample's columns or an already filled histogram of the binning's shape.
+    """
+    missing = [s for s in recipe.signal if s not in {recipe.process_name(k) for k in samples}]
+    if missing:
+        raise KeyError(f"signal samples {missing} are missing: the fit needs every signal process")
+    shifts = tuple(float(s) for s in mass_shifts_mev)
+    data_vals = (recipe.binning.as_array(data) if isinstance(data, np.ndarray)
+                 else observed(recipe, data, corrections))
+    processes: dict[str, ProcessTemplate] = {}
+    up: dict[str, np.ndarray] = {}
+    down: dict[str, np.ndarray] = {}
+    scan: dict[float, dict[str, np.ndarray]] = {s: {} for s in shifts}
+    for sample, cols in samples.items():
+        tmpl, shifted = process_template(recipe, cols, sample, corrections, shifts)
+        processes[tmpl.name] = tmpl
+        if shifted:
+            up[tmpl.name] = shifted[recipe.mass_step_mev]
+            down[tmpl.name] = shifted[-recipe.mass_step_mev]
+            for s in shifts:
+                scan[s][tmpl.name] = shifted[s]
+    ts = TemplateSet(data_vals, processes, up, down, recipe, float(data_vals.sum()), scan)
+    ts.sources = active_sources(recipe, samples, corrections)
+    dropped = sorted({(v, p) for p, t in processes.items() for v in t.dropped})
+    if dropped:
+        warnings.warn(f"{len(dropped)} variations change a populated bin by more than a factor "
+                      f"{MAX_VARIATION:g} or are not finite and are left out of the fit: "
+                      f"{', '.join(f'{v!r} ({p})' for v, p in dropped[:6])}{' ...' if len(dropped) > 6 else ''}",
+                      stacklevel=2)
+        ts.sources.append({"source": "rejected variations", "kind": "dropped", "group": "",
+                           "detail": ", ".join(f"{v} ({p})" for v, p in dropped)})
+    _apply_template_corrections(ts, corrections)
+    return ts
+
+
+def smoothed_mass_variation(ts: TemplateSet, merge: int | None = None
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """±step signal templates with the *relative* variation averaged over blocks of ``merge``
+    adjacent bins of the recipe's ``mass_merge`` axis (same other bins); 1 returns them unchanged.
+
+    The reweighted difference is the sum of large per-event weight changes of both signs, so on
+    a simulation only a few times the data its statistical noise is comparable to the effect
+    itself and biases the fitted mass towards the simulation's (regression dilution).  The mass
+    effect varies slowly along that axis, so averaging the relative variation over a few bins
+    removes most of the noise at the price of a small, measured non-closure.
+    """
+    axis_name, default = ts.recipe.mass_merge
+    merge = default if merge is None else merge
+    if merge == 1:
+        return ts.mass_up, ts.mass_down
+    shape = ts.binning.shape
+    pos = [a.name for a in ts.binning.axes].index(axis_name)
+    n = shape[pos]
+    if merge < 1 or n % merge:
+        raise ValueError(f"the {axis_name} merge must divide {n}, got {merge}")
+
+    def block_sum(a: np.ndarray) -> np.ndarray:
+        blocks = a.reshape(*shape[:pos], n // merge, merge, *shape[pos + 1:]).sum(pos + 1)
+        return np.repeat(blocks, merge, axis=pos)
+
+    up, down = {}, {}
+    for p in ts.signal:
+        nom = ts.processes[p].nominal
+        total = block_sum(nom)
+        safe = np.where(total > 0, total, 1.0)
+        up[p] = np.where(total > 0, nom * block_sum(ts.mass_up[p]) / safe, nom)
+        down[p] = np.where(total > 0, nom * block_sum(ts.mass_down[p]) / safe, nom)
+    return up, down
+
+
+def _apply_template_corrections(ts: TemplateSet, corrections: Sequence[Any]) -> None:
+    binning = ts.binning
+    for c in corrections:
+        if "template" not in c.kinds:
+            continue
+        repl = c.templates(selection=ts.recipe.selection, processes=list(ts.processes), shape=binning.shape)
+        for proc, doc in repl.items():
+            if proc in ts.signal:
+                raise ValueError(f"correction {c.name!r} tries to replace the signal {proc!r}; not allowed")
+            nominal = binning.as_array(doc["nominal"])
+            sumw2 = binning.as_array(doc["sumw2"]) if doc.get("sumw2") is not None else np.zeros(binning.shape)
+            tmpl = ProcessTemplate(proc, nominal, sumw2, source=c.name)
+            variations = {k: binning.as_array(v) / np.where(nominal != 0, nominal, 1.0)
+                          for k, v in (doc.get("variations") or {}).items()}
+            for var in weightset_variations(WeightSet(None, variations, doc.get("groups", {})), c.name):
+                tmpl.shapes[var.nuisance] = (var.group, nominal * var.up,
+                                             None if var.down is None else nominal * var.down)
+            ts.processes[proc] = tmpl
+
+
+def active_sources(recipe: TemplateRecipe, samples: Iterable[str], corrections: Sequence[Any]) -> list[dict[str, Any]]:
+    """The table of uncertainty and correction sources in force (for the chapter to show)."""
+    replaced = superseded_groups(corrections)
+    rows = [dict(r, kind="superseded", detail=f"{r['detail']} (replaced by a published correction)")
+            if r.get("group") in replaced else r for r in recipe.builtin_sources()]
+    for c in corrections:
+        rows.append({"source": c.name, "kind": "+".join(c.kinds), "group": "from correction",
+                     "detail": type(c).__module__})
+    rows.append({"source": "samples", "kind": "input", "group": "", "detail": ", ".join(samples)})
+    return rows
