@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from wmnb.calib.binning import Binning4D, quantile_pt_edges
-from wmnb.calib.massfit import MassFitConfig, fit_bins
-from wmnb.calib.scale_model import eta_edges
-from wmnb.calib.toys import generate_dimuons, random_scale_params
+from wmnb.muonscale.binning import Binning4D, quantile_pt_edges
+from wmnb.muonscale.massfit import MassFitConfig, fit_bins
+from wmnb.muonscale.scale_model import eta_edges
+from wmnb.muonscale.toys import generate_dimuons, random_scale_params
 
 
 def main(n_signal: int = 300_000) -> dict:

@@ -99,7 +99,7 @@ def test_the_rules_catch_what_they_are_meant_to():
 # ---------------------------------------------------------------- particle constants
 
 def test_particle_constants_and_their_users():
-    from wmnb.calib import kinematics as ckin
+    from wmnb.muonscale import kinematics as ckin
     from wmnb.engine import kinematics as ekin
     from wmnb.universe import kinematics as ukin
 

@@ -245,7 +245,7 @@ def test_dask_equals_local(universe, tmp_path):
 
 
 def test_chapter_helpers_on_toy_universe(universe):
-    from wmnb.engine import chapter as ch01
+    from wmnb.selection import chapter as ch01
 
     hists = ch01.control_histograms(PROFILE)
     assert set(hists["w_mu_pt"]) == {"wplus_munu", "z_mumu", "data"}

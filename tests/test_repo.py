@@ -152,3 +152,69 @@ def test_docstring_examples_run():
         module = importlib.import_module(name)
         failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert failed == 0, f"{name}: {failed} of {attempted} docstring examples failed"
+
+
+#: one package per chapter, named by its physics (wmnb.chapters ids -> package)
+CHAPTER_PACKAGES = {"00_universe": "universe", "01_selection": "selection", "02_calibration": "muonscale",
+                    "08_mw_fit": "mw"}
+
+
+def _wmnb_imports(path: Path) -> set[str]:
+    """Top-level wmnb subpackages a module imports (absolute or relative)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    pkg = path.relative_to(ROOT).parts[:-1]            # ("wmnb", "mw") for wmnb/mw/x.py
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = list(pkg[:len(pkg) - node.level + 1]) + ([node.module] if node.module else [])
+                names = [".".join(base)] + [".".join(base + [a.name]) for a in node.names]
+            else:
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        out |= {n.split(".")[1] for n in names if n.startswith("wmnb.") and len(n.split(".")) > 1}
+    return out
+
+
+def test_chapter_packages_are_isolated_and_expose_a_small_api():
+    assert set(CHAPTER_PACKAGES) >= {c.id for c in available_chapters()}
+    packages = set(CHAPTER_PACKAGES.values())
+    offenders = []
+    for pkg in packages:
+        init = ROOT / "wmnb" / pkg / "__init__.py"
+        assert "__all__" in init.read_text(), f"wmnb/{pkg}/__init__.py must declare its notebook-facing __all__"
+        for path in sorted((ROOT / "wmnb" / pkg).rglob("*.py")):
+            other = _wmnb_imports(path) & (packages - {pkg})
+            if other:
+                offenders.append(f"{path.relative_to(ROOT)} imports {sorted(other)}")
+    for path in sorted((ROOT / "wmnb").glob("*.py")) + [p for d in ("engine", "templatefit", "fit")
+                                                         for p in sorted((ROOT / "wmnb" / d).rglob("*.py"))]:
+        used = _wmnb_imports(path) & packages
+        if used and path.name != "truth.py":       # the truth gate reads the universe's cards
+            offenders.append(f"shared layer {path.relative_to(ROOT)} imports chapter package(s) {sorted(used)}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_notebooks_use_only_their_own_chapter_package():
+    import ast
+
+    packages = set(CHAPTER_PACKAGES.values())
+    for path in NOTEBOOKS:
+        own = CHAPTER_PACKAGES[path.stem]
+        nb = json.loads(path.read_text())
+        used: set[str] = set()
+        for cell in nb["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "\n".join(l for l in "".join(cell["source"]).splitlines() if not l.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(src)):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                         if isinstance(node, ast.ImportFrom) else [])
+                used |= {n.split(".")[1] for n in names if n.startswith("wmnb.") and n.count(".") >= 1}
+        assert not (used & packages) - {own}, f"{path.name} imports other chapters' packages {(used & packages) - {own}}"

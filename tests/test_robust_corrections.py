@@ -116,7 +116,7 @@ def test_manifest_cannot_run_arbitrary_code(results: Path) -> None:
     with pytest.raises(C.CorrectionError) as err:
         C.discover(PROFILE)
     msg = str(err.value)
-    assert str(path) in msg and "runpy:run_path" in msg and "wmnb.calib.correction:load_correction" in msg
+    assert str(path) in msg and "runpy:run_path" in msg and "wmnb.muonscale.correction:load_correction" in msg
     assert not marker.exists()
 
 

@@ -295,9 +295,9 @@ def test_code_digest_follows_imports_and_correction_factories(project):
     nb = root / "notebooks" / "08_mw_fit.ipynb"
     chapter = dict((c.id, c) for c in BOOK_CHAPTERS)["08_mw_fit"]
     files = {str(p.relative_to(root)) for p in runner.chapter_code_files(chapter, nb, root,
-                                                                           {"wmnb.calib.correction"})}
+                                                                           {"wmnb.muonscale.correction"})}
     assert "wmnb/mw/templates.py" in files and "wmnb/fit/fitter.py" in files
-    assert "wmnb/calib/correction.py" in files  # run through discover(), not imported by 08
+    assert "wmnb/muonscale/correction.py" in files  # run through discover(), not imported by 08
     assert "wmnb/runner.py" not in files and "wmnb/book.py" not in files
 
 

@@ -57,7 +57,7 @@ import numpy as np
 #: Muon mass.  PDG 2024: 105.6583755 ± 0.0000023 MeV.  Used by the generator and chapter 01.
 MUON_MASS = 0.1056583755
 #: The muon mass chapter 02 has always used for the invariant mass of calibrated dimuons
-#: (:func:`wmnb.calib.kinematics.dimuon_mass`): :data:`MUON_MASS` rounded to 6 digits.  Kept
+#: (:func:`wmnb.muonscale.kinematics.dimuon_mass`): :data:`MUON_MASS` rounded to 6 digits.  Kept
 #: so the calibration stays bit-identical; switching to :data:`MUON_MASS` moves dimuon masses by
 #: ~1e-8 relative (events at bin edges migrate), which is the lead's decision.
 MUON_MASS_CALIB = 0.105658

@@ -241,7 +241,7 @@ class MissingArtefactError(CorrectionError, FileNotFoundError):
 #: the package listed here (or added with :func:`register_correction_factory`) are called;
 #: their modules are imported only then.
 FACTORIES: dict[str, str] = {
-    "wmnb.calib.correction:load_correction": "chapter 02: muon momentum scale, resolution, scale variations",
+    "wmnb.muonscale.correction:load_correction": "chapter 02: muon momentum scale, resolution, scale variations",
     "wmnb.engine.testing:load_toy_scale": "toy muon scale of the engine tests (wmnb.engine.testing)",
 }
 
@@ -306,7 +306,7 @@ class Manifest:
     name: str
     chapter: str
     kinds: tuple[str, ...]
-    factory: str              # "wmnb.calib.correction:load_correction", one of FACTORIES
+    factory: str              # "wmnb.muonscale.correction:load_correction", one of FACTORIES
     artefact: str             # file name relative to the manifest's chapter directory
     order: int = 50           # lower runs first (momentum scale before efficiencies ...)
     groups: tuple[str, ...] = ()

@@ -226,12 +226,13 @@ def run_selections(files: Sequence[str], selections: Sequence[str], *, norm: flo
 # the chapter-01 skims from the universe manifest
 
 def load_manifest(profile: str) -> dict[str, Any]:
-    """The chapter-00 manifest (via ``wmnb.universe.read_manifest`` when available)."""
-    try:
-        from ..universe import read_manifest  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        return read_json(universe_dir(profile) / "manifest.json")
-    return read_manifest(profile)
+    """The chapter-00 manifest ``results/<profile>/00_universe/manifest.json`` (its format is the
+    contract between the chapters, DEVELOPING.md; the engine does not import the universe)."""
+    path = universe_dir(profile) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no universe manifest at {path}: run chapter 00 first "
+                                f"(`wmnb run --profile {profile} --only 00_universe`)")
+    return read_json(path)
 
 
 def effective_lumi_pb(manifest: dict[str, Any]) -> float:

@@ -16,3 +16,5 @@ fit, blinding, fits and scans).  What is particular to the W mass:
 * :mod:`~wmnb.mw.chapter` – inputs of a profile, sensitivity and impact tables;
 * :mod:`~wmnb.mw.plots`, :mod:`~wmnb.mw.panel` – figures and the interactive panel.
 """
+
+__all__ = ["binning", "chapter", "fitting", "model", "panel", "plots", "systematics", "templates"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wmnb.calib.chapter import CalibConfig, headline, run
-from wmnb.calib.scale_model import eta_edges
-from wmnb.calib.toys import random_scale_params, toy_inputs
+from wmnb.muonscale.chapter import CalibConfig, headline, run
+from wmnb.muonscale.scale_model import eta_edges
+from wmnb.muonscale.toys import random_scale_params, toy_inputs
 from wmnb.conventions import Z_MASS_PDG
 
 MZ_MC = Z_MASS_PDG
@@ -78,7 +78,7 @@ def test_data_resolution_is_recovered(toy_chapter):
     that ignored the extra mass variance would be 5 % low).  Measured: -1 % at 5 GeV, +3 % at
     40 GeV -- the Z bins' extra variance is biased up by the fit's kernel floor and the finite
     simulated templates (see the chapter's resolution section)."""
-    from wmnb.calib.toys import default_resolution
+    from wmnb.muonscale.toys import default_resolution
 
     out, _ = toy_chapter
     dr = out["data_resolution"]
@@ -91,9 +91,9 @@ def test_data_resolution_is_recovered(toy_chapter):
 
 
 def test_poorly_measured_closure_parameters_are_left_out():
-    from wmnb.calib.chapter import MAX_CLOSURE_ERROR, constrained
-    from wmnb.calib.paramfit import ParamFit
-    from wmnb.calib.scale_model import ScaleParams
+    from wmnb.muonscale.chapter import MAX_CLOSURE_ERROR, constrained
+    from wmnb.muonscale.paramfit import ParamFit
+    from wmnb.muonscale.scale_model import ScaleParams
 
     edges = eta_edges(3)
     err = np.array([1e-4, 1e-6, 0.05, 1e-6, 1e-4, 1e-2])       # (A', M') per eta bin

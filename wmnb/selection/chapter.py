@@ -15,9 +15,9 @@ from typing import Any
 import hist
 import numpy as np
 
-from . import selections as S
-from .histogram import corrected_columns, fill
-from .skims import list_skim_samples, read_cutflow
+from ..engine import selections as S
+from ..engine.histogram import corrected_columns, fill
+from ..engine.skims import list_skim_samples, read_cutflow
 
 Cols = dict[str, np.ndarray]
 LHE = ("lhe_scale", "lhe_pdf")   # not needed for control plots: skip reading them
@@ -159,6 +159,6 @@ def headline(profile: str, sample: str = "data") -> dict[str, Any]:
 
 def data_lumi_fb(profile: str) -> float:
     """Integrated luminosity (fb^-1) the profile's generated data correspond to."""
-    from .skims import skim_index
+    from ..engine.skims import skim_index
 
     return float(skim_index(profile)["lumi_pb"]) / 1000.0

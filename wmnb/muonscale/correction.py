@@ -190,6 +190,6 @@ def publish_correction(chapter_dir: str | Path) -> Path:
     """Publish the artefact through ``wmnb.corrections`` (call after :func:`write_artefact`)."""
     return publish(chapter_dir, Manifest(
         name=CORRECTION_NAME, chapter="02_calibration", kinds=("muon", "weight"),
-        factory="wmnb.calib.correction:load_correction", artefact=ARTEFACT, order=10, groups=(GROUP,),
+        factory="wmnb.muonscale.correction:load_correction", artefact=ARTEFACT, order=10, groups=(GROUP,),
         description="J/psi muon momentum scale (A, e, M per eta), resolution smearing of simulation, "
                     "weight-based scale variations"))

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wmnb.calib.binning import Binning4D, check_columns, quantile_pt_edges
-from wmnb.calib.massfit import MassFitConfig, fit_bins
-from wmnb.calib.paramfit import bin_moments, fit_parameters, pulls
-from wmnb.calib.scale_model import ScaleParams, apply_bias, correct_pt, delta, eta_edges
-from wmnb.calib.toys import generate_dimuons, random_scale_params
+from wmnb.muonscale.binning import Binning4D, check_columns, quantile_pt_edges
+from wmnb.muonscale.massfit import MassFitConfig, fit_bins
+from wmnb.muonscale.paramfit import bin_moments, fit_parameters, pulls
+from wmnb.muonscale.scale_model import ScaleParams, apply_bias, correct_pt, delta, eta_edges
+from wmnb.muonscale.toys import generate_dimuons, random_scale_params
 
 
 def test_correct_pt_inverts_the_bias_model():

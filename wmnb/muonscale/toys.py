@@ -3,7 +3,7 @@
 A resonance of mass ``mass`` (width ``width``) is produced with a falling pT spectrum and a flat
 rapidity, decays isotropically to two muons, and each muon is "reconstructed" with
 ``k_reco = k_gen (1 + delta(k_gen)) + k_gen * sigma_rel * N(0, 1)`` (scale bias
-:func:`wmnb.calib.scale_model.delta`, Gaussian curvature resolution).  A combinatorial
+:func:`wmnb.muonscale.scale_model.delta`, Gaussian curvature resolution).  A combinatorial
 background with an exponential mass spectrum can be added (data only).  The column names are the
 chapter-01 dimuon skim columns, so toys and real skims go through the same code.
 """
@@ -122,7 +122,7 @@ def toy_inputs(rng: np.random.Generator, bias: ScaleParams, n_jpsi: int = 400_00
                n_upsilon: int = 60_000, mz_data: float = Z_MASS_PDG, mz_mc: float = Z_MASS_PDG,
                res_scale_data: float = 1.05, mc_factor: float = 2.0) -> dict:
     """J/psi, Upsilon(1S) and Z toy samples (data with ``bias`` and ``res_scale_data`` times the
-    simulated resolution, simulation unbiased) in the layout of :func:`wmnb.calib.chapter.load_inputs`."""
+    simulated resolution, simulation unbiased) in the layout of :func:`wmnb.muonscale.chapter.load_inputs`."""
     from .chapter import Sample
 
     def res_data(pt, eta):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wmnb.calib.correction import MomentumCalibration, load_correction, publish_correction, write_artefact
-from wmnb.calib.resolution import BinMuons, DataResolution, ResolutionModel, measure_mc_resolution
-from wmnb.calib.scale_model import ScaleParams, apply_bias, eta_edges
-from wmnb.calib.toys import default_resolution, random_scale_params
-from wmnb.calib.uncertainty import (Variation, closure_chi2, closure_scale_factor, eigen_variations)
+from wmnb.muonscale.correction import MomentumCalibration, load_correction, publish_correction, write_artefact
+from wmnb.muonscale.resolution import BinMuons, DataResolution, ResolutionModel, measure_mc_resolution
+from wmnb.muonscale.scale_model import ScaleParams, apply_bias, eta_edges
+from wmnb.muonscale.toys import default_resolution, random_scale_params
+from wmnb.muonscale.uncertainty import (Variation, closure_chi2, closure_scale_factor, eigen_variations)
 from wmnb.corrections import SampleInfo, discover
 
 
@@ -165,7 +165,7 @@ def _bins_of_muons(rng, n_bins: int, n_per_bin: int, pt_lo: float, pt_hi: float,
 def test_data_resolution_fit_recovers_a_b_c_d_from_mass_variances():
     """Extra mass variances generated from a known data model (a, b, c and d all different from
     simulation) are fitted back: every parameter within 3 sigma and sigma(pT)/pT within 1 %."""
-    from wmnb.calib.resolution import _bin_average, fit_data_resolution
+    from wmnb.muonscale.resolution import _bin_average, fit_data_resolution
 
     rng = np.random.default_rng(11)
     n = 4

@@ -19,3 +19,5 @@ Modules (one job each):
 ``plots``         the chapter's figures
 ``chapter``       the pipeline the chapter-02 notebook calls
 """
+
+__all__ = ["chapter", "plots"]
