@@ -130,8 +130,9 @@ def test_ruff_is_clean():
 
 #: the shared layers, type-checked by `make test`; [tool.mypy] files in pyproject.toml may list more
 SHARED_LAYERS = ("wmnb/paths.py", "wmnb/profiles.py", "wmnb/params.py", "wmnb/artefacts.py", "wmnb/histio.py",
-                 "wmnb/truth.py", "wmnb/chapters.py", "wmnb/runner.py", "wmnb/book.py", "wmnb/cli.py",
-                 "wmnb/fit/")
+                 "wmnb/truth.py", "wmnb/chapters.py", "wmnb/runner.py", "wmnb/book.py", "wmnb/cli.py", "wmnb/fit/",
+                 "wmnb/corrections.py", "wmnb/conventions.py", "wmnb/engine/pipeline.py", "wmnb/engine/registry.py",
+                 "wmnb/templatefit/")
 
 
 def test_mypy_shared_layers():
@@ -148,7 +149,8 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("wmnb.params", "wmnb.truth", "wmnb.histio", "wmnb.corrections", "wmnb.fit"):
+    for name in ("wmnb.params", "wmnb.truth", "wmnb.histio", "wmnb.corrections", "wmnb.fit",
+                 "wmnb.engine.registry", "wmnb.templatefit.binning"):
         module = importlib.import_module(name)
         failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert failed == 0, f"{name}: {failed} of {attempted} docstring examples failed"

@@ -50,6 +50,8 @@ every sample, fit process and display group a legend label and one colour (CMS p
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # ================================================================= particle constants (GeV)
@@ -92,7 +94,7 @@ UPSILON_1S_MASS = 9.4604
 #: running-width line shape on this range, and the mass reweighting normalises over it.
 GENERATED_MASS_RANGE_GEV: tuple[float, float] = (50.0, 150.0)
 
-def _running_width_denominator(s, mass: float, width: float):
+def _running_width_denominator(s: Any, mass: float, width: float) -> Any:
     """``(s − M²)² + s² Γ² / M²`` (the arithmetic order is part of the bit-identity contract)."""
     return (s - mass**2) ** 2 + s * s * width**2 / mass**2
 

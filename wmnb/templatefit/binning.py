@@ -129,11 +129,13 @@ class Binning:
 
         axes = [hist.axis.Variable(a.edges, name=a.name, label=a.label or a.name) for a in self.axes]
         values = np.asarray(values, dtype=np.float64).reshape(self.shape)
+        h: Any
         if variances is None:
             h = hist.Hist(*axes, storage=hist.storage.Double())
             h.view()[...] = values
         else:
             h = hist.Hist(*axes, storage=hist.storage.Weight())
-            h.view().value = values
-            h.view().variance = np.asarray(variances, dtype=np.float64).reshape(self.shape)
+            view: Any = h.view()         # a structured view (value, variance), not a float array
+            view.value = values
+            view.variance = np.asarray(variances, dtype=np.float64).reshape(self.shape)
         return h

@@ -78,7 +78,7 @@ def _from_wmnb_fit(spec: ModelSpec, res: Any, impacts: bool, full_cov: bool) -> 
     return out
 
 
-def _built(spec: ModelSpec):
+def _built(spec: ModelSpec) -> Any:
     """The ``wmnb.fit.Model`` of ``spec``, built once: refits with other data reuse it (and the
     fitter's compiled graph), which is what makes 20-point scans cheap."""
     if getattr(spec, "_fit_model", None) is None:

@@ -11,6 +11,7 @@ POIs), a sub-range of the bins, the signal normalisation floating.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,14 +130,14 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
         return spec
     for p in names:
         tmpl = ts.processes[p]
-        for nuis, (group, up, down) in tmpl.shapes.items():
-            spec.shapes.append((nuis, p, up[mask], None if down is None else down[mask], group))
+        for nuis, (group, shape_up, shape_down) in tmpl.shapes.items():
+            spec.shapes.append((nuis, p, shape_up[mask], None if shape_down is None else shape_down[mask], group))
         for name, kappa, group in recipe.norms(p, tmpl.source, float_norm):
             spec.norms.append((name, p, kappa, group))
     return spec
 
 
-def to_builder(spec: ModelSpec):
+def to_builder(spec: ModelSpec) -> Any:
     """A ``wmnb.fit.ModelBuilder`` holding ``spec`` (flat 1-D arrays)."""
     try:
         from wmnb.fit import ModelBuilder

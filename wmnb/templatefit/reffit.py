@@ -73,9 +73,9 @@ class RefModel:
         for poi, procs in spec.norm_pois.items():
             for proc in procs:
                 self.logk[self.names.index(poi), spec.processes.index(proc)] = 1.0
-        for name, proc, up, down, _ in spec.shapes:
+        for name, proc, shape_up, shape_down, _ in spec.shapes:
             ip = spec.processes.index(proc)
-            self.logk[self.names.index(name), ip] += _sym_logk(spec.nominal[ip], up, down)
+            self.logk[self.names.index(name), ip] += _sym_logk(spec.nominal[ip], shape_up, shape_down)
         for name, proc, kappa, _ in spec.norms:
             self.logk[self.names.index(name), spec.processes.index(proc)] += np.log(kappa)
         self.nominal = spec.nominal
@@ -90,7 +90,7 @@ class RefModel:
         """Nominal parameter values: 0, and 1 for normalisation POIs."""
         return self.is_norm.astype(np.float64)
 
-    def _terms(self, x: np.ndarray):
+    def _terms(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         phi = np.where(self.is_norm, np.log(np.where(self.is_norm, x, 1.0)), x)
         expo = np.einsum("k,kpb->pb", phi, self.logk) + np.einsum("k,kpb->pb", x**2, self.even)
         per_proc = self.nominal * np.exp(expo)

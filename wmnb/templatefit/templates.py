@@ -93,7 +93,8 @@ class TemplateSet:
     def with_config(self, config: Any) -> TemplateSet:
         """The same templates under another chapter configuration (e.g. another smoothing of the
         mass variation); the recipe must be a dataclass with a ``config`` field."""
-        return dataclasses.replace(self, recipe=dataclasses.replace(self.recipe, config=config))
+        recipe: Any = self.recipe      # a dataclass, which the Protocol cannot say
+        return dataclasses.replace(self, recipe=dataclasses.replace(recipe, config=config))
 
     @property
     def signal(self) -> list[str]:
@@ -102,7 +103,7 @@ class TemplateSet:
 
     def prediction(self) -> np.ndarray:
         """Sum of the nominal templates."""
-        return sum(p.nominal for p in self.processes.values())
+        return sum((p.nominal for p in self.processes.values()), start=np.zeros(self.binning.shape))
 
 
 # ---------------------------------------------------------------- the seam to the pipeline
