@@ -236,7 +236,8 @@ def test_outputs_changed_in_place_make_the_chapter_and_dependents_stale(project)
     _run(project)
     (project / "results/t/a_first/out.txt").write_text("overwritten by hand")
     assert _states(project) == {"a_first": "modified", "b_second": "stale"}
-    assert _run(project) == {"a_first": "ran", "b_second": "ran"}
+    # the rerun restores identical results, so the chapter after it need not run again
+    assert _run(project) == {"a_first": "ran", "b_second": "skipped"}
     assert _states(project) == {"a_first": "up to date", "b_second": "up to date"}
 
 
@@ -308,3 +309,17 @@ def test_notebook_parameters_reach_the_generator():
     assert universe_settings("smoke")["events_scale"] == SCALES["smoke"]
     chosen = universe_settings("smoke", {"events_scale": "default", "chunk_size": None, "workers": 1})
     assert chosen["events_scale"] == SCALES["default"] and chosen["workers"] == 1
+
+
+def test_timings_of_an_upstream_rerun_do_not_rerun_downstream(project):
+    timed = ("import time\nfrom wmnb.paths import chapter_dir\nfrom wmnb.artefacts import write_summary\n"
+             "d = chapter_dir(profile, 'a_first')\nd.mkdir(parents=True, exist_ok=True)\n"
+             "write_summary(d, {'seed': seed, 'runtime_s': time.time(), 'skim_seconds': time.time()})\n")
+    nbformat.write(_notebook(timed), project / "notebooks" / "a_first.ipynb")
+    _run(project)
+    assert _run(project, only=["a_first"], force=True) == {"a_first": "ran"}
+    assert _states(project) == {"a_first": "up to date", "b_second": "up to date"}
+    # a result that changes does rerun it
+    nbformat.write(_notebook(timed.replace("'seed': seed", "'seed': seed + 1")), project / "notebooks" / "a_first.ipynb")
+    _run(project, only=["a_first"])
+    assert _states(project)["b_second"] == "stale"

@@ -267,11 +267,32 @@ def expected_hashes(profile: str, chapters: Sequence[Chapter] | None = None,
             if dep not in out:
                 continue  # planned chapter without a notebook: nothing to depend on yet
             h.update(out[dep].encode())
-            summary = profile_results(profile) / dep / "summary.json"
-            h.update(hashlib.sha256(summary.read_bytes()).hexdigest().encode()
-                     if summary.is_file() else b"missing")
+            h.update(summary_digest(profile_results(profile) / dep / "summary.json").encode())
         out[c.id] = h.hexdigest()
     return out
+
+
+#: headline keys that are timings (by the naming rule of DEVELOPING.md): they differ between
+#: identical reruns, so they do not enter the downstream chapters' hashes
+TIMING_KEY = re.compile(r".*(_s|_seconds|_evps|_evps_per_core)$")
+
+
+def summary_digest(path: Path) -> str:
+    """Hash of what a chapter's ``summary.json`` says, without its timestamp and timings: an
+    upstream rerun with the same results does not make the chapters after it stale."""
+    if not path.is_file():
+        return "missing"
+    raw = path.read_bytes()
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return hashlib.sha256(raw).hexdigest()
+    if not isinstance(doc, dict):
+        return hashlib.sha256(raw).hexdigest()
+    doc.pop("written_at", None)
+    if isinstance(doc.get("headline"), dict):
+        doc["headline"] = {k: v for k, v in doc["headline"].items() if not TIMING_KEY.fullmatch(k)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def _summary_problem(profile: str, chapter_id: str) -> tuple[dict[str, Any], str]:
