@@ -350,7 +350,7 @@ def _hist_task(task: tuple) -> hist.Hist:
     from .selections import select
 
     tree = open_tree(path)
-    req, opt = selection_branches("z" if selection == "wlike" else selection, set(tree.keys()),
+    req, opt = selection_branches(selection, set(tree.keys()),
                                   "genWeight" in tree.keys(), path, lean=True)
     need_lhe = variations is not None and (callable(variations) or bool({"lhe_scale", "lhe_pdf"} & set(variations)))
     # only what the reconstructed-level histogram needs: no GenPart / GenV, LHE only for its variations

@@ -516,29 +516,24 @@ def met_branches(available: set[str], path: str = "<input>") -> tuple[str, str]:
                        f"{TREE}: need {names}; PUPPI and other MET flavours are not used")
 
 
-LEAN_MUON_FIELDS = {
-    "w": ("triggerMatch", "svMatched"),
-    "z": ("triggerMatch", "svMatched"),
-    "wlike": ("triggerMatch", "svMatched"),
-    "jpsi": ("svMatched",),
-    "upsilon": ("svMatched",),
-    "tnp": ("triggerMatch", "svMatched", "tightId", "isGlobal", "isTracker", "isStandalone"),
-}
-
-
 def selection_branches(selection: str, available: set[str], is_mc: bool,
                        path: str = "<input>", lean: bool = False) -> tuple[list[str], tuple[str, ...]]:
     """(required, optional) branches a selection reads from a file with branches ``available``.
 
     ``lean=True``: only what reconstructed-level histograms need (no generator-level branches,
-    no run / pile-up bookkeeping; ``event`` only for the W-like parity)."""
+    no run / pile-up bookkeeping; ``event`` only for the W-like parity).  What a selection reads
+    is declared in its :class:`~wmnb.engine.registry.SelectionSpec` (a derived selection reads the
+    branches of the one it is built from)."""
+    from .registry import get_selection
+
+    spec = get_selection(selection).branch_source
     muon = [f"Muon_{f}" for f in MUON_REQUIRED]
     trig_obj = tuple(f"TrigObj_{f}" for f in TRIGOBJ_FIELDS)
     if lean:
-        muon_opt = tuple(f"Muon_{f}" for f in LEAN_MUON_FIELDS.get(selection, ()))
+        muon_opt = tuple(f"Muon_{f}" for f in spec.lean_muon_fields)
         if "Muon_triggerMatch" in available:
             trig_obj = ()
-        muon = muon + (["event"] if selection in ("wlike", "z") else [])
+        muon = muon + (["event"] if spec.lean_event else [])
         opt: tuple[str, ...] = muon_opt + trig_obj
         if is_mc:
             opt += ("genWeight", "L1PreFiringWeight_Nom", "L1PreFiringWeight_Up", "L1PreFiringWeight_Dn")
@@ -551,14 +546,12 @@ def selection_branches(selection: str, available: set[str], is_mc: bool,
                     "Pileup_nTrueInt") + GENV + tuple(f"GenPart_{f}" for f in GENPART_FIELDS)
         else:
             opt += ("L1PreFiringWeight_Nom",)
-    if selection in ("jpsi", "upsilon"):
-        trig = JPSI_TRIGGERS if selection == "jpsi" else UPSILON_TRIGGERS
-        req = muon
-    else:
-        trig = SINGLE_MUON_TRIGGERS
+    trig = spec.triggers
+    req = muon
+    if spec.single_muon:
         req = muon + list(met_branches(available, path))
         opt += tuple(f"Electron_{f}" for f in ELECTRON_FIELDS if not (lean and f == "phi"))
-        if selection in ("w", "z", "wlike") and is_mc:
+        if spec.lhe and is_mc:
             opt += ("LHEScaleWeight", "LHEPdfWeight")
     present = [t for t in trig if t in available]
     if not present:

@@ -24,7 +24,11 @@ import numpy as np
 
 from .kinematics import mt as _mt
 from .kinematics import pair, project, to_ptphi, to_xy
-from .selections import FINAL_CUTS, ISO_MAX, abcd_region, wlike_derived
+from typing import Any
+
+from .nanoaod import JPSI_TRIGGERS, SINGLE_MUON_TRIGGERS, UPSILON_TRIGGERS
+from .selections import (FINAL_CUTS, ISO_MAX, abcd_region, select_onia, select_tnp, select_w, select_z,
+                         wlike_derived, wlike_from_z_cutflow)
 
 Columns = dict[str, np.ndarray]
 
@@ -47,6 +51,35 @@ class SelectionSpec:
     recoil: Callable[[Columns], tuple[np.ndarray, np.ndarray] | None] | None = None
     extras: Callable[[Columns], None] | None = None
     description: str = ""
+    #: NanoAOD level: ``skim(chunk, norm, gen) -> (columns, cutflow)``
+    skim: Callable[..., tuple[Columns, dict[str, list[float]]]] | None = None
+    #: the trigger paths the skim reads (at least one must exist in a file)
+    triggers: tuple[str, ...] = ()
+    #: single-muon stream: MET and electrons (vetoes) are read
+    single_muon: bool = True
+    #: LHE scale and PDF weights are read from simulation (W/Z production)
+    lhe: bool = False
+    #: the muon fields a reconstructed-level histogram of the selection needs besides the basics
+    lean_muon_fields: tuple[str, ...] = ()
+    #: the event number is read even for lean histograms (the W-like parity)
+    lean_event: bool = False
+    #: built from another selection's columns of the same chunk (``derive_from(cols, cutflow)``),
+    #: reading that selection's branches: the W-like skim reuses the Z pair finding
+    derived_from: str | None = None
+    derive_from: Callable[[Columns, dict[str, list[float]]], tuple[Columns, dict[str, list[float]]]] | None = None
+
+    def run_skim(self, chunk: Any, norm: float = 1.0, gen: bool = True) -> tuple[Columns, dict[str, list[float]]]:
+        """The skim of one NanoAOD chunk (columns, cutflow)."""
+        if self.derived_from is not None and self.derive_from is not None:
+            return self.derive_from(*get_selection(self.derived_from).run_skim(chunk, norm, gen))
+        if self.skim is None:
+            raise ValueError(f"selection {self.name!r} defines no skim")
+        return self.skim(chunk, norm, gen)
+
+    @property
+    def branch_source(self) -> SelectionSpec:
+        """The selection whose NanoAOD branches this one reads."""
+        return get_selection(self.derived_from) if self.derived_from else self
 
 
 _REGISTRY: dict[str, SelectionSpec] = {}
@@ -152,18 +185,30 @@ def _tnp_derive(cols: Columns) -> None:
     cols["mass"], cols["pair_pt"] = p["mass"], p["pt"]
 
 
+_SINGLE_FIELDS = ("triggerMatch", "svMatched")
+
 for _spec in (
     SelectionSpec("w", ("mu",), FINAL_CUTS["w"], _w_derive, _w_recoil, _w_extras,
-                  "one muon, m_T and isolation regions: the m_W fit and the nonprompt ABCD"),
-    SelectionSpec("wlike", ("mu", "mu2"), FINAL_CUTS["wlike"], _wlike_derive, _w_recoil, None,
-                  "Z -> mumu with one muon treated as a neutrino (the other is the template muon)"),
+                  "one muon, m_T and isolation regions: the m_W fit and the nonprompt ABCD",
+                  skim=select_w, triggers=SINGLE_MUON_TRIGGERS, lhe=True, lean_muon_fields=_SINGLE_FIELDS),
     SelectionSpec("z", ("mup", "mum"), FINAL_CUTS["z"], _z_derive, _z_recoil, None,
-                  "Z -> mumu pairs: calibration closure, recoil, dilepton fits"),
+                  "Z -> mumu pairs: calibration closure, recoil, dilepton fits",
+                  skim=select_z, triggers=SINGLE_MUON_TRIGGERS, lhe=True, lean_muon_fields=_SINGLE_FIELDS,
+                  lean_event=True),
+    SelectionSpec("wlike", ("mu", "mu2"), FINAL_CUTS["wlike"], _wlike_derive, _w_recoil, None,
+                  "Z -> mumu with one muon treated as a neutrino (the other is the template muon)",
+                  derived_from="z", derive_from=wlike_from_z_cutflow),
     SelectionSpec("jpsi", ("mup", "mum"), FINAL_CUTS["jpsi"], _onia_derive, None, None,
-                  "J/psi -> mumu: momentum scale calibration"),
+                  "J/psi -> mumu: momentum scale calibration",
+                  skim=lambda chunk, norm=1.0, gen=True: select_onia(chunk, norm, "jpsi", gen),
+                  triggers=JPSI_TRIGGERS, single_muon=False, lean_muon_fields=("svMatched",)),
     SelectionSpec("upsilon", ("mup", "mum"), FINAL_CUTS["upsilon"], _onia_derive, None, None,
-                  "Upsilon(1S) -> mumu: calibration cross-check"),
+                  "Upsilon(1S) -> mumu: calibration cross-check",
+                  skim=lambda chunk, norm=1.0, gen=True: select_onia(chunk, norm, "upsilon", gen),
+                  triggers=UPSILON_TRIGGERS, single_muon=False, lean_muon_fields=("svMatched",)),
     SelectionSpec("tnp", ("tag", "probe"), FINAL_CUTS["tnp"], _tnp_derive, None, None,
-                  "tag-and-probe Z pairs: efficiencies"),
+                  "tag-and-probe Z pairs: efficiencies",
+                  skim=select_tnp, triggers=SINGLE_MUON_TRIGGERS,
+                  lean_muon_fields=("triggerMatch", "svMatched", "tightId", "isGlobal", "isTracker", "isStandalone")),
 ):
     register_selection(_spec)

@@ -625,20 +625,17 @@ def select(chunk: Chunk, selection: str, norm: float = 1.0, gen: bool = True) ->
     """Run skim ``selection`` on ``chunk``; returns (columns, cutflow).  ``norm`` multiplies
     ``genWeight`` (xsec × lumi / sumw for simulation); ``gen=False`` skips the generator-level
     and LHE columns of simulation (faster when only reconstructed quantities are histogrammed)."""
-    if selection == "w":
-        return select_w(chunk, norm, gen)
-    if selection == "z":
-        return select_z(chunk, norm, gen)
-    if selection == "wlike":
-        cols, cf = select_z(chunk, norm, gen)
-        wl = wlike_from_z(cols)
-        _cut(cf, "(W-like muon trigger-matched)", np.asarray(wl["mu_trig"]), wl["weight"])
-        return wl, cf
-    if selection in ("jpsi", "upsilon"):
-        return select_onia(chunk, norm, selection, gen)
-    if selection == "tnp":
-        return select_tnp(chunk, norm, gen)
-    raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
+    from .registry import get_selection
+
+    return get_selection(selection).run_skim(chunk, norm, gen)
+
+
+def wlike_from_z_cutflow(zcols: dict[str, np.ndarray], zcf: Cutflow) -> tuple[dict[str, np.ndarray], Cutflow]:
+    """The W-like skim from the Z skim of the same chunk (one pair finding for both)."""
+    wl = wlike_from_z(zcols)
+    cf = dict(zcf)
+    _cut(cf, "(W-like muon trigger-matched)", np.asarray(wl["mu_trig"]), wl["weight"])
+    return wl, cf
 
 
 # ---------------------------------------------------------------------------------------------

@@ -152,26 +152,21 @@ def _chunk_task(task: tuple) -> dict[str, Any]:
     req: list[str] = []
     opt: tuple[str, ...] = ()
     for sel in selections:
-        r, o = selection_branches("z" if sel == "wlike" else sel, available, is_mc, path)
+        r, o = selection_branches(sel, available, is_mc, path)
         req += r
         opt += o
     chunk = load_chunk(path, start, stop, list(dict.fromkeys(req)), optional=tuple(dict.fromkeys(opt)),
                        nonfinite=nonfinite, tree=tree)
     out: dict[str, Any] = {"notes": chunk.notes, "results": {}}
-    z_done = None
+    from .registry import get_selection
+
     for sel in selections:
-        if sel == "wlike" and z_done is not None:
-            from .selections import _cut, wlike_from_z  # reuse the z pair: one pair finding for both
-            zc, zcf = z_done
-            wl = wlike_from_z(zc)
-            cf = dict(zcf)
-            _cut(cf, "(W-like muon trigger-matched)", np.asarray(wl["mu_trig"]), wl["weight"])
-            out["results"][sel] = (wl, cf)
+        spec = get_selection(sel)
+        parent = out["results"].get(spec.derived_from) if spec.derived_from else None
+        if parent is not None and spec.derive_from is not None:
+            out["results"][sel] = spec.derive_from(*parent)   # reuse the parent's pair finding
             continue
-        cols, cf = select(chunk, sel, norm)
-        if sel == "z":
-            z_done = (cols, cf)
-        out["results"][sel] = (cols, cf)
+        out["results"][sel] = select(chunk, sel, norm)
     return out
 
 
@@ -193,10 +188,14 @@ def run_selections(files: Sequence[str], selections: Sequence[str], *, norm: flo
     for sel in selections:
         if sel not in SELECTIONS:
             raise ValueError(f"unknown selection {sel!r}; choose one of {SELECTIONS}")
+    from .registry import get_selection
+
     order = list(selections)
-    if "wlike" in order and "z" in order:      # compute z first so wlike can reuse its pair
-        order.remove("z")
-        order.insert(0, "z")
+    for sel in selections:              # a derived selection's parent first, so it can be reused
+        parent = get_selection(sel).derived_from
+        if parent in order and order.index(parent) > order.index(sel):
+            order.remove(parent)
+            order.insert(order.index(sel), parent)
     check_distinct(files)   # a file given twice would be counted twice
     tasks = []
     for f in files:
