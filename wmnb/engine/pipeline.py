@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..corrections import Correction, SampleInfo, Variation, as_variation
-from .registry import get_selection, swap_wlike_columns
+from .registry import get_selection
 
 FinalCuts = str | Callable[[dict[str, np.ndarray]], np.ndarray] | None
 
@@ -105,9 +105,9 @@ def run_pipeline(selection: str, sample: str, columns: Mapping[str, np.ndarray],
         if recoil is not None:
             cols["ut_x"], cols["ut_y"] = recoil
     if wlike_reversed:
-        if selection != "wlike":
-            raise ValueError("wlike_reversed applies only to the 'wlike' selection")
-        swap_wlike_columns(cols)
+        if spec.parity_swap is None:
+            raise ValueError(f"wlike_reversed applies only to W-like selections, not {selection!r}")
+        spec.parity_swap(cols)
     applied: list[str] = []
     movers = [c for c in corrections if "muon" in c.kinds and c.applies_to(info)]
     if movers:

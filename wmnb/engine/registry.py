@@ -27,8 +27,8 @@ from .kinematics import pair, project, to_ptphi, to_xy
 from typing import Any
 
 from .nanoaod import JPSI_TRIGGERS, SINGLE_MUON_TRIGGERS, UPSILON_TRIGGERS
-from .selections import (FINAL_CUTS, ISO_MAX, abcd_region, select_onia, select_tnp, select_w, select_z,
-                         wlike_derived, wlike_from_z_cutflow)
+from .selections import (FINAL_CUTS, ISO_MAX, W_CUTFLOW_STEPS, abcd_region, select_onia, select_tnp, select_w,
+                         select_z, wlike_derived, wlike_from_z_cutflow)
 
 Columns = dict[str, np.ndarray]
 
@@ -67,6 +67,10 @@ class SelectionSpec:
     #: reading that selection's branches: the W-like skim reuses the Z pair finding
     derived_from: str | None = None
     derive_from: Callable[[Columns, dict[str, list[float]]], tuple[Columns, dict[str, list[float]]]] | None = None
+    #: the final cuts one by one for the cutflow table (default: one step, ``final_cuts``)
+    cutflow_steps: tuple[tuple[str, Callable[[Columns], np.ndarray]], ...] | None = None
+    #: the reversed-parity alternative of a W-like selection (swaps the roles of the muons in place)
+    parity_swap: Callable[[Columns], None] | None = None
 
     def run_skim(self, chunk: Any, norm: float = 1.0, gen: bool = True) -> tuple[Columns, dict[str, list[float]]]:
         """The skim of one NanoAOD chunk (columns, cutflow)."""
@@ -190,14 +194,16 @@ _SINGLE_FIELDS = ("triggerMatch", "svMatched")
 for _spec in (
     SelectionSpec("w", ("mu",), FINAL_CUTS["w"], _w_derive, _w_recoil, _w_extras,
                   "one muon, m_T and isolation regions: the m_W fit and the nonprompt ABCD",
-                  skim=select_w, triggers=SINGLE_MUON_TRIGGERS, lhe=True, lean_muon_fields=_SINGLE_FIELDS),
+                  skim=select_w, triggers=SINGLE_MUON_TRIGGERS, lhe=True, lean_muon_fields=_SINGLE_FIELDS,
+                  cutflow_steps=W_CUTFLOW_STEPS),
     SelectionSpec("z", ("mup", "mum"), FINAL_CUTS["z"], _z_derive, _z_recoil, None,
                   "Z -> mumu pairs: calibration closure, recoil, dilepton fits",
                   skim=select_z, triggers=SINGLE_MUON_TRIGGERS, lhe=True, lean_muon_fields=_SINGLE_FIELDS,
                   lean_event=True),
     SelectionSpec("wlike", ("mu", "mu2"), FINAL_CUTS["wlike"], _wlike_derive, _w_recoil, None,
                   "Z -> mumu with one muon treated as a neutrino (the other is the template muon)",
-                  derived_from="z", derive_from=wlike_from_z_cutflow),
+                  derived_from="z", derive_from=wlike_from_z_cutflow,
+                  cutflow_steps=(("W-like final", FINAL_CUTS["wlike"]),), parity_swap=swap_wlike_columns),
     SelectionSpec("jpsi", ("mup", "mum"), FINAL_CUTS["jpsi"], _onia_derive, None, None,
                   "J/psi -> mumu: momentum scale calibration",
                   skim=lambda chunk, norm=1.0, gen=True: select_onia(chunk, norm, "jpsi", gen),

@@ -706,21 +706,25 @@ def final_mask(selection: str, cols: dict[str, np.ndarray]) -> np.ndarray:
     return FINAL_CUTS[selection](cols)
 
 
+#: the W selection's final cuts one by one, for its cutflow table
+W_CUTFLOW_STEPS: tuple[tuple[str, Callable[[dict[str, np.ndarray]], np.ndarray]], ...] = (
+    ("26<pT<56", lambda c: (c["mu_pt"] > W_PT_RANGE[0]) & (c["mu_pt"] < W_PT_RANGE[1])),
+    ("veto", lambda c: c["veto_pass"].astype(bool)),
+    ("iso<0.15", lambda c: c["mu_iso"] < ISO_MAX),
+    ("mT>40", lambda c: c["mt"] > MT_SIGNAL),
+)
+
+
 def final_cutflow(selection: str, cols: dict[str, np.ndarray]) -> Cutflow:
     """Step-by-step final cuts on skim columns (events and weighted yields), for the cutflow tables."""
     w = np.asarray(cols["weight"], np.float64)
     alive = np.ones(w.size, bool)
     cf: Cutflow = {}
     _cut(cf, "skim", alive, w)
-    if selection == "w":
-        steps = [("26<pT<56", lambda c: (c["mu_pt"] > W_PT_RANGE[0]) & (c["mu_pt"] < W_PT_RANGE[1])),
-                 ("veto", lambda c: c["veto_pass"].astype(bool)),
-                 ("iso<0.15", lambda c: c["mu_iso"] < ISO_MAX),
-                 ("mT>40", lambda c: c["mt"] > MT_SIGNAL)]
-    elif selection == "wlike":
-        steps = [("W-like final", wlike_mask)]
-    else:
-        steps = [("final", FINAL_CUTS[selection])]
+    from .registry import get_selection
+
+    spec = get_selection(selection)
+    steps = spec.cutflow_steps or (("final", spec.final_cuts),)
     for name, fn in steps:
         alive &= np.asarray(fn(cols), bool)
         _cut(cf, name, alive, w)
