@@ -191,3 +191,16 @@ def test_manifest_supersedes_reaches_the_correction(tmp_path, monkeypatch):
     monkeypatch.setenv("WMNB_RESULTS", str(tmp_path / "results"))
     (found,) = discover("p")
     assert found.supersedes == ("pdf", "scales")
+
+
+def test_engine_reads_only_declared_publishers(tmp_path, monkeypatch):
+    from wmnb.corrections import CorrectionError, Manifest, publish
+
+    chapter = tmp_path / "results" / "p" / "02_toy"
+    chapter.mkdir(parents=True)
+    (chapter / "toy.json").write_text('{"a": 0.001}')
+    publish(chapter, Manifest("toy", "02_toy", ("muon",), "wmnb.engine.testing:load_toy_scale", "toy.json"))
+    monkeypatch.setenv("WMNB_RESULTS", str(tmp_path / "results"))
+    with pytest.raises(CorrectionError, match="02_toy"):
+        engine._resolve_corrections("p", "discover", (), from_chapters=("01_selection",))
+    assert len(engine._resolve_corrections("p", "discover", (), from_chapters=("02_toy",))) == 1

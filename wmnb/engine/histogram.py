@@ -259,6 +259,7 @@ def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
 def corrected_columns(profile: str, selection: str, sample: str, *, corrections: Any = "discover",
                       final_cuts: Any = "default", variations: Any = None, wlike_reversed: bool = False,
                       exclude_chapters: tuple[str, ...] = (), columns: Sequence[str] | None = None,
+                      from_chapters: Sequence[str] | None = None,
                       exclude: Sequence[str] | None = None
                       ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
     """Load a skim (``columns`` / minus ``exclude``: see :func:`~wmnb.engine.skims.read_skim`) and
@@ -268,7 +269,7 @@ def corrected_columns(profile: str, selection: str, sample: str, *, corrections:
     can use them: no ``lhe_*`` variation preset, no callable variations and no weight correction."""
     from .skims import read_skim
 
-    corrs = _resolve_corrections(profile, corrections, exclude_chapters)
+    corrs = _resolve_corrections(profile, corrections, exclude_chapters, from_chapters)
     if exclude is None:
         uses_lhe = (callable(variations) or any("weight" in c.kinds for c in corrs)
                     or (variations is not None and any(str(v).startswith("lhe") for v in variations)))
@@ -278,9 +279,12 @@ def corrected_columns(profile: str, selection: str, sample: str, *, corrections:
                            variations=variations, wlike_reversed=wlike_reversed)
 
 
-def _resolve_corrections(profile: str, corrections: Any, exclude_chapters: tuple[str, ...]) -> list[Correction]:
+def _resolve_corrections(profile: str, corrections: Any, exclude_chapters: tuple[str, ...],
+                         from_chapters: Sequence[str] | None = None) -> list[Correction]:
     if corrections == "discover":
-        return discover(profile, exclude_chapters=exclude_chapters)
+        # a consumer that says which chapters it depends on reads only theirs (an undeclared
+        # publisher is an error, see wmnb.corrections.discover)
+        return discover(profile, exclude_chapters=exclude_chapters, from_chapters=from_chapters)
     if corrections is None:
         return []
     corrs = list(corrections)
@@ -293,11 +297,13 @@ def _resolve_corrections(profile: str, corrections: Any, exclude_chapters: tuple
 def histogram_skim(profile: str, selection: str, sample: str, axes: Sequence[Any], fields: Sequence[str], *,
                    corrections: Any = "discover", final_cuts: Any = "default", variations: Any = None,
                    wlike_reversed: bool = False, exclude_chapters: tuple[str, ...] = (),
+                   from_chapters: Sequence[str] | None = None,
                    storage: str = "weight", chunk_rows: int = 200_000) -> hist.Hist:
     """Histogram a chapter-01 skim after corrections and final cuts (see the module docstring).
 
     ``corrections``: ``"discover"`` (everything published under ``results/<profile>``, minus
-    ``exclude_chapters``), None, or a list of :class:`~wmnb.corrections.Correction`.
+    ``exclude_chapters``; only ``from_chapters`` when given: the consumer's declared
+    dependencies), None, or a list of :class:`~wmnb.corrections.Correction`.
     The skim is processed in slices of ``chunk_rows`` rows: with hundreds of weight variations
     the per-event variation arrays of a whole sample would not fit in memory.
     """
@@ -305,7 +311,7 @@ def histogram_skim(profile: str, selection: str, sample: str, axes: Sequence[Any
 
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
-    corrs = _resolve_corrections(profile, corrections, exclude_chapters)
+    corrs = _resolve_corrections(profile, corrections, exclude_chapters, from_chapters)
     uses_lhe = (callable(variations) or any("weight" in c.kinds for c in corrs)
                 or (variations is not None and any(str(v).startswith("lhe") for v in variations)))
     cols = read_skim(profile, selection, sample, None, () if uses_lhe else ("lhe_scale", "lhe_pdf"))
