@@ -162,25 +162,12 @@ CHAPTER_PACKAGES = {"00_universe": "universe", "01_selection": "selection", "02_
 
 
 def _wmnb_imports(path: Path) -> set[str]:
-    """Top-level wmnb subpackages a module imports (absolute or relative)."""
-    import ast
+    """Top-level wmnb subpackages a module imports (absolute or relative), as the runner's
+    code hash finds them."""
+    from wmnb.runner import _imports
 
-    tree = ast.parse(path.read_text())
-    pkg = path.relative_to(ROOT).parts[:-1]            # ("wmnb", "mw") for wmnb/mw/x.py
-    out: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = list(pkg[:len(pkg) - node.level + 1]) + ([node.module] if node.module else [])
-                names = [".".join(base)] + [".".join(base + [a.name]) for a in node.names]
-            else:
-                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-        else:
-            continue
-        out |= {n.split(".")[1] for n in names if n.startswith("wmnb.") and len(n.split(".")) > 1}
-    return out
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    return {m.split(".")[1] for m in _imports(path.read_text(), module) if m.count(".") >= 1}
 
 
 def test_chapter_packages_are_isolated_and_expose_a_small_api():
@@ -203,20 +190,12 @@ def test_chapter_packages_are_isolated_and_expose_a_small_api():
 
 
 def test_notebooks_use_only_their_own_chapter_package():
-    import ast
+    from wmnb.runner import _imports
 
     packages = set(CHAPTER_PACKAGES.values())
     for path in NOTEBOOKS:
         own = CHAPTER_PACKAGES[path.stem]
         nb = json.loads(path.read_text())
-        used: set[str] = set()
-        for cell in nb["cells"]:
-            if cell["cell_type"] != "code":
-                continue
-            src = "\n".join(l for l in "".join(cell["source"]).splitlines() if not l.lstrip().startswith(("%", "!")))
-            for node in ast.walk(ast.parse(src)):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                         [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-                         if isinstance(node, ast.ImportFrom) else [])
-                used |= {n.split(".")[1] for n in names if n.startswith("wmnb.") and n.count(".") >= 1}
+        used = {m.split(".")[1] for c in nb["cells"] if c["cell_type"] == "code"
+                for m in _imports("".join(c["source"])) if m.count(".") >= 1}
         assert not (used & packages) - {own}, f"{path.name} imports other chapters' packages {(used & packages) - {own}}"

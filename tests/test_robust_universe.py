@@ -331,7 +331,7 @@ def test_stale_cleanup_spares_live_foreign_and_unknown_folders(tmp_path, tiny):
 
 
 def test_sigterm_guard_raises_defers_and_restores_the_handler():
-    from wmnb.universe.staging import GenerationTerminated, TerminationGuard
+    from wmnb.universe.staging import GenerationTerminated, generation_guard
 
     seen = []
 
@@ -340,13 +340,13 @@ def test_sigterm_guard_raises_defers_and_restores_the_handler():
 
     previous = signal.signal(signal.SIGTERM, mine)
     try:
-        with pytest.raises(GenerationTerminated) as err, TerminationGuard():
+        with pytest.raises(GenerationTerminated) as err, generation_guard():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
         assert err.value.code == 143 and "SIGTERM" in str(err.value)
         assert signal.getsignal(signal.SIGTERM) is mine
         steps = []
-        with pytest.raises(GenerationTerminated), TerminationGuard() as guard:
+        with pytest.raises(GenerationTerminated), generation_guard() as guard:
             with guard.deferred():
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.2)

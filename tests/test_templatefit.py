@@ -84,3 +84,11 @@ def test_any_binning_and_many_pois(templates):
 def test_unknown_layout_names_the_recipe_layouts(templates):
     with pytest.raises(ValueError, match="quarters"):
         make_spec(templates, pois="charge")
+
+
+def test_extended_fill_is_identical_to_the_masked_fill():
+    rng = np.random.default_rng(4)
+    b = Binning(Axis("eta", ETA4, "mu_eta"), Axis("pt", np.linspace(26.0, 56.0, 13), "mu_pt"))
+    idx = b.bin_index({"mu_eta": rng.uniform(-2.6, 2.6, 100_000), "mu_pt": rng.uniform(24, 58, 100_000)})
+    w = rng.normal(1.0, 0.3, idx.size)
+    assert np.array_equal(b.fill_extended(b.extended_index(idx), w), b.fill_values(idx, w))

@@ -21,6 +21,7 @@ import ast
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -32,12 +33,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from .artefacts import read_json, write_json
 from .chapters import CHAPTERS, Chapter, dependency_order, get_chapter
 from .paths import STAGE_ENV, profile_results, project_root, results_root
+from .signals import TerminationGuard
 from .profiles import (ProfileError, chapter_parameters, check_name, load_profile, profile_path,
                        register_profile)
 
@@ -143,6 +144,13 @@ def _imports(source: str, module: str | None = None) -> set[str]:
     return {m for m in found if m == "wmnb" or m.startswith("wmnb.")}
 
 
+@functools.lru_cache(maxsize=4096)
+def _file_imports(path: Path, module: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """:func:`_imports` of a module file, parsed once per version of the file (``run`` asks for
+    every chapter's hash after each chapter it runs)."""
+    return frozenset(_imports(path.read_text(), module))
+
+
 def _factory_modules(profile: str, chapter: Chapter) -> set[str]:
     """Modules named by the correction manifests the chapter's dependencies published: the code
     that ``wmnb.corrections.discover`` will import in this chapter (invisible to ``ast``)."""
@@ -179,7 +187,8 @@ def chapter_code_files(chapter: Chapter, notebook: Path, root: Path,
         parts = module.split(".")
         todo.update(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages run too
         name = module + (".__init__" if path.name == "__init__.py" else "")
-        todo |= _imports(path.read_text(), name) - seen
+        st = path.stat()
+        todo |= _file_imports(path, name, st.st_mtime_ns, st.st_size) - seen
     for entry in chapter.code:
         target = root / entry
         if target.is_dir():
@@ -607,20 +616,14 @@ def _format_headline(headline: dict[str, Any], keys: Sequence[str]) -> str:
     return ", ".join(parts)
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+def _terminated(signum: int) -> Terminated:
+    return Terminated(f"stopped by signal {signal.Signals(signum).name}")
 
 
-@contextlib.contextmanager
-def _terminate_like_interrupt() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into :class:`Terminated` while a run is in progress, so that the
-    staging directory is moved to ``.failed/`` and the lock released, as with Ctrl-C."""
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def _terminate_like_interrupt() -> TerminationGuard:
+    """SIGTERM/SIGHUP raise :class:`Terminated` while a run is in progress, so that the staging
+    directory is moved to ``.failed/`` and the lock released, as with Ctrl-C."""
+    return TerminationGuard(_terminated, (signal.SIGTERM, signal.SIGHUP))
 
 
 _INPUT_ERRORS = (FileNotFoundError, KeyError, ValueError, TypeError, ProfileLocked)

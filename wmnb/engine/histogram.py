@@ -210,24 +210,39 @@ def preset_variations(cols: Mapping[str, np.ndarray], weight: np.ndarray,
     return out, groups
 
 
-def variation_weights(result: PipelineResult) -> Iterator[tuple[str, str, np.ndarray]]:
-    """``(syst entry, group, full per-event weight)`` of every variation of a pipeline result,
-    lazily: a paired nuisance ``x`` gives ``xUp`` and ``xDown``, a one-sided one ``x``."""
+def variation_weights(result: PipelineResult) -> Iterator[tuple[str, str, str, np.ndarray]]:
+    """``(syst entry, nuisance, group, full per-event weight)`` of every variation of a pipeline
+    result, lazily: a paired nuisance ``x`` gives ``xUp`` and ``xDown``, a one-sided one ``x``."""
     w, n = result.weight, result.weight.size
     for var in result.variations():
         up, down = var.full(n)
         if down is None:
-            yield var.nuisance, var.group, w * up
+            yield var.nuisance, var.nuisance, var.group, w * up
         else:
-            yield f"{var.nuisance}Up", var.group, w * up
-            yield f"{var.nuisance}Down", var.group, w * down
+            yield f"{var.nuisance}Up", var.nuisance, var.group, w * up
+            yield f"{var.nuisance}Down", var.nuisance, var.group, w * down
 
 
-def _extra_variations(cols: dict[str, np.ndarray], w: np.ndarray, variations: Any
-                      ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _syst_entries(result: PipelineResult, variations: Any, groups: dict[str, str]
+                  ) -> Iterator[tuple[str, np.ndarray]]:
+    """The ``syst`` entries of one sample, one at a time: the corrections' variations, then the
+    user ``variations`` (presets or a callable); ``groups`` collects nuisance -> group."""
+    seen: set[str] = set()
+    for name, nuisance, group, weights in variation_weights(result):
+        groups[nuisance] = group
+        seen.add(name)
+        yield name, weights
+    if variations is None:
+        return
     if callable(variations):
-        return dict(variations(cols, w)), {}
-    return preset_variations(cols, w, list(variations))
+        extra = dict(variations(result.columns, result.weight))
+    else:
+        extra, extra_groups = preset_variations(result.columns, result.weight, list(variations))
+        groups.update(extra_groups)
+    for name, weights in extra.items():
+        if name in seen or name == "nominal":
+            raise ValueError(f"variation name {name!r} is used twice")
+        yield name, weights
 
 
 def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
@@ -241,18 +256,8 @@ def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
     ``corrections`` and ``groups``)."""
     result = run_pipeline(selection, sample, cols, corrections=corrections, final_cuts=final_cuts,
                           wlike_reversed=wlike_reversed)
-    var_w: dict[str, np.ndarray] = {}
     groups: dict[str, str] = {}
-    for name, group, weights in variation_weights(result):
-        var_w[name] = weights
-        groups[name.removesuffix("Up").removesuffix("Down") if name.endswith(("Up", "Down")) else name] = group
-    if variations is not None:
-        extra, extra_groups = _extra_variations(result.columns, result.weight, variations)
-        for name in extra:
-            if name in var_w or name == "nominal":
-                raise ValueError(f"variation name {name!r} is used twice")
-        var_w.update(extra)
-        groups.update(extra_groups)
+    var_w = dict(_syst_entries(result, variations, groups))
     return result.columns, result.weight, var_w, {"corrections": result.applied, "groups": groups}
 
 
@@ -323,20 +328,9 @@ def histogram_skim(profile: str, selection: str, sample: str, axes: Sequence[Any
         result = run_pipeline(selection, sample, part, corrections=corrs, final_cuts=final_cuts,
                               wlike_reversed=wlike_reversed)
         chunk_groups: dict[str, str] = {}
-
-        def entries(result: PipelineResult = result, chunk_groups: dict[str, str] = chunk_groups
-                    ) -> Iterator[tuple[str, np.ndarray]]:
-            # one variation's per-event weights at a time: nothing scales with events x variations
-            for name, group, weights in variation_weights(result):
-                chunk_groups[name.removesuffix("Up").removesuffix("Down")
-                             if name.endswith(("Up", "Down")) else name] = group
-                yield name, weights
-            if variations is not None:
-                extra, extra_groups = _extra_variations(result.columns, result.weight, variations)
-                chunk_groups.update(extra_groups)
-                yield from extra.items()
-
-        h = fill(result.columns, axes, fields, result.weight, entries(), storage=storage)
+        # one variation's per-event weights at a time: nothing scales with events x variations
+        h = fill(result.columns, axes, fields, result.weight, _syst_entries(result, variations, chunk_groups),
+                 storage=storage)
         total = h if total is None else total + h
         n_events += int(result.weight.size)
         applied, groups = result.applied, chunk_groups

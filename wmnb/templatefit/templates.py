@@ -136,27 +136,20 @@ def _sane(nominal: np.ndarray, varied: np.ndarray) -> bool:
     return bool(np.all((ratio <= MAX_VARIATION) & (ratio >= 1.0 / MAX_VARIATION)))
 
 
-def _sum(binning: Binning, idx_ext: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Sum of ``weights`` per bin; ``idx_ext`` sends events outside the binning to an extra bin
-    ``nbins`` that is dropped.  No mask is built per variation, and every bin adds the same
-    weights in the same order as :meth:`Binning.fill_values` (identical to the last bit)."""
-    return np.bincount(idx_ext, weights=weights, minlength=binning.nbins + 1)[:binning.nbins].reshape(binning.shape)
-
-
 def _varied(binning: Binning, idx_ext: np.ndarray, weight: np.ndarray, nominal: np.ndarray, var: Variation
             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Up and down templates of one variation, and (for a local one) the bins it touches.  A
     local variation (``var.rows``) costs in proportion to its rows: the nominal plus the change
     of the events it touches."""
     if var.rows is None:
-        return (_sum(binning, idx_ext, weight * var.up),
-                None if var.down is None else _sum(binning, idx_ext, weight * var.down), None)
+        return (binning.fill_extended(idx_ext, weight * var.up),
+                None if var.down is None else binning.fill_extended(idx_ext, weight * var.down), None)
     i, w = idx_ext[var.rows], weight[var.rows]
     touched = np.zeros(binning.nbins + 1, dtype=bool)
     touched[i] = True
     touched = touched[:binning.nbins].reshape(binning.shape)
-    up = nominal + _sum(binning, i, w * (var.up - 1.0))
-    down = None if var.down is None else nominal + _sum(binning, i, w * (var.down - 1.0))
+    up = nominal + binning.fill_extended(i, w * (var.up - 1.0))
+    down = None if var.down is None else nominal + binning.fill_extended(i, w * (var.down - 1.0))
     return up, down, touched
 
 
@@ -177,7 +170,7 @@ def process_template(recipe: TemplateRecipe, cols: Mapping[str, np.ndarray], sam
     tmpl = ProcessTemplate(name, nominal, sumw2)
     replaced = superseded_groups(corrections)
     builtin = (v for v in recipe.builtin_variations(sel, sample) if v.group not in replaced)
-    idx_ext = np.where(idx >= 0, idx, binning.nbins)
+    idx_ext = binning.extended_index(idx)
     # lazily, one variation at a time: materialising them all costs GBs on large samples
     for var in itertools.chain(builtin, corr_vars):
         up, down, touched = _varied(binning, idx_ext, weight, nominal, var)

@@ -42,8 +42,8 @@ from .physics import BOSONS, theory_weights
 from .processes import GENERATORS
 from .staging import (
     GenerateError,
-    TerminationGuard,
     check_output_dir,
+    generation_guard,
     remove_stale,
     staged_dir,
     worker_signals,
@@ -379,7 +379,7 @@ def generate_universe(profile: str, out: Path | str | None = None, seed: int | N
     cards, _ = _universe_cards(truth)
     hashes = {k: card_hash(v) for k, v in cards.items()}
     n_workers = workers if workers is not None else chosen["workers"]
-    with TerminationGuard() as guard:
+    with generation_guard() as guard:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale(out, "samples")
         manifest_path = out / "manifest.json"

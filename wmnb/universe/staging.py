@@ -20,13 +20,11 @@ import secrets
 import shutil
 import signal
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Self
 
 from ..paths import STAGE_ENV, chapter_dir, profile_results, results_root
+from ..signals import TerminationGuard
 
 LOG = logging.getLogger("wmnb.universe")
 #: name of the runner's chapter whose staging directory generation may write into
@@ -195,52 +193,9 @@ def staged_dir(target: Path, guard: TerminationGuard | None = None) -> Iterator[
 
 # ------------------------------------------------------------------ SIGTERM
 
-class TerminationGuard:
-    """Context manager: while active, SIGTERM raises :class:`GenerationTerminated` in the main
-    thread (only there can Python handlers be installed); the previous handler is restored on
-    exit.  Elsewhere it does nothing.  :meth:`deferred` holds a SIGTERM back until the end of a
-    short critical section."""
-
-    def __init__(self) -> None:
-        self._previous: Any = None
-        self._installed = False
-        self._depth = 0
-        self._pending: int | None = None
-
-    def __enter__(self) -> Self:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGTERM)
-            signal.signal(signal.SIGTERM, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self._installed:
-            # None means "installed from C": the closest we can restore is the default
-            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
-            self._installed = False
-        if self._pending is not None and exc_type is None:
-            signum, self._pending = self._pending, None
-            raise GenerationTerminated(signum)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._depth:
-            self._pending = signum
-            return
-        raise GenerationTerminated(signum)
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        """Hold SIGTERM back inside the block; raise it when the block ends."""
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-        if not self._depth and self._pending is not None:
-            signum, self._pending = self._pending, None
-            raise GenerationTerminated(signum)
+def generation_guard() -> TerminationGuard:
+    """SIGTERM raises :class:`GenerationTerminated` while generating (see :mod:`wmnb.signals`)."""
+    return TerminationGuard(GenerationTerminated)
 
 
 def worker_signals() -> None:
