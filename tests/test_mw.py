@@ -191,7 +191,7 @@ def test_templates_hold_every_builtin_variation(toy_templates):
     assert {f"scale{k}_qT{j}" for k in ("MuR", "MuF", "MuRMuF") for j in range(3)} <= names
     assert ts.processes["z_mumu"].shapes == {}
     # the q_T-decorrelated scale pieces add up to the inclusive variation (linear in the weight)
-    inclusive = sum(wp.shapes[f"scaleMuR_qT{j}"][1] - wp.nominal for j in range(3)) + wp.nominal
+    inclusive = sum(wp.varied(f"scaleMuR_qT{j}")[0] - wp.nominal for j in range(3)) + wp.nominal
     assert inclusive.sum() > wp.nominal.sum()
     # W+ and W- muons land in their charge bins only
     assert wp.nominal[..., 0].sum() == 0 and wp.nominal[..., 1].sum() > 0
@@ -338,20 +338,20 @@ def test_corrections_enter_through_the_hook():
     wp, wp0 = ts.processes["wplus_munu"], plain.processes["wplus_munu"]
     # weight correction: nominal scaled by 0.9 (up to the 0.1 % pT shift moving a few events)
     assert wp.nominal.sum() == pytest.approx(0.9 * wp0.nominal.sum(), rel=5e-3)
-    group, up, down = wp.shapes["effEta"]
-    assert group == "muonEfficiency"
+    up, down = wp.varied("effEta")
+    assert wp.shapes["effEta"].group == "muonEfficiency"
     eta = binning.eta_centers()[:, None, None]
     assert (up - wp.nominal)[(eta > 1).repeat(30, 1).repeat(2, 2)].sum() > 0 > (down - wp.nominal)[(eta > 1).repeat(30, 1).repeat(2, 2)].sum()
-    assert wp.shapes["effOneSided"][2] is None
-    assert all(wp.shapes[f"lazy{k}"][0] == "muonScale" for k in range(3))
+    assert wp.shapes["effOneSided"].down is None
+    assert all(wp.shapes[f"lazy{k}"].group == "muonScale" for k in range(3))
     pt = binning.pt_centers()[None, :, None]
-    lazy_up = wp.shapes["lazy2"][1]
+    lazy_up = wp.varied("lazy2")[0]
     assert (lazy_up - wp.nominal)[:, pt[0, :, 0] > 45].sum() > 0 > (lazy_up - wp.nominal)[:, pt[0, :, 0] < 35].sum()
     # template correction: the process is added/replaced with its own nuisances
     npt = ts.processes["nonprompt"]
     assert npt.source == "toyNonprompt" and np.all(npt.nominal == 2.0)
     spec = model.make_spec(ts)
-    assert ("npShape", "nonprompt") in [(s[0], s[1]) for s in spec.shapes]
+    assert ("npShape", "nonprompt") in [(s.name, s.process) for s in spec.shapes]
     assert ("lumi", "nonprompt") not in [(n[0], n[1]) for n in spec.norms]
     names = [row["source"] for row in ts.sources]
     assert {"toyEff", "toyScale", "toyNonprompt"} <= set(names)

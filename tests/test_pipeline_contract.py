@@ -130,14 +130,15 @@ def test_every_consumer_gives_identical_results(universe, monkeypatch):
         assert np.allclose(vals[..., 0], tmpl.nominal, rtol=1e-10, atol=1e-12)
         for i, name in enumerate(syst[1:], start=1):
             base = name[:-2] if name.endswith("Up") else name[:-4] if name.endswith("Down") else name
-            group, up, down = tmpl.shapes[base]
+            up, down = tmpl.varied(base)
             ref = down if name.endswith("Down") and down is not None else up
             assert np.allclose(vals[..., i], ref, rtol=1e-10, atol=1e-12), name
-    assert tmpl.shapes["effStat1"][0] == "muonEfficiency" and tmpl.shapes["oneSided"][0] == "toyEager"
+    assert tmpl.shapes["effStat1"].group == "muonEfficiency" and tmpl.shapes["oneSided"].group == "toyEager"
+    assert tmpl.shapes["effStat1"].bins is not None and tmpl.shapes["lazyScale0"].bins is None
     assert whole.metadata["groups"]["effStat1"] == "muonEfficiency"
     # template replacement: the builder replaces the process with its own nuisances
     npt = ts.processes["nonprompt"]
-    assert npt.source == "toyNonprompt" and np.allclose(npt.shapes["np"][1], 3.6)
+    assert npt.source == "toyNonprompt" and np.allclose(npt.varied("np")[0], 3.6)
 
 
 def test_local_variation_touches_only_its_rows(universe):

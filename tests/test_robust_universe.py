@@ -301,7 +301,7 @@ def test_folder_of_a_killed_run_is_removed_by_the_next_run(tmp_path, tiny):
 
 
 def test_stale_cleanup_spares_live_foreign_and_unknown_folders(tmp_path, tiny):
-    from wmnb.universe.staging import _host_tag
+    from wmnb.artefacts import _host_tag
 
     out = tmp_path / "u"
     out.mkdir()

@@ -16,13 +16,18 @@ import json
 import math
 import os
 import platform
+import re
+import socket
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .signals import TerminationGuard
 
 SCHEMA_VERSION = 1
 _UMASK_LOCK = threading.Lock()
@@ -69,32 +74,96 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise
 
 
+def _host_tag() -> str:
+    """This machine's name, reduced to characters that cannot clash with the name's dots."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def _stale_pattern(name: str) -> re.Pattern[str]:
+    """Names of :func:`atomic_dir`'s temporary (``.tmp``) and swapped-out (``.old``) folders."""
+    return re.compile(rf"^\.{re.escape(name)}\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.(tmp|old)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (signal 0 checks without sending)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OverflowError:
+        return False  # not a possible pid
+    return True
+
+
+def remove_stale_dirs(parent: str | os.PathLike, name: str) -> list[Path]:
+    """Delete the temporary folders that :func:`atomic_dir` made for ``parent/name`` and whose
+    owner is gone (SIGKILL, power loss: no clean-up ran).
+
+    Only names of exactly that pattern are touched, only those made on this host (a pid means
+    nothing on another machine sharing the disk), never our own pid's, and only when that pid
+    is no longer alive; returns what was removed.  A reused pid only keeps a leftover longer."""
+    import logging
+    import shutil
+
+    pattern, host, removed = _stale_pattern(name), _host_tag(), []
+    try:
+        entries = list(Path(parent).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in sorted(entries):
+        m = pattern.match(entry.name)
+        if not m or m["host"] != host or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            removed.append(entry)
+            logging.getLogger("wmnb").warning("removed %s, left by an interrupted run (process %d is gone)", entry, pid)
+    return removed
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; swap it in only if the block succeeds.
+def atomic_dir(path: str | os.PathLike, guard: TerminationGuard | None = None) -> Iterator[Path]:
+    """Yield an empty temporary directory next to ``path``; swap it onto ``path`` whole if the
+    block succeeds, delete it if the block raises (Ctrl-C and SIGTERM included).
 
     An existing directory at ``path`` is replaced as a whole, so readers see either the old or
-    the new complete content, never a mixture.
+    the new complete content, never a mixture; if the second rename fails the old content is
+    put back.  The temporary names carry host and pid, so :func:`remove_stale_dirs` can delete
+    the leftovers of runs that died without cleaning up while leaving those of live runs alone.
+    With a ``guard`` (:class:`wmnb.signals.TerminationGuard`) SIGTERM is held back during the
+    two renames, so that ``path`` is never left moved aside.
     """
+    import secrets
     import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    owner = f"{_host_tag()}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp = path.with_name(f".{path.name}.{owner}.tmp")
+    old = path.with_name(f".{path.name}.{owner}.old")
+    tmp.mkdir()
     _respect_umask(tmp, 0o777)
     try:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with (guard.deferred() if guard is not None else contextlib.nullcontext()):
+            if path.exists():
+                os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if old.exists() and not path.exists():
+                    os.replace(old, path)  # put the previous content back
+                raise
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and path.exists():
+            shutil.rmtree(old, ignore_errors=True)  # the swap happened: the old content is obsolete
         raise
 
 

@@ -54,6 +54,8 @@ _MW_PARAMETERS = (
     Param("unblind", bool, False, "show the true m_W of the data universe (only an explicit true unblinds)"),
     Param("n_random_starts", int, 3, "fits from random starting points (10 in the paper)", minimum=0),
     Param("cross_checks", bool, True, "charge / eta / central-forward / pT-range / floating-normalisation fits"),
+    Param("skim_chunk_rows", int, 500_000, "skim rows read and filled at a time: bounds the memory per sample "
+          "(templates equal the one-pass ones up to rounding)", minimum=1000),
 )
 
 

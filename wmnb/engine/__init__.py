@@ -2,7 +2,8 @@
 
 Public API (contracts in DEVELOPING.md):
 
-* :func:`read_skim` ``(profile, selection, sample) -> dict[str, np.ndarray]`` and
+* :func:`read_skim` ``(profile, selection, sample) -> dict[str, np.ndarray]``, the same lazily
+  in chunks with :func:`skim_chunks` (a re-iterable :class:`SkimChunks`), and
   :func:`list_skim_samples` ``(profile, selection) -> list[str]``;
 * :func:`make_skims` ``(profile, executor="local", scheduler=None)`` writes every skim;
 * :func:`fill` and :func:`histogram_skim` (see :mod:`wmnb.engine.histogram`);
@@ -17,12 +18,12 @@ from .histogram import (corrected_columns, derive, fill, histogram_files, histog
                         process_columns)
 from .nanoaod import NanoAODError
 from .selections import (ABCD_REGIONS, SELECTIONS, abcd_region, final_cutflow, final_mask, w_signal_mask)
-from .skims import (list_skim_samples, make_skims, read_cutflow, read_skim, run_selections, skim_index,
-                    skim_path, skims_dir, write_skim)
+from .skims import (SkimChunks, list_skim_samples, make_skims, read_cutflow, read_skim, run_selections,
+                    skim_chunks, skim_index, skim_path, skims_dir, write_skim)
 
 __all__ = [
-    "ABCD_REGIONS", "NanoAODError", "SELECTIONS", "abcd_region", "corrected_columns", "derive", "fill",
+    "ABCD_REGIONS", "NanoAODError", "SELECTIONS", "SkimChunks", "abcd_region", "corrected_columns", "derive", "fill",
     "final_cutflow", "final_mask", "histogram_files", "histogram_skim", "list_skim_samples", "make_skims",
-    "preset_variations", "process_columns", "read_cutflow", "read_skim", "run_selections", "skim_index",
-    "skim_path", "skims_dir", "w_signal_mask", "write_skim",
+    "preset_variations", "process_columns", "read_cutflow", "read_skim", "run_selections", "skim_chunks",
+    "skim_index", "skim_path", "skims_dir", "w_signal_mask", "write_skim",
 ]

@@ -18,7 +18,8 @@ directory is swapped in atomically: readers see the old or the new skims, never 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,25 +91,74 @@ def write_skim(path: str | os.PathLike, cols: dict[str, np.ndarray], basket: int
     return path
 
 
-def read_skim_file(path: str | os.PathLike, columns: Iterable[str] | None = None,
-                   exclude: Iterable[str] = ()) -> dict[str, np.ndarray]:
-    """Read a skim file into ``{column: numpy array}`` (all columns, or ``columns``, minus ``exclude``)."""
-    path = Path(path)
+def _skim_tree(path: Path, columns: Iterable[str] | None, exclude: Iterable[str]) -> tuple[Any, list[str]]:
+    """The ``Skim`` tree of ``path`` and the column names to read (clear errors otherwise)."""
     if not path.is_file():
         raise FileNotFoundError(f"skim {path} does not exist: run chapter 01 (wmnb.engine.make_skims) first")
     try:
         tree = uproot.open(path)[SKIM_TREE]
-        names = list(tree.keys()) if columns is None else list(columns)
-        names = [c for c in names if c not in set(exclude)]
-        missing = [c for c in names if c not in tree.keys()]
-        if missing:
-            raise KeyError(f"skim {path} has no column(s) {missing}; it holds {sorted(tree.keys())}")
+    except Exception as err:
+        raise OSError(f"skim {path} cannot be read ({type(err).__name__}: {err}); delete it and rerun chapter 01") from err
+    names = list(tree.keys()) if columns is None else list(columns)
+    names = [c for c in names if c not in set(exclude)]
+    missing = [c for c in names if c not in tree.keys()]
+    if missing:
+        raise KeyError(f"skim {path} has no column(s) {missing}; it holds {sorted(tree.keys())}")
+    return tree, names
+
+
+def read_skim_file(path: str | os.PathLike, columns: Iterable[str] | None = None,
+                   exclude: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Read a skim file into ``{column: numpy array}`` (all columns, or ``columns``, minus ``exclude``)."""
+    path = Path(path)
+    tree, names = _skim_tree(path, columns, exclude)
+    try:
         arrays = tree.arrays(names, library="np")
-    except KeyError:
-        raise
     except Exception as err:
         raise OSError(f"skim {path} cannot be read ({type(err).__name__}: {err}); delete it and rerun chapter 01") from err
     return {k: np.asarray(arrays[k]) for k in names}
+
+
+@dataclass(frozen=True)
+class SkimChunks:
+    """A skim file read lazily, ``step_rows`` rows at a time: iterate it (as often as needed;
+    nothing is cached) to get ``{column: numpy array}`` chunks.  What the template builders
+    take instead of whole columns, so a sample never has to be in memory at once.
+    ``weight_scale`` multiplies the ``weight`` column of every chunk (a luminosity factor)."""
+
+    path: Path
+    step_rows: int = 500_000
+    columns: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    weight_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.step_rows < 1:
+            raise ValueError(f"step_rows must be >= 1, got {self.step_rows}")
+        _skim_tree(self.path, self.columns, self.exclude)    # fail now, naming the file and columns
+
+    @property
+    def num_rows(self) -> int:
+        return int(_skim_tree(self.path, self.columns, self.exclude)[0].num_entries)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        tree, names = _skim_tree(self.path, self.columns, self.exclude)
+        if tree.num_entries == 0:       # uproot yields no chunk at all: give one empty chunk
+            yield self._scaled(read_skim_file(self.path, names))
+            return
+        try:
+            for arrays in tree.iterate(names, step_size=self.step_rows, library="np"):
+                yield self._scaled({k: np.asarray(arrays[k]) for k in names})
+        except (KeyError, OSError):
+            raise
+        except Exception as err:
+            raise OSError(f"skim {self.path} cannot be read ({type(err).__name__}: {err}); "
+                          "delete it and rerun chapter 01") from err
+
+    def _scaled(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.weight_scale != 1.0 and "weight" in cols:
+            cols["weight"] = cols["weight"] * self.weight_scale
+        return cols
 
 
 def read_skim(profile: str, selection: str, sample: str, columns: Iterable[str] | None = None,
@@ -116,13 +166,26 @@ def read_skim(profile: str, selection: str, sample: str, columns: Iterable[str] 
     """Columns of the skim of ``sample`` (``wplus_munu``, ``data``, ``closure`` ...) for
     ``selection`` (``w``, ``z``, ``wlike``, ``jpsi``, ``upsilon``, ``tnp``); optionally only
     ``columns`` and without ``exclude`` (e.g. ``("lhe_pdf",)`` to save memory)."""
+    return read_skim_file(_existing_skim(profile, selection, sample), columns, exclude)
+
+
+def _existing_skim(profile: str, selection: str, sample: str) -> Path:
+    """Path of a skim, with an error naming the samples there are if this one is missing."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
     path = skim_path(profile, selection, sample)
     if not path.is_file() and path.parent.is_dir():
         raise FileNotFoundError(f"no skim for sample {sample!r} of selection {selection!r} at {path}; "
                                 f"samples are {list_skim_samples(profile, selection)}")
-    return read_skim_file(path, columns, exclude)
+    return path
+
+
+def skim_chunks(profile: str, selection: str, sample: str, step_rows: int = 500_000,
+                columns: Iterable[str] | None = None, exclude: Iterable[str] = (),
+                weight_scale: float = 1.0) -> SkimChunks:
+    """:func:`read_skim`, lazily in chunks of ``step_rows`` rows (see :class:`SkimChunks`)."""
+    path = _existing_skim(profile, selection, sample)
+    return SkimChunks(path, step_rows, None if columns is None else tuple(columns), tuple(exclude), weight_scale)
 
 
 def read_cutflow(profile: str, selection: str, sample: str) -> dict[str, Any]:

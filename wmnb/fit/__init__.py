@@ -20,6 +20,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .model import Model, ModelBuilder, ModelError, ModelWarning  # noqa: E402
 from .result import FitResult, Yields  # noqa: E402
-from .fitter import fit, scan, toys  # noqa: E402
+from .fitter import fit, fit_datasets, scan, toys  # noqa: E402
 
-__all__ = ["Model", "ModelBuilder", "ModelError", "ModelWarning", "FitResult", "Yields", "fit", "scan", "toys"]
+__all__ = ["Model", "ModelBuilder", "ModelError", "ModelWarning", "FitResult", "Yields", "fit", "fit_datasets",
+           "scan", "toys"]

@@ -508,8 +508,9 @@ class ModelBuilder:
         self.nbins = self.data.size
         self._procs: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
         self._params: dict[str, tuple[int, str]] = {}  # name -> (kind, group)
-        # (param, transform) -> {process: logk[B]}
-        self._rows: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+        # (param, transform) -> {process: [(bins, logk at bins), ...]}: sparse, so that
+        # thousands of local variations cost in proportion to the bins they touch
+        self._rows: dict[tuple[str, int], dict[str, list[tuple[np.ndarray, np.ndarray]]]] = {}
         self._prior: dict[str, float] = {}
         self.poi_scale: dict[str, float] = {}
         self.blind_width: dict[str, float] = {}
@@ -543,25 +544,45 @@ class ModelBuilder:
             raise ValueError(f"{what}: give a dict process -> template when acting on several processes")
         return {procs[0]: self._check(_as_counts(tmpl, what)[0], what)}
 
-    def _logratio(self, proc: str, var: np.ndarray, what: str) -> np.ndarray:
-        nom = self._procs[proc][0]
+    def _logratio(self, proc: str, var: np.ndarray, what: str, bins: np.ndarray | None = None) -> np.ndarray:
+        nom = self._procs[proc][0] if bins is None else self._procs[proc][0][bins]
         ok = (nom > 0) & (var > 0)
         bad = (nom > 0) & (var <= 0)
         if bad.any():
             warnings.warn(f"{what}[{proc}]: {int(bad.sum())} bins with a non-positive variation where the "
                           "nominal is positive; their log-variation is set to 0", stacklevel=3)
-        out = np.zeros(self.nbins)
+        out = np.zeros(nom.size)
         out[ok] = np.log(var[ok] / nom[ok])
         return out
+
+    def _sparse_targets(self, process: str | Sequence[str], tmpl: Any, bins: Any, what: str
+                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(bins, {process: values at bins}) of a variation given on some bins only."""
+        procs = self._processes(process, what)
+        if len(procs) != 1 or isinstance(tmpl, Mapping) or is_hist(tmpl):
+            raise ValueError(f"{what}: with bins=, give the values of one process on those bins as an array")
+        idx = np.asarray(bins)
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"{what}: bins must be a 1-D array of bin indices, got {idx.dtype} {idx.shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.nbins or np.any(np.diff(idx) <= 0)):
+            raise ValueError(f"{what}: bins must be increasing indices in [0, {self.nbins})")
+        vals = np.asarray(tmpl, dtype=np.float64)
+        if vals.shape != idx.shape:
+            raise ValueError(f"{what}: {vals.size} values for {idx.size} bins")
+        if not np.all(np.isfinite(vals)):
+            raise ValueError(f"{what} has non-finite entries")
+        return idx.astype(np.int64), {procs[0]: vals}
 
     def _declare(self, name: str, kind: int, group: str) -> None:
         if name in self._params and self._params[name][0] != kind:
             raise ValueError(f"parameter {name!r} already declared with another kind")
         self._params.setdefault(name, (kind, group))
 
-    def _add_row(self, name: str, tf: int, proc: str, logk: np.ndarray) -> None:
-        d = self._rows.setdefault((name, tf), {})
-        d[proc] = d.get(proc, 0.0) + logk
+    def _add_row(self, name: str, tf: int, proc: str, logk: np.ndarray, bins: np.ndarray | None = None) -> None:
+        if bins is None:
+            bins = np.flatnonzero(logk)
+            logk = logk[bins]
+        self._rows.setdefault((name, tf), {}).setdefault(proc, []).append((bins, logk))
 
     # ---------------------------------------------------------------- public API
     def add_process(self, name: str, nominal: Template, sumw2: Template | None = None, signal: bool = False) -> None:
@@ -578,7 +599,7 @@ class ModelBuilder:
         self._procs[name] = (values, np.zeros_like(values) if var is None else var, bool(signal))
 
     def add_shape_systematic(self, name: str, process: str | Sequence[str], up: Templates, down: Templates | None = None,
-                             group: str = "other", symmetrize: str = "average") -> None:
+                             group: str = "other", symmetrize: str = "average", bins: ArrayLike | None = None) -> None:
         """Log-normal shape nuisance from up (and down) templates.
 
         ``symmetrize="average"`` (default): log-variation ``(log(up/nom) - log(down/nom)) / 2``,
@@ -587,22 +608,31 @@ class ModelBuilder:
         ``(log(up/nom) + log(down/nom)) / 2`` as an independent log-normal variation
         (the CMS choice for strongly asymmetric pairs). Without ``down`` the variation is
         symmetric: ``log(up/nom)``.
+
+        ``bins`` (increasing bin indices) gives a *local* variation: ``up`` and ``down`` are then
+        one process's varied yields on those bins only (nominal elsewhere), and the variation
+        costs memory in proportion to them.
         """
         if symmetrize not in ("average", "split"):
             raise ValueError(f"symmetrize must be 'average' or 'split', not {symmetrize!r}")
-        ups = self._targets(process, up, f"systematic {name} up")
-        downs = self._targets(process, down, f"systematic {name} down") if down is not None else None
+        idx: np.ndarray | None = None
+        if bins is None:
+            ups = self._targets(process, up, f"systematic {name} up")
+            downs = self._targets(process, down, f"systematic {name} down") if down is not None else None
+        else:
+            idx, ups = self._sparse_targets(process, up, bins, f"systematic {name} up")
+            downs = None if down is None else self._sparse_targets(process, down, bins, f"systematic {name} down")[1]
         self._declare(name, NUIS, group)
         for p, u in ups.items():
-            lu = self._logratio(p, u, f"systematic {name} up")
+            lu = self._logratio(p, u, f"systematic {name} up", idx)
             if downs is None:
-                self._add_row(name, LIN, p, lu)
+                self._add_row(name, LIN, p, lu, idx)
                 continue
-            ld = self._logratio(p, downs[p], f"systematic {name} down")
-            self._add_row(name, LIN, p, 0.5 * (lu - ld))
+            ld = self._logratio(p, downs[p], f"systematic {name} down", idx)
+            self._add_row(name, LIN, p, 0.5 * (lu - ld), idx)
             if symmetrize == "split":
                 self._declare(name + "SymDiff", NUIS, group)
-                self._add_row(name + "SymDiff", LIN, p, 0.5 * (lu + ld))
+                self._add_row(name + "SymDiff", LIN, p, 0.5 * (lu + ld), idx)
 
     def add_norm_systematic(self, name: str, process: str | Sequence[str],
                             kappa: float | tuple[float, float], group: str = "other") -> None:
@@ -673,10 +703,11 @@ class ModelBuilder:
         for c, key in enumerate(keys):
             rows_param.append(pidx[key[0]])
             rows_tf.append(key[1])
-            for p, logk in self._rows[key].items():
-                nz = np.flatnonzero(logk)
-                kr.append(np.full(nz.size, c))
-                kc.append(procs.index(p) * B + nz)
+            for p, parts in self._rows[key].items():
+                bins, logk = _summed(parts)
+                nz = logk != 0
+                kr.append(np.full(int(nz.sum()), c))
+                kc.append(procs.index(p) * B + bins[nz])
                 kv.append(logk[nz])
         kr_a = np.concatenate(kr) if kr else np.zeros(0, np.int64)
         kc_a = np.concatenate(kc) if kc else np.zeros(0, np.int64)
@@ -696,3 +727,13 @@ class ModelBuilder:
         )
         model.validate()
         return model
+
+
+def _summed(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One (bins, values) from the parts of a row added in several calls (same bins summed)."""
+    if len(parts) == 1:
+        return parts[0]
+    bins = np.concatenate([b for b, _ in parts])
+    vals = np.concatenate([v for _, v in parts])
+    uniq, inverse = np.unique(bins, return_inverse=True)
+    return uniq, np.bincount(inverse, weights=vals, minlength=uniq.size)

@@ -61,10 +61,20 @@ def mc_lumi_scale(profile: str) -> float:
                      f"nor that times events_scale = {full * scale}; check chapters 00/01")
 
 
-def load_skims(profile: str) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+def load_skims(profile: str, chunk_rows: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """W skims of every simulated sample (weights scaled to the data luminosity, see
-    :func:`mc_lumi_scale`) and of the two data samples ``data`` and ``closure``."""
+    :func:`mc_lumi_scale`) and of the two data samples ``data`` and ``closure``.
+
+    With ``chunk_rows`` nothing is read here: each sample is a :class:`wmnb.engine.SkimChunks`
+    that the template builder reads ``chunk_rows`` rows at a time (memory per sample bounded,
+    files read once per template build); without, whole columns are read into memory.
+    """
     lumi_scale = mc_lumi_scale(profile)
+    if chunk_rows is not None:
+        from wmnb.engine import skim_chunks
+
+        samples = {s: skim_chunks(profile, "w", s, chunk_rows, weight_scale=lumi_scale) for s in PROCESSES}
+        return samples, {d: skim_chunks(profile, "w", d, chunk_rows) for d in ("data", "closure")}
     samples = {}
     for s in PROCESSES:
         cols = _read_skim(profile, s)
@@ -169,34 +179,13 @@ PAPER_IMPACTS = {
 
 def impact_table(nominal: dict[str, float] | None, global_: dict[str, float] | None) -> str:
     """Markdown table of group impacts on m_W (MeV) next to the paper's."""
-    nominal, global_ = nominal or {}, global_ or {}
-    groups = sorted(set(nominal) | set(global_) | set(PAPER_IMPACTS),
-                    key=lambda g: (g in ("stat", "total"), g == "total", g))
-    fmt = lambda d, g: f"{d[g]:.2f}" if g in d else "–"
-    lines = ["| group | nominal | global | paper nominal | paper global |", "|---|---|---|---|---|"]
-    for g in groups:
-        pn, pg = PAPER_IMPACTS.get(g, (None, None))
-        lines.append(f"| {g} | {fmt(nominal, g)} | {fmt(global_, g)} | {pn if pn is not None else '–'} | "
-                     f"{pg if pg is not None else '–'} |")
-    return "\n".join(lines)
+    from ..templatefit.tables import impact_table as table
+
+    return table(nominal, global_, PAPER_IMPACTS)
 
 
 def cross_check_rows(results: dict[str, Any], nominal: Any) -> list[dict[str, Any]]:
     """Rows (name, quantity, value, error in MeV; μ for the normalisation) of the cross-checks."""
-    from .fitting import difference
+    from ..templatefit.tables import cross_check_rows as rows
 
-    rows = []
-    for name, fit in results.items():
-        pois = [p for p in fit.values if p.startswith("mass")]
-        if len(pois) == 2:
-            diff, err = difference(fit, pois[0], pois[1])
-            rows.append({"check": name, "quantity": f"{pois[0]} − {pois[1]}", "value": diff, "error": err})
-        elif "norm_w" in fit.values:
-            rows.append({"check": name, "quantity": "W normalisation μ", "value": fit.values["norm_w"],
-                         "error": fit.errors["norm_w"]})
-            rows.append({"check": name, "quantity": "m_W shift vs nominal fit",
-                         "value": fit.values["mass"] - nominal.values["mass"], "error": fit.errors["mass"]})
-        else:
-            rows.append({"check": name, "quantity": "m_W shift vs nominal fit",
-                         "value": fit.values["mass"] - nominal.values["mass"], "error": fit.errors["mass"]})
-    return rows
+    return rows(results, nominal, poi="mass", norm="norm_w", poi_label="m_W", norm_label="W normalisation μ")

@@ -38,7 +38,7 @@ def parameter_vector(model: RefModel, spec: ModelSpec, fit: MwFit | None = None,
 def per_process(spec: ModelSpec, x: np.ndarray, model: RefModel | None = None) -> np.ndarray:
     """Yields [P, B] of ``spec`` at parameter vector ``x``."""
     model = model or RefModel(spec)
-    return model._terms(x)[0]
+    return model.yields(x)
 
 
 def unroll(flat: np.ndarray, mask: np.ndarray) -> np.ndarray:

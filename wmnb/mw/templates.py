@@ -97,11 +97,12 @@ class WMassRecipe:
         return out
 
 
-def build_templates(samples: Mapping[str, Mapping[str, np.ndarray]], data: Mapping[str, np.ndarray] | np.ndarray,
+def build_templates(samples: Mapping[str, _tf.SampleInput], data: _tf.SampleInput | np.ndarray,
                     config: MwConfig, corrections: Sequence[Any] = (),
                     mass_shifts_mev: Iterable[float] = ()) -> TemplateSet:
-    """All templates of the W-mass fit from per-sample columns (``samples``: name -> columns);
-    ``data`` is a data sample's columns or an already filled histogram of shape ``SHAPE``."""
+    """All templates of the W-mass fit from per-sample columns or chunks of them (``samples``:
+    name -> columns or :class:`wmnb.engine.SkimChunks`); ``data`` is a data sample's columns
+    (or chunks) or an already filled histogram of shape ``SHAPE``."""
     missing = [s for s in SIGNAL if s not in samples]
     if missing:
         raise KeyError(f"signal samples {missing} are missing: the W-mass fit needs both charges")

@@ -10,7 +10,8 @@ configure rather than copy.
   ``wmnb.fit`` builder;
 * :mod:`~wmnb.templatefit.reffit` – the independent numpy/scipy reference fit;
 * :mod:`~wmnb.templatefit.fitting` – fits, data-statistics-only fits, injection scans, random starts;
-* :mod:`~wmnb.templatefit.blinding` – the hidden offset of a blinded POI.
+* :mod:`~wmnb.templatefit.blinding` – the hidden offset of a blinded POI;
+* :mod:`~wmnb.templatefit.tables` – impact tables next to a reference, cross-check rows.
 """
 from __future__ import annotations
 

@@ -11,12 +11,47 @@ POIs), a sub-range of the bins, the signal normalisation floating.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .templates import TemplateSet, smoothed_mass_variation
+
+
+@dataclass(frozen=True)
+class SpecShape:
+    """One shape nuisance on one process of a :class:`ModelSpec`.
+
+    ``up``/``down`` are the varied yields on ``bins`` (indices into the spec's flat bins) and
+    nominal elsewhere; ``bins=None``: over all bins.  Local variations stay sparse from the
+    template builder to the fitter's sparse matrix.
+    """
+
+    name: str
+    process: str
+    up: np.ndarray
+    down: np.ndarray | None
+    group: str
+    bins: np.ndarray | None = None
+
+    def dense(self, nominal: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Full up and down yields over the spec's bins (``nominal``: this process's)."""
+        if self.bins is None:
+            return self.up, self.down
+        up = nominal.copy()
+        up[self.bins] = self.up
+        if self.down is None:
+            return up, None
+        down = nominal.copy()
+        down[self.bins] = self.down
+        return up, down
+
+    def logk(self, nominal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bins, symmetrised log-normal coefficient there): what the fitters use."""
+        bins = np.arange(nominal.size) if self.bins is None else self.bins
+        return bins, _sym_logk(nominal[bins], self.up, self.down)
 
 
 @dataclass
@@ -29,27 +64,30 @@ class ModelSpec:
     sumw2: np.ndarray                        # [P, B]
     signal: list[str]
     mask: np.ndarray                         # bool SHAPE: bins in use
-    shapes: list[tuple[str, str, np.ndarray, np.ndarray | None, str]] = field(default_factory=list)
+    shapes: list[SpecShape] = field(default_factory=list)
     norms: list[tuple[str, str, float, str]] = field(default_factory=list)
     pois: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     norm_pois: dict[str, list[str]] = field(default_factory=dict)
     bb_scale: float = 1.25
     mass_step_mev: float = 100.0
+    #: nuisances of interest: constrained like any nuisance (their up/down templates are their
+    #: ±1σ priors) but reported with the POIs (the helicity fit's cross sections)
+    nois: list[str] = field(default_factory=list)
     _fit_model: object = field(default=None, init=False, repr=False, compare=False)  # see fitting._built
 
     @property
     def nuisances(self) -> list[str]:
         """Names of the constrained nuisance parameters (without the per-bin MC-stat ones)."""
         seen: dict[str, None] = {}
-        for name, *_ in self.shapes:
-            seen.setdefault(name, None)
+        for shape in self.shapes:
+            seen.setdefault(shape.name, None)
         for name, *_ in self.norms:
             seen.setdefault(name, None)
         return list(seen)
 
     def groups(self) -> dict[str, str]:
         """Nuisance name -> impact group."""
-        out = {s[0]: s[4] for s in self.shapes}
+        out = {s.name: s.group for s in self.shapes}
         out.update({n[0]: n[3] for n in self.norms})
         return out
 
@@ -83,14 +121,15 @@ def _even_logk(nom: np.ndarray, up: np.ndarray, down: np.ndarray) -> np.ndarray:
 
 def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass",
               region: str = "all", float_norm: bool = False, systematics: bool = True,
-              mc_stat: bool = True) -> ModelSpec:
+              mc_stat: bool = True, nois: Sequence[str] = ()) -> ModelSpec:
     """Build the model of the fit from templates.
 
     ``data`` replaces the observed histogram (Asimov or injected pseudo-data, the binning's
     shape); ``pois`` is a key of the recipe's ``poi_layouts``; ``region`` restricts the bins
     (the recipe's ``region_mask``); ``float_norm`` adds a free signal normalisation ``norm_w``;
     ``systematics=False`` keeps only the POIs (data-statistics-only fit); ``mc_stat=False``
-    switches Barlow–Beeston-lite off.
+    switches Barlow–Beeston-lite off.  ``nois`` names nuisances of interest, by nuisance or by
+    group (every nuisance of a named group): constrained as usual, reported with the POIs.
     """
     recipe = ts.recipe
     if pois not in recipe.poi_layouts:
@@ -128,12 +167,29 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
         spec.norm_pois["norm_w"] = list(ts.signal)
     if not systematics:
         return spec
+    # position of each binning bin among the fitted ones (-1: not fitted)
+    position = np.full(mask.size, -1, np.int64)
+    position[mask.ravel()] = np.arange(int(mask.sum()))
     for p in names:
         tmpl = ts.processes[p]
-        for nuis, (group, shape_up, shape_down) in tmpl.shapes.items():
-            spec.shapes.append((nuis, p, shape_up[mask], None if shape_down is None else shape_down[mask], group))
+        for nuis, shape in tmpl.shapes.items():
+            if shape.bins is None:
+                spec.shapes.append(SpecShape(nuis, p, shape.up[mask], None if shape.down is None else shape.down[mask],
+                                             shape.group))
+                continue
+            at = position[shape.bins]
+            kept = at >= 0
+            spec.shapes.append(SpecShape(nuis, p, shape.up[kept], None if shape.down is None else shape.down[kept],
+                                         shape.group, at[kept]))
         for name, kappa, group in recipe.norms(p, tmpl.source, float_norm):
             spec.norms.append((name, p, kappa, group))
+    if nois:
+        groups = spec.groups()
+        unknown = [n for n in nois if n not in groups and n not in set(groups.values())]
+        if unknown:
+            raise KeyError(f"nuisances of interest {unknown} are neither nuisances nor groups of this model "
+                           f"(groups: {sorted(set(groups.values()))})")
+        spec.nois = [n for n in spec.nuisances if n in nois or groups[n] in nois]
     return spec
 
 
@@ -146,8 +202,8 @@ def to_builder(spec: ModelSpec) -> Any:
     b = ModelBuilder(spec.data)
     for ip, p in enumerate(spec.processes):
         b.add_process(p, spec.nominal[ip], sumw2=spec.sumw2[ip], signal=p in spec.signal)
-    for name, proc, up, down, group in spec.shapes:
-        b.add_shape_systematic(name, proc, up, down, group=group)
+    for shape in spec.shapes:
+        b.add_shape_systematic(shape.name, shape.process, shape.up, shape.down, group=shape.group, bins=shape.bins)
     for name, proc, kappa, group in spec.norms:
         b.add_norm_systematic(name, proc, kappa, group=group)
     for poi, per_proc in spec.pois.items():

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__, conventions
-from ..artefacts import read_json, write_json
+from ..artefacts import atomic_dir, read_json, remove_stale_dirs, write_json
 from ..paths import universe_dir
 from ..profiles import load_profile
 from .card import CARDS_DIR, card_hash, card_path, check_shared_fields, load_card
@@ -44,8 +44,6 @@ from .staging import (
     GenerateError,
     check_output_dir,
     generation_guard,
-    remove_stale,
-    staged_dir,
     worker_signals,
 )
 from .writer import COMPRESSION, TreeWriter
@@ -381,11 +379,11 @@ def generate_universe(profile: str, out: Path | str | None = None, seed: int | N
     n_workers = workers if workers is not None else chosen["workers"]
     with generation_guard() as guard:
         out.mkdir(parents=True, exist_ok=True)
-        remove_stale(out, "samples")
+        remove_stale_dirs(out, "samples")
         manifest_path = out / "manifest.json"
         if manifest_path.exists():
             manifest_path.unlink()  # the old manifest must not describe the new files
-        with staged_dir(out / "samples", guard) as tmp:
+        with atomic_dir(out / "samples", guard) as tmp:
             jobs, info = plan_jobs(chosen, cards, hashes, tmp, seed)
             jobs.sort(key=_job_size, reverse=True)
             results = _execute(jobs, n_workers, progress)

@@ -4,23 +4,17 @@
   (``wmnb.paths.results_root()``) unless the runner is executing chapter 00 into its staging
   directory or the caller opted in explicitly (``--into-results``), so a stray ``wmnb generate``
   cannot silently replace the book's universe;
-* :func:`staged_dir` -- the folder that is filled and then swapped in whole; its name records the
-  host and pid of the owner, so :func:`remove_stale` can delete the leftovers of runs that died
-  without cleaning up (SIGKILL, power loss) while leaving those of live runs alone;
+* the samples folder is filled and then swapped in whole by :func:`wmnb.artefacts.atomic_dir`
+  (its temporary names record host and pid, so :func:`wmnb.artefacts.remove_stale_dirs` deletes
+  the leftovers of runs that died without cleaning up while leaving those of live runs alone);
 * :class:`TerminationGuard` -- turns SIGTERM into :class:`GenerationTerminated`, so the usual
   exception clean-up runs instead of the process vanishing with gigabytes of temporary files.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
-import secrets
-import shutil
 import signal
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 from ..paths import STAGE_ENV, chapter_dir, profile_results, results_root
@@ -108,87 +102,6 @@ def check_output_dir(profile: str, out: str | os.PathLike, into_results: bool = 
         f"universe). Pass --out DIR with a folder outside {results}, regenerate the book's "
         f"universe with `wmnb run --profile {profile} --only {UNIVERSE_CHAPTER} --force`, or pass "
         f"{INTO_RESULTS_FLAG} (into_results=True) to replace it on purpose.")
-
-
-# ------------------------------------------------------------------ temporary folders
-
-def _host_tag() -> str:
-    """This machine's name, reduced to characters that cannot clash with the name's dots."""
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-
-
-def _stale_pattern(name: str) -> re.Pattern[str]:
-    """Names of :func:`staged_dir`'s temporary (``.tmp``) and swapped-out (``.old``) folders."""
-    return re.compile(rf"^\.{re.escape(name)}\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{{8}}\.(tmp|old)$")
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine (signal 0 checks without sending)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OverflowError:
-        return False  # not a possible pid
-    return True
-
-
-def remove_stale(parent: Path, name: str = "samples") -> list[Path]:
-    """Delete the temporary folders of :func:`staged_dir` in ``parent`` whose owner is gone.
-
-    Only names of exactly that pattern are touched, only those made on this host (a pid means
-    nothing on another machine sharing the disk), never our own pid's, and only when that pid
-    is no longer alive; returns what was removed.  A reused pid only keeps a leftover longer."""
-    pattern, host, removed = _stale_pattern(name), _host_tag(), []
-    try:
-        entries = list(Path(parent).iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    for entry in sorted(entries):
-        m = pattern.match(entry.name)
-        if not m or m["host"] != host or not entry.is_dir() or entry.is_symlink():
-            continue
-        pid = int(m["pid"])
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        shutil.rmtree(entry, ignore_errors=True)
-        if not entry.exists():
-            removed.append(entry)
-            LOG.warning("removed %s, left by an interrupted generation (process %d is gone)", entry, pid)
-    return removed
-
-
-@contextlib.contextmanager
-def staged_dir(target: Path, guard: TerminationGuard | None = None) -> Iterator[Path]:
-    """Yield an empty temporary folder next to ``target``; swap it onto ``target`` whole if the
-    block succeeds, delete it if the block raises (including :class:`GenerationTerminated`).
-
-    Like :func:`wmnb.artefacts.atomic_dir`, but the names carry host and pid for
-    :func:`remove_stale`, and SIGTERM is held back (``guard``) during the two renames, so that
-    ``target`` is never left moved aside."""
-    owner = f"{_host_tag()}.{os.getpid()}.{secrets.token_hex(4)}"
-    tmp = target.with_name(f".{target.name}.{owner}.tmp")
-    old = target.with_name(f".{target.name}.{owner}.old")
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        with (guard.deferred() if guard is not None else contextlib.nullcontext()):
-            if target.exists():
-                os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                if old.exists() and not target.exists():
-                    os.replace(old, target)  # put the previous content back
-                raise
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and target.exists():
-            shutil.rmtree(old, ignore_errors=True)  # the swap happened: the old content is obsolete
-        raise
 
 
 # ------------------------------------------------------------------ SIGTERM
