@@ -94,11 +94,11 @@ SCHEMA: dict[str, Any] = {
         },
         "angular": {
             "a0": F("A0 = a0 * qT^2/(qT^2 + M^2)", "", 0.0, 2.0),
-            "a1": F("A1 = a1 * 2 qT M/(qT^2 + M^2) * tanh(y) * 0.5", "", -2.0, 2.0),
+            "a1": F("A1 = a1 * 2 qT M/(qT^2 + M^2) * tanh(|y|) * 0.5 (standard Collins-Soper frame: z along the boson p_z)", "", -2.0, 2.0),
             "a2": F("A2 = a2 * qT^2/(qT^2 + M^2) (a2 = a0 is Lam-Tung)", "", 0.0, 2.0),
             "a3": F("A3 = charge * a3 * qT/(qT + M) (W); a3/4 for Z", "", -1.0, 1.0),
-            "a4_w": F("W: A4 = -charge * a4_w * tanh(y/y4) * (1 - A0)", "", 0.0, 1.5),
-            "a4_z": F("Z: A4 = a4_z * tanh(y/y4) * (1 - A0)", "", 0.0, 0.5),
+            "a4_w": F("W: A4 = -charge * a4_w * tanh(|y|/y4) * (1 - A0) (theta of the charged lepton)", "", 0.0, 1.5),
+            "a4_z": F("Z: A4 = a4_z * tanh(|y|/y4) * (1 - A0) (theta of the mu-)", "", 0.0, 0.5),
             "y4": F("rapidity scale of the A4 dilution", "", 0.3, 5.0),
         },
         "scales": {
