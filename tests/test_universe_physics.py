@@ -280,3 +280,25 @@ def test_data_physics_differs_through_reachable_parameters(nominal, data):
     assert dd["pdf"]["effect_seed"] == dn["pdf"]["effect_seed"]
     assert any(abs(s) > 0.1 for s in dd["pdf"]["shift"])
     assert dd["scales"]["log2_mur"] != 0 and abs(dd["scales"]["log2_mur"]) <= 1
+
+
+def test_fsr_is_stronger_in_data_than_in_simulation(nominal, data):
+    """The data card's FSR strength differs from the simulation's (an EW uncertainty needs
+    something to measure): the photon-emission rate of generated W -> mu nu and Z -> mu mu muons
+    follows the ratio of the strengths (1.05).  Equal strengths (the old cards) give 1.00, five
+    standard deviations away at this size."""
+    ratio_card = data["physics"]["fsr"]["strength"] / nominal["physics"]["fsr"]["strength"]
+    assert 1.02 <= ratio_card <= 1.10
+    rates = {}
+    for name, card in (("nominal", nominal), ("data", data)):
+        tw = generate_w_munu(np.random.default_rng(21), 300_000, card["physics"], "wplus")
+        tz = GENERATORS["z_mumu"](np.random.default_rng(22), 150_000, card["physics"])
+        # photon slots: 4 for the W muon, 5 and 6 for the two Z muons
+        emitted = np.concatenate([tw.gen["valid"][:, 4], tz.gen["valid"][:, 5], tz.gen["valid"][:, 6]])
+        rates[name] = (emitted.mean(), emitted.size)
+    (rn, nn), (rd, nd) = rates["nominal"], rates["data"]
+    ratio = rd / rn
+    err = ratio * np.hypot(np.sqrt((1 - rn) / (rn * nn)), np.sqrt((1 - rd) / (rd * nd)))
+    assert 0.1 < rn < 0.2                             # ~15 % of muons from W/Z radiate above zmin
+    assert abs(ratio - ratio_card) < 4 * err, (ratio, err)
+    assert ratio - 1.0 > 5 * err, (ratio, err)

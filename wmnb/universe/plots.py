@@ -20,6 +20,7 @@ KNOB_TABLE = [
     ("physics.rapidity, physics.pdf", "boson rapidity, PDF-like eigenvectors (LHEPdfWeight)", "06 (theory), 08 (PDF nuisances)"),
     ("physics.qt, physics.scales", "q_T spectrum (NP kT, CS kernel), muR/muF (LHEScaleWeight)", "06 (q_T^V, TNPs), 07 (Z validation)"),
     ("physics.angular", "A0-A4 vs q_T, y, charge", "06 (A_i), 09 (helicity cross sections)"),
+    ("physics.fsr", "FSR strength (photon emission off the muons; 5 % stronger in data)", "06 (higher-order EW uncertainty)"),
     ("physics.nonprompt", "nonprompt iso-m_T correlation, SV flag", "05 (extended ABCD, 0.85 correction)"),
     ("detector.momentum_scale.A, e, M", "curvature bias per eta", "02 (J/psi calibration, Z/Upsilon closure)"),
     ("detector.resolution.a, b, c, d", "momentum resolution per eta", "02 (resolution from J/psi and Z)"),
