@@ -405,6 +405,25 @@ def check_shared_fields(cards: Mapping[str, dict[str, Any]], sources: Mapping[st
             raise CardError(f"field '{path}' must be equal in all cards of a universe, but {listed}")
 
 
+#: Fields in which the closure card may differ from the nominal one: the closure universe is the
+#: simulation with its own W mass (and the width that goes with it).
+CLOSURE_OWN_FIELDS = ("physics.mw_mev", "physics.gw_mev")
+
+
+def check_closure_card(closure: dict[str, Any], nominal: dict[str, Any], source: str = "closure card") -> None:
+    """Raise :class:`CardError` unless ``closure`` is ``nominal`` apart from
+    :data:`CLOSURE_OWN_FIELDS` and differs from it in m_W (a pure-detector closure needs a mass
+    of its own to recover); the message names the first differing field."""
+    for path in FIELDS:
+        if path in CLOSURE_OWN_FIELDS or path in ("name", "description"):
+            continue
+        if get(closure, path) != get(nominal, path):
+            raise CardError(f"{source}: field '{path}' differs from the nominal card; the closure universe is the "
+                            f"simulation with its own m_W only (regenerate the cards: python -m wmnb.universe.cardmaker)")
+    if get(closure, "physics.mw_mev") == get(nominal, "physics.mw_mev"):
+        raise CardError(f"{source}: physics.mw_mev equals the simulation's; the closure fit would have nothing to recover")
+
+
 def card_hash(card: dict[str, Any]) -> str:
     """SHA-256 of the card's canonical JSON (independent of YAML formatting and comments)."""
     text = json.dumps(card, sort_keys=True, separators=(",", ":"))
