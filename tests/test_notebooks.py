@@ -47,6 +47,21 @@ def test_executed_chapter_shows_its_plots(smoke_run, chapter):
     assert images, f"{chapter}: the executed notebook holds no figure (is the inline backend active?)"
 
 
+def test_the_data_mass_is_shown_nowhere(smoke_run):
+    """Blinding: the data universe's m_W appears in no executed chapter and no summary.json.
+    Protects against the old closure universe, which carried the data's m_W and had chapter 08
+    print it as the closure truth.  (The truth is read here only to search for it.)"""
+    from wmnb import truth
+
+    mw = truth.compare("data", "physics.mw_mev", purpose="blinding test: search the outputs", unblinded=True)
+    needles = {f"{mw:.1f}", f"{mw:.2f}", f"{mw / 1000:.4f}"}
+    for cid in AVAILABLE:
+        d = chapter_dir("smoke", cid)
+        for path in (d / f"{cid}.ipynb", d / "summary.json"):
+            text = path.read_text()
+            assert not [n for n in needles if n in text], f"{path.name} shows the data universe's m_W"
+
+
 def test_status_reports_everything_up_to_date(smoke_run):
     assert {s.chapter: s.state for s in runner.status("smoke")} == dict.fromkeys(AVAILABLE, "up to date")
 

@@ -9,7 +9,7 @@ import yaml
 
 from wmnb.universe import CardError, card_hash, load_card, validate_card
 from wmnb.universe import cardmaker
-from wmnb.universe.card import FIELDS, N_ETA
+from wmnb.universe.card import FIELDS, N_ETA, check_closure_card
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,39 @@ def test_shipped_cards_are_what_cardmaker_makes(cards):
     assert cards["closure"] == validate_card(cardmaker.closure_card())
 
 
-def test_closure_is_data_physics_with_nominal_detector(cards):
-    assert cards["closure"]["physics"] == cards["data"]["physics"]
-    assert cards["closure"]["detector"] == cards["nominal"]["detector"]
+def test_closure_is_the_simulation_with_its_own_mass(cards):
+    """A pure-detector closure: the simulation's physics and detector with an m_W of its own
+    (so the fit has something to recover) that is not the data's (it is shown unblinded).  The
+    old closure card carried the data's physics, m_W included."""
+    clo, nom, dat = cards["closure"], cards["nominal"], cards["data"]
+    assert clo["detector"] == nom["detector"]
+    own = {"mw_mev", "gw_mev"}
+    assert {k: v for k, v in clo["physics"].items() if k not in own} == \
+        {k: v for k, v in nom["physics"].items() if k not in own}
+    shift = clo["physics"]["mw_mev"] - nom["physics"]["mw_mev"]
+    assert shift == cardmaker.CLOSURE_MW_OFFSET_MEV and 10 <= abs(shift) <= 50
+    assert abs(clo["physics"]["mw_mev"] - dat["physics"]["mw_mev"]) > 20   # no hint of the blinded mass
+    ratio = clo["physics"]["gw_mev"] / nom["physics"]["gw_mev"]
+    assert ratio == pytest.approx((clo["physics"]["mw_mev"] / nom["physics"]["mw_mev"]) ** 3, rel=1e-5)
     assert len({card_hash(c) for c in cards.values()}) == 3
+    check_closure_card(clo, nom)
+
+
+@pytest.mark.parametrize("path, value, words", [
+    ("detector.resolution.standalone", 0.2, ["detector.resolution.standalone", "differs"]),
+    ("physics.qt.kt_intrinsic_w", 2.0, ["physics.qt.kt_intrinsic_w", "differs"]),
+    ("physics.mw_mev", 80379.0, ["physics.mw_mev", "nothing to recover"]),
+])
+def test_closure_card_check_names_the_offending_field(cards, path, value, words):
+    bad = copy.deepcopy(cards["closure"])
+    node = bad
+    *head, leaf = path.split(".")
+    for part in head:
+        node = node[part]
+    node[leaf] = value
+    with pytest.raises(CardError) as err:
+        check_closure_card(bad, cards["nominal"], "closure card X")
+    assert all(w in str(err.value) for w in words) and "closure card X" in str(err.value)
 
 
 def test_data_differs_realistically_from_simulation(cards):

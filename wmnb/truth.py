@@ -5,7 +5,8 @@ The universe chapter generates "data" from the ``data`` card and a closure set f
 with the truth it should recover (closure tests, "measured vs truth" panels).  This module is the
 only reader of the cards outside ``wmnb.universe`` (a repository test enforces it), and every
 read states why, so a reviewer can list them.  The data universe's W mass is blinded: the gate
-refuses it until the analysis is unblinded.
+refuses it until the analysis is unblinded.  The closure universe is the simulation with an
+m_W of its own (a pure-detector closure), so its truths, m_W included, are not blinded.
 
 The *simulation's* card (``nominal``) is not secret: it describes what the analysis's own
 simulation was generated with, as a generator configuration would.

@@ -89,9 +89,10 @@ def load_templates(profile: str, data_sample: str = "data", config: MwConfig | N
                    skims: tuple[dict, dict] | None = None) -> TemplateSet:
     """Templates of the fit for ``profile`` with the observed histogram of ``data_sample``.
 
-    ``"data"`` (the default universe) gets every published correction; ``"closure"`` (data with
-    the simulation's detector) gets none unless ``corrections`` says otherwise, since
-    calibrations measured on the data universe do not apply to it.  ``skims`` (from
+    ``"data"`` (the default universe) gets every published correction; ``"closure"`` (the
+    simulation's physics and detector with an m_W of its own: a pure-detector closure) gets none
+    unless ``corrections`` says otherwise, since calibrations measured on the data universe do not
+    apply to it.  ``skims`` (from
     :func:`load_skims`) avoids reading the files again.
     """
     from wmnb.corrections import discover

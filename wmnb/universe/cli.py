@@ -56,8 +56,9 @@ def cli_generate(argv: list[str]) -> int:
     """``wmnb generate --truth CARD --profile P --out DIR [--seed N] [--workers W] [--quiet]``.
 
     CARD is a shipped card name (``data``, ``nominal``, ``closure``) or a YAML path; it defines
-    the data universe (the simulation always uses the ``nominal`` card; the closure set uses
-    CARD's physics with the nominal detector).  Prints the manifest's generation summary as JSON.
+    the data universe (the simulation always uses the ``nominal`` card and the closure set the
+    shipped ``closure`` card: the simulation with its own m_W).  Prints the manifest's generation
+    summary as JSON.
 
     DIR must lie outside the results store: the book's own universe is made by
     ``wmnb run --only 00_universe``.  ``--into-results`` lifts that rule on purpose (without

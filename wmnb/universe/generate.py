@@ -1,9 +1,10 @@
 """Generate a whole universe: simulation (nominal card), data (data card) and closure samples.
 
 Layout and manifest as in DEVELOPING.md ("The samples").  Work is split into jobs, one per
-output file (or per pair of data + closure files, which share the generated physics: the closure
-universe is the data card's physics seen through the nominal detector, so both are made from the
-same generator-level events, each with its own detector random stream).  Every job draws from
+output file.  The closure universe (card ``closure``) is the simulation's physics and detector
+with its own m_W, generated from its own physics and yields like a second data set; only when a
+closure card has the very physics of the data card are the two made from the same
+generator-level events (one job per file pair, each with its own detector stream).  Every job draws from
 its own ``np.random.SeedSequence`` keyed by (seed, sample set, process or stream, file, chunk),
 so results do not depend on the number of workers or on job order: same card + seed -> the same
 event content bit for bit.  Jobs run in a process pool; files are written to temporary names and
@@ -35,7 +36,7 @@ from .. import __version__, conventions
 from ..artefacts import atomic_dir, read_json, remove_stale_dirs, write_json
 from ..paths import universe_dir
 from ..profiles import load_profile
-from .card import CARDS_DIR, card_hash, card_path, check_shared_fields, load_card
+from .card import CARDS_DIR, card_hash, card_path, check_closure_card, check_shared_fields, load_card
 from .detector import simulate
 from .events import assemble, concatenate, n_events
 from .physics import BOSONS, theory_weights
@@ -221,7 +222,8 @@ def run_mc_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_data_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Generate one data file of a stream, and the closure file made from the same physics."""
+    """Generate one data-like file of a stream (data or closure), or a data and a closure file
+    from the same generator-level events when the two sets share their physics."""
     seed, stream, k = job["seed"], job["stream"], job["index"]
     phys = job["physics"]
     outs = job["outputs"]  # [(set, detector card section, path, set-specific seed name)]
@@ -295,29 +297,33 @@ def plan_jobs(settings: dict[str, Any], cards: dict[str, dict[str, Any]], hashes
             path = root / "mc" / p / f"{p}_{k}.root"
             jobs.append({**common, "kind": "mc", "process": p, "index": k, "n_produced": nk, "card": nominal,
                          "path": str(path), "provenance": _prov("nominal", hashes, seed, p, k, "mc")})
-    # data: Poisson yields from the data card's cross sections
-    data_card = cards["data"]
-    yields = {}
-    for procs in STREAMS.values():
-        for p in procs:
-            mu = data_card["physics"]["xsec_pb"][p] * LUMI_PB * scale
-            yields[p] = int(_rng(seed, "yield", p).poisson(mu))
-    share = cards["closure"]["physics"] == data_card["physics"]
-    sets = [("data", data_card)] + ([("closure", cards["closure"])])
+    # data and closure: Poisson yields from each set's own cross sections
+    sets = {"data": cards["data"], "closure": cards["closure"]}
+    share = sets["closure"]["physics"] == sets["data"]["physics"]
+    yields = {"data": _poisson_yields(sets["data"], scale, seed)}
+    yields["closure"] = yields["data"] if share else _poisson_yields(sets["closure"], scale, seed, "closure")
+    groups = [("data", "closure")] if share else [("data",), ("closure",)]
     for stream, procs in STREAMS.items():
-        total = sum(yields[p] for p in procs)
-        nf = max(1, math.ceil(total / maxf))
-        per_file = {p: _split(yields[p], nf) for p in procs}
-        for k in range(nf):
-            counts = {p: per_file[p][k] for p in procs}
-            groups = [sets] if share else [[s] for s in sets]
-            for group in groups:
-                outs = [{"set": s, "detector": c["detector"],
+        for group in groups:
+            own = yields[group[0]]
+            nf = max(1, math.ceil(sum(own[p] for p in procs) / maxf))
+            per_file = {p: _split(own[p], nf) for p in procs}
+            for k in range(nf):
+                outs = [{"set": s, "detector": sets[s]["detector"],
                          "path": str(root / s / stream / f"{stream}_{k}.root"),
-                         "provenance": _prov(s, hashes, seed, stream, k, s)} for s, c in group]
-                jobs.append({**common, "kind": "data", "stream": stream, "index": k, "counts": counts,
-                             "physics": group[0][1]["physics"], "physics_set": group[0][0], "outputs": outs})
-    return jobs, {"data_produced": yields, "closure_shares_data_physics": share}
+                         "provenance": _prov(s, hashes, seed, stream, k, s)} for s in group]
+                jobs.append({**common, "kind": "data", "stream": stream, "index": k,
+                             "counts": {p: per_file[p][k] for p in procs},
+                             "physics": sets[group[0]]["physics"], "physics_set": group[0], "outputs": outs})
+    return jobs, {"data_produced": yields["data"], "closure_produced": yields["closure"],
+                  "closure_shares_data_physics": share}
+
+
+def _poisson_yields(card: dict[str, Any], scale: float, seed: int, *key: str) -> dict[str, int]:
+    """Produced events per process of a data-like set: Poisson(xsec x lumi x events_scale), each
+    from its own seed (the data's key is ("yield", process), as before closure had its own)."""
+    return {p: int(_rng(seed, "yield", *key, p).poisson(card["physics"]["xsec_pb"][p] * LUMI_PB * scale))
+            for procs in STREAMS.values() for p in procs}
 
 
 def _prov(card: str, hashes: dict[str, str], seed: int, what: str, k: int, sample_set: str) -> dict[str, Any]:
@@ -327,23 +333,19 @@ def _prov(card: str, hashes: dict[str, str], seed: int, what: str, k: int, sampl
 
 
 def _job_size(job: dict[str, Any]) -> int:
-    return job["n_produced"] if job["kind"] == "mc" else 2 * sum(job["counts"].values())
+    return job["n_produced"] if job["kind"] == "mc" else len(job["outputs"]) * sum(job["counts"].values())
 
 
 def _universe_cards(truth: str | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """The nominal, data and closure cards of a universe whose data card is ``truth``, and where
-    each comes from (for messages); checks the fields all cards must share."""
+    each comes from (for messages); checks the fields all cards must share and that the closure
+    card is the simulation with its own m_W (a pure-detector closure, whatever the data card)."""
     nominal = load_card("nominal")
     data_card = load_card(truth)
-    closure = {**data_card, "name": "closure", "detector": nominal["detector"],
-               "description": f"closure: physics of {data_card['name']} with the nominal detector"}
+    closure = load_card("closure")
     sources = {"nominal": str(card_path("nominal")), "data": str(card_path(truth)),
-               "closure": f"physics of {card_path(truth)} with the nominal detector"}
-    if str(truth) == "data":
-        shipped = load_card("closure")
-        if shipped["physics"] == closure["physics"] and shipped["detector"] == closure["detector"]:
-            closure = shipped
-            sources["closure"] = str(CARDS_DIR / "closure.yaml")
+               "closure": str(CARDS_DIR / "closure.yaml")}
+    check_closure_card(closure, nominal, f"closure card {sources['closure']}")
     cards = {"nominal": nominal, "data": data_card, "closure": closure}
     check_shared_fields(cards, sources)
     return cards, sources
@@ -359,8 +361,8 @@ def generate_universe(profile: str, out: Path | str | None = None, seed: int | N
     ``out`` defaults to ``wmnb.paths.universe_dir(profile)``, which is allowed only while the
     runner executes chapter 00 (its staging directory): a folder inside the results store is
     refused unless ``into_results`` is true (see :func:`~wmnb.universe.staging.check_output_dir`).
-    ``truth`` is the data card (shipped name or path); the closure set uses its physics with the
-    nominal detector.  ``seed`` (non-negative) defaults to the profile's seed, ``workers``
+    ``truth`` is the data card (shipped name or path); the closure set is always the shipped
+    ``closure`` card (the simulation with its own m_W).  ``seed`` (non-negative) defaults to the profile's seed, ``workers``
     (>= 1) to the profile's setting.  Every argument is checked before any work
     (:class:`GenerateError`, :class:`~wmnb.universe.card.CardError`); SIGTERM raises
     :class:`GenerationTerminated` after removing the temporary files.  ``settings`` override the

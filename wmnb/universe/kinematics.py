@@ -1,7 +1,8 @@
 """Vectorised relativistic kinematics for the generator: four-vectors as (E, px, py, pz) arrays.
 
 Only what the universe needs: building boson four-vectors from (m, q_T, y, phi), boosts, the
-Collins-Soper frame (lab-fixed z axis, see :func:`cs_axes`) and conversions to (pT, eta, phi).
+standard Collins-Soper frame (z axis along the sign of the boson p_z, see :func:`cs_axes`) and
+conversions to (pT, eta, phi).
 All functions take and return float64 numpy arrays with a leading event axis.
 """
 from __future__ import annotations
@@ -69,9 +70,17 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def cs_axes(boson: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Collins-Soper axes (x, y, z unit vectors, each (N, 3)) in the boson rest frame.
 
-    Convention (lab-fixed): z bisects the +z beam and the reversed -z beam in the rest frame,
-    independently of the sign of the boson rapidity, so parity-odd coefficients (A1, A4) are odd
-    in y.  x points along the boson q_T direction (away from the sum of the beam directions).
+    Convention (the standard Collins-Soper frame, PHYSICS.md "Theory"): with p1 the beam that
+    moves along the sign of the boson's lab p_z and p2 the other one, both boosted into the boson
+    rest frame, z bisects p1 and -p2 (z = p1_hat - p2_hat, normalised), y = p1_hat x (-p2_hat)
+    (normalised) and x = y x z, which points along the boson q_T.  For p_z < 0 this is the
+    frame of p_z > 0 rotated by pi about x (z -> -z, y -> -y, x unchanged), so the frame stays
+    right-handed.  A boson with p_z = 0 exactly takes the +z beam as p1.
+
+    Why: the quark of a q-qbar annihilation comes more often from the beam the boson moves along
+    (valence against sea), so in this frame A1 and A4 (the coefficients that change sign when z is
+    reversed) have the same sign at y > 0 and y < 0 and survive binning in |y| (a lab-fixed z
+    would make them odd in y).
     """
     n = boson.shape[0]
     beta = velocity(boson)
@@ -85,6 +94,10 @@ def cs_axes(boson: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     small = np.linalg.norm(x, axis=-1) < 1e-12
     x[small] = [1.0, 0.0, 0.0]
     x = _unit(x - np.sum(x * z, axis=-1, keepdims=True) * z)
+    # orient z along the boson's direction of motion (swapping the roles of the beams flips z and
+    # y = p1 x (-p2) and keeps x)
+    flip = np.where(boson[:, 3] < 0, -1.0, 1.0)[:, None]
+    z = z * flip
     y = np.cross(z, x)
     return x, y, z
 
@@ -109,7 +122,13 @@ def decay_two_body(boson: np.ndarray, cos_theta: np.ndarray, phi: np.ndarray,
 
 def cs_angles(lep: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Collins-Soper (cos theta, phi) of ``lep`` in the pair (``lep`` + ``other``), with the
-    convention of :func:`cs_axes`; phi in [0, 2 pi)."""
+    convention of :func:`cs_axes`; phi in [0, 2 pi).
+
+    Which decay product is ``lep`` is part of the convention: the universe uses the charged
+    lepton for W (the antilepton mu+ for W+, the lepton mu- for W-) and the mu- for Z.  Taking
+    the other one instead gives (-cos theta, phi + pi) event by event (the two are back to back
+    in the rest frame), so P0, P1, P2 (and P5, P6) are unchanged and P3, P4 (and P7) change sign:
+    A0, A1, A2 stay, A3 and A4 flip."""
     boson = lep + other
     x, y, z = cs_axes(boson)
     lr = _unit(boost(lep, -velocity(boson))[:, 1:])

@@ -209,20 +209,24 @@ def sample_powerlaw_pt(rng: np.random.Generator, n: int, p0: float, power: float
 # ---------------------------------------------------------------- angular coefficients
 
 def angular_coefficients(qt: np.ndarray, y: np.ndarray, tp: TheoryPoint) -> np.ndarray:
-    """A0..A4 (shape (5, N)) as functions of q_T, y and the boson charge.
+    """A0..A4 (shape (5, N)) as functions of q_T, y and the boson charge, in the standard
+    Collins-Soper frame of :func:`wmnb.universe.kinematics.cs_axes` (z along the sign of the
+    boson p_z), for the charged lepton of a W and the mu- of a Z.
 
-    A0..A3 vanish at q_T = 0; A1 and A4 are odd in y (lab-fixed Collins-Soper axis); A0 = A2 when
-    a0 = a2 (Lam-Tung).  Sizes follow the measured W/Z coefficients (A0 ~ 0.1 at q_T = 25 GeV,
-    |A4| up to ~1 for W at large |y|, ~0.07 for Z)."""
+    A0..A3 vanish at q_T = 0; A0 = A2 when a0 = a2 (Lam-Tung).  A1 and A4 are even in y and
+    vanish at y = 0: they grow with |y| as the chance that the quark comes from the beam the boson
+    moves along grows (the dilution of the q-qbar direction).  Sizes follow the measured W/Z
+    coefficients (A0 ~ 0.1 at q_T = 25 GeV, |A4| up to ~1 for W at large |y|, ~0.07 for Z)."""
     m2 = tp.mass**2
     f = qt * qt / (qt * qt + m2)
+    ay = np.abs(y)
     a0 = tp.a0 * f
     a2 = tp.a2 * f
-    a1 = tp.a1 * 2 * qt * tp.mass / (qt * qt + m2) * np.tanh(y) * 0.5
+    a1 = tp.a1 * 2 * qt * tp.mass / (qt * qt + m2) * np.tanh(ay) * 0.5
     q = tp.charge
     a3 = (q if q else 0.25) * tp.a3 * qt / (qt + tp.mass)
     sign4 = -q if q else 1.0
-    a4 = sign4 * tp.a4 * np.tanh(y / tp.y4) * (1.0 - a0)
+    a4 = sign4 * tp.a4 * np.tanh(ay / tp.y4) * (1.0 - a0)
     return np.stack([a0, a1, a2, a3, a4])
 
 

@@ -20,6 +20,7 @@ KNOB_TABLE = [
     ("physics.rapidity, physics.pdf", "boson rapidity, PDF-like eigenvectors (LHEPdfWeight)", "06 (theory), 08 (PDF nuisances)"),
     ("physics.qt, physics.scales", "q_T spectrum (NP kT, CS kernel), muR/muF (LHEScaleWeight)", "06 (q_T^V, TNPs), 07 (Z validation)"),
     ("physics.angular", "A0-A4 vs q_T, y, charge", "06 (A_i), 09 (helicity cross sections)"),
+    ("physics.fsr", "FSR strength (photon emission off the muons; 5 % stronger in data)", "06 (higher-order EW uncertainty)"),
     ("physics.nonprompt", "nonprompt iso-m_T correlation, SV flag", "05 (extended ABCD, 0.85 correction)"),
     ("detector.momentum_scale.A, e, M", "curvature bias per eta", "02 (J/psi calibration, Z/Upsilon closure)"),
     ("detector.resolution.a, b, c, d", "momentum resolution per eta", "02 (resolution from J/psi and Z)"),
@@ -84,14 +85,14 @@ def plot_truth_spectra(axes: Any, root: Path, manifest: dict[str, Any]) -> None:
 
 def angular_moments(root: Path, files: list[str], qt_edges: np.ndarray, max_events: int = 400_000) -> dict[str, np.ndarray]:
     """A0..A4 measured from the generated Collins-Soper angles (moments of PHYSICS.md) in q_T
-    bins, with statistical errors."""
-    a = read_columns(root, files, ["GenV_pt", "GenV_y", "GenV_cosThetaCS", "GenV_phiCS"], max_events)
-    qt, y = np.asarray(a.GenV_pt), np.asarray(a.GenV_y)
+    bins, with statistical errors.  The standard frame (z along the boson p_z) makes A1 and A4
+    even in y, so they need no folding."""
+    a = read_columns(root, files, ["GenV_pt", "GenV_cosThetaCS", "GenV_phiCS"], max_events)
+    qt = np.asarray(a.GenV_pt)
     c, f = np.asarray(a.GenV_cosThetaCS, dtype=float), np.asarray(a.GenV_phiCS, dtype=float)
     s = np.sqrt(np.clip(1 - c * c, 0, 1))
-    sgn = np.sign(y)  # A1, A4 are odd in y: fold
-    obs = {"A0": (20 / 3 * 0.5 * (1 - 3 * c * c) + 2 / 3), "A1": 5 * 2 * s * c * np.cos(f) * sgn,
-           "A2": 20 * 0.5 * s * s * np.cos(2 * f), "A3": 4 * s * np.cos(f), "A4": 4 * c * sgn}
+    obs = {"A0": (20 / 3 * 0.5 * (1 - 3 * c * c) + 2 / 3), "A1": 5 * 2 * s * c * np.cos(f),
+           "A2": 20 * 0.5 * s * s * np.cos(2 * f), "A3": 4 * s * np.cos(f), "A4": 4 * c}
     out: dict[str, np.ndarray] = {"qt": 0.5 * (qt_edges[1:] + qt_edges[:-1])}
     idx = np.digitize(qt, qt_edges) - 1
     for k, v in obs.items():
@@ -111,10 +112,10 @@ def plot_angular_coefficients(ax: Any, root: Path, manifest: dict[str, Any], pro
     qq = np.linspace(0.5, 100, 100)
     for i, k in enumerate(["A0", "A1", "A2", "A3", "A4"]):
         ln = ax.errorbar(m["qt"], m[k], yerr=m[k + "_err"], fmt="o", ms=4, label=k)
-        coeff = np.array([ph.angular_coefficients(np.full(ys.size, q), ys, tp)[i] * (np.sign(ys) if i in (1, 4) else 1) for q in qq]).mean(axis=1)
+        coeff = np.array([ph.angular_coefficients(np.full(ys.size, q), ys, tp)[i] for q in qq]).mean(axis=1)
         ax.plot(qq, coeff, color=ln[0].get_color(), lw=1)
     ax.set_xlabel(r"generator $q_T$ (GeV)")
-    ax.set_ylabel(r"$A_i$ (A1, A4 folded by sign(y))")
+    ax.set_ylabel(r"$A_i$ (Collins$-$Soper frame)")
     ax.legend(ncol=3, fontsize=12)
 
 
