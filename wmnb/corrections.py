@@ -242,6 +242,7 @@ class MissingArtefactError(CorrectionError, FileNotFoundError):
 #: their modules are imported only then.
 FACTORIES: dict[str, str] = {
     "wmnb.muonscale.correction:load_correction": "chapter 02: muon momentum scale, resolution, scale variations",
+    "wmnb.selection.pileup:load_correction": "chapter 01: pileup reweighting of simulation by the number of vertices",
     "wmnb.engine.testing:load_toy_scale": "toy muon scale of the engine tests (wmnb.engine.testing)",
 }
 

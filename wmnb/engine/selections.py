@@ -195,6 +195,8 @@ def _ids(chunk: Chunk, sel: np.ndarray) -> dict[str, np.ndarray]:
         if branch == "PV_npvsGood" and not chunk.has(branch):
             branch = "PV_npvs"
         out[key] = chunk.get(branch)[sel].astype(dtype) if chunk.has(branch) else np.zeros(n, dtype)
+    if chunk.has("Pileup_nTrueInt"):      # simulation: the true interactions, for the pileup closure
+        out["pu_true"] = chunk.get("Pileup_nTrueInt")[sel].astype(np.float32)
     return out
 
 
@@ -592,7 +594,7 @@ def wlike_from_z(zcols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for f in names:
         cols[f"mu_{f}"] = np.where(odd, zcols[f"mup_{f}"], zcols[f"mum_{f}"])
         cols[f"mu2_{f}"] = np.where(odd, zcols[f"mum_{f}"], zcols[f"mup_{f}"])
-    for k in ("mass", "pair_pt", "pair_y", "pair_phi", "npv", "veto_pass", "weight", "prefire_up",
+    for k in ("mass", "pair_pt", "pair_y", "pair_phi", "npv", "pu_true", "veto_pass", "weight", "prefire_up",
               "prefire_dn", "event", "run", "lhe_scale", "lhe_pdf") + tuple(
               k for k in zcols if k.startswith("gen_")):
         if k in zcols:

@@ -162,3 +162,73 @@ def data_lumi_fb(profile: str) -> float:
     from ..engine.skims import skim_index
 
     return float(skim_index(profile)["lumi_pb"]) / 1000.0
+
+
+# ---------------------------------------------------------------- pileup reweighting
+#: simulation whose Z→μμ events measure the simulated npv distribution
+PILEUP_SIM_SAMPLE = "z_mumu"
+
+
+def _z_npv(profile: str, sample: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    cols, w, _, _ = corrected_columns(profile, "z", sample, corrections=None, final_cuts="default", exclude=LHE)
+    return cols, w
+
+
+def measure_pileup(profile: str) -> Any:
+    """Pileup weights (:class:`wmnb.selection.pileup.PileupWeights`) from the npv distributions
+    of the final Z→μμ selection in data and in the Z simulation."""
+    from .pileup import measure_pileup_weights
+
+    data, _ = _z_npv(profile, "data")
+    sim, w = _z_npv(profile, PILEUP_SIM_SAMPLE)
+    return measure_pileup_weights(data["npv"], sim["npv"], w)
+
+
+def pileup_closure(profile: str, weights: Any) -> dict[str, float]:
+    """The closure of the reweighting: the mean number of true interactions of the Z simulation
+    before and after the npv reweighting, against the data card's (through the truth gate).
+    The npv only samples the true interactions, so the reweighted mean is expected to move most
+    of the way, not all of it (the simulation's prior pulls the estimate towards its own mean)."""
+    from .. import truth
+
+    sim, w = _z_npv(profile, PILEUP_SIM_SAMPLE)
+    if "pu_true" not in sim:
+        raise KeyError("the Z simulation skim has no 'pu_true' (Pileup_nTrueInt): rerun chapter 01")
+    rw = w * weights.nominal[weights.index(sim["npv"])]
+    pu = np.asarray(sim["pu_true"], np.float64)
+    return {"pu_true_mean_sim": float(np.average(pu, weights=w)),
+            "pu_true_mean_reweighted": float(np.average(pu, weights=rw)),
+            "pu_true_mean_data_truth": float(truth.compare("data", "detector.pileup.mean",
+                                                           purpose="chapter 01: pileup reweighting closure")),
+            "pu_true_mean_sim_truth": float(truth.simulation("detector.pileup.mean"))}
+
+
+def plot_pileup(weights: Any, closure: dict[str, float] | None = None, lumi_fb: float | None = None) -> Any:
+    """npv of data and simulation before and after the reweighting, and the weights."""
+    import matplotlib.pyplot as plt
+
+    from ..style import cms_label
+
+    n = np.arange(weights.nmax + 1)
+    data = weights.data_counts / weights.data_counts.sum()
+    sim = weights.sim_counts / weights.sim_counts.sum()
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    ax.stairs(sim, np.append(n, n[-1] + 1) - 0.5, label="simulation", color="tab:blue")
+    ax.stairs(sim * weights.nominal, np.append(n, n[-1] + 1) - 0.5, label="simulation, reweighted",
+              color="tab:orange", ls="--")
+    ax.errorbar(n, data, yerr=np.sqrt(weights.data_counts) / weights.data_counts.sum(), fmt="k.", label="data")
+    ax.set_ylabel("fraction of Z→μμ events")
+    ax.legend(title="last bin: overflow", fontsize=11, title_fontsize=10, loc="upper right")
+    if closure:
+        ax.text(0.02, 0.97, f"mean true interactions\nsimulation {closure['pu_true_mean_sim']:.2f}\n"
+                f"reweighted {closure['pu_true_mean_reweighted']:.2f}\n"
+                f"data truth {closure['pu_true_mean_data_truth']:.2f}", transform=ax.transAxes, va="top", fontsize=11)
+    cms_label(ax, **({} if lumi_fb is None else {"lumi": lumi_fb}))
+    rax.plot(n, weights.nominal, "k-", label="weight")
+    rax.fill_between(n, weights.down, weights.up, color="grey", alpha=0.4, label="±4.6 %")
+    rax.set_xlabel("number of reconstructed vertices")
+    rax.set_ylabel("data / sim.")
+    rax.set_ylim(0, 3)
+    rax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
