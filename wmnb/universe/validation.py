@@ -82,20 +82,26 @@ def selected_w(root: Path, files: list[str], extra: list[str] | None = None, **c
 
 def composition(profile: str, root: Path | None = None) -> dict[str, Any]:
     """Expected selected yields per simulated process (luminosity-weighted, at the universe's
-    events_scale) and their fractions."""
+    events_scale), their fractions, and ``mc_over_data_w``: selected simulated W→μν events per
+    expected selected W→μν data event (the simulation's size relative to the data; the paper's
+    was ~35)."""
     root = Path(root) if root is not None else universe_dir(profile)
     man = read_manifest(profile, root)
-    yields = {}
+    yields, n_sim = {}, {}
     for p, e in man["mc"].items():
         if p in ("jpsi", "upsilon"):
             continue
         s = selected_w(root, e["files"])
-        yields[p] = len(s["pt"]) * e["xsec_pb"] * man["lumi_pb"] / e["sumw"] * man["events_scale"]
+        n_sim[p] = len(s["pt"])
+        yields[p] = n_sim[p] * e["xsec_pb"] * man["lumi_pb"] / e["sumw"] * man["events_scale"]
     total = sum(yields.values())
     groups = {"w_munu": ["wplus_munu", "wminus_munu"], "z": ["z_mumu", "z_tautau"], "w_taunu": ["w_taunu"],
               "nonprompt": ["qcd"], "other": ["ttbar", "diboson"]}
+    signal = groups["w_munu"]
+    expected_w = sum(yields[p] for p in signal)
     return {"yields": yields, "total": total,
-            "fractions": {g: sum(yields[p] for p in ps) / total for g, ps in groups.items()}}
+            "fractions": {g: sum(yields[p] for p in ps) / total for g, ps in groups.items()},
+            "mc_over_data_w": sum(n_sim[p] for p in signal) / expected_w if expected_w > 0 else float("nan")}
 
 
 def asimov_mw_sensitivity(profile: str, root: Path | None = None) -> dict[str, Any]:
