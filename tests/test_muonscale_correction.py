@@ -196,3 +196,37 @@ def test_data_resolution_fit_recovers_a_b_c_d_from_mass_variances():
     # without any bin the fit refuses clearly
     with pytest.raises(ValueError, match="no 4-D bin"):
         fit_data_resolution(mc, [(np.full(3, np.nan), np.ones(3), _bins_of_muons(rng, 3, 5, 3, 5, n))])
+
+
+def test_simulation_smearing_is_per_muon_whatever_the_chunk_or_selection():
+    """The smearing of a muon depends on its event and charge only: the same with the sample
+    read whole or in chunks (chapter 08 reads skims in chunks), and the same for a Z muon read
+    as mup/mum in the Z skim or as the W-like muon; its width is the measured one."""
+    rng = np.random.default_rng(8)
+    n = 100_000
+    res = _toy_resolution(extra_a2=0.004 ** 2)
+    corr = MomentumCalibration(ScaleParams.zeros(eta_edges(48)), [], res, seed=3)
+    event = rng.permutation(10 * n)[:n].astype(np.uint64)
+    pt = rng.uniform(26, 56, n)
+    eta = rng.uniform(-0.1, 0.1, n)
+    q = np.where(rng.random(n) < 0.5, 1, -1)
+    whole = {"mu_pt": pt.copy(), "mu_eta": eta, "mu_charge": q, "event": event, "run": np.ones(n, np.uint32)}
+    info = SampleInfo("z_mumu", False, "wlike", ("mu",))
+    corr.correct(whole, info)
+    pieces = []
+    for sl in (slice(0, 33_333), slice(33_333, n)):
+        part = {k: v[sl].copy() for k, v in whole.items() if k != "mu_pt"} | {"mu_pt": pt[sl].copy()}
+        corr.correct(part, info)
+        pieces.append(part["mu_pt"])
+    np.testing.assert_array_equal(np.concatenate(pieces), whole["mu_pt"])
+    plus = q > 0
+    zcols = {"mup_pt": pt[plus].copy(), "mup_eta": eta[plus], "mum_pt": pt[plus].copy(), "mum_eta": eta[plus],
+             "event": event[plus], "run": np.ones(int(plus.sum()), np.uint32)}
+    corr.correct(zcols, SampleInfo("z_mumu", False, "z", ("mup", "mum")))
+    np.testing.assert_array_equal(zcols["mup_pt"], whole["mu_pt"][plus])      # same event, same charge
+    assert not np.array_equal(zcols["mum_pt"], zcols["mup_pt"])               # the other muon: its own draw
+    assert np.std(pt / whole["mu_pt"] - 1) == pytest.approx(0.004, rel=0.03)
+    other = MomentumCalibration(ScaleParams.zeros(eta_edges(48)), [], res, seed=4)
+    again = {k: (v.copy() if k == "mu_pt" else v) for k, v in whole.items()} | {"mu_pt": pt.copy()}
+    other.correct(again, info)
+    assert np.corrcoef(again["mu_pt"] - pt, whole["mu_pt"] - pt)[0, 1] < 0.05   # the seed matters

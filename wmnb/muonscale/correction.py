@@ -4,8 +4,9 @@
 
 * ``correct`` on data: every muon prefix's pT is corrected with the fitted data-minus-simulation
   (A, e, M) (``scale_model.correct_pt``); on simulation: pT is smeared by the measured
-  data-minus-simulation resolution difference where positive (deterministic: the random stream
-  is seeded from the correction's seed, the sample, the prefix and the pT values themselves).
+  data-minus-simulation resolution difference where positive (deterministic: one normal per
+  muon from a hash of the correction's seed, the sample, the run and event number and the
+  muon's charge, so chunking or the selection a muon is read in does not change its smearing).
   A dimuon ``mass`` column is recomputed when ``mup``/``mum`` change.
 * ``weights`` on simulation: the scale uncertainty as smooth per-event weight ratios.  Each
   variation shifts the mean of the muon's curvature response ``x = k_reco/k_gen`` (Gaussian of
@@ -98,9 +99,7 @@ class MomentumCalibration(Correction):
                 new[ok] = correct_pt(pt[ok], eta[ok], q[ok], self.params)
             elif self.smear:
                 extra = np.maximum(self.resolution.extra_rel2(np.where(ok, pt, 1.0), eta), 0.0)
-                key = zlib.crc32(np.ascontiguousarray(pt).tobytes()) ^ zlib.crc32(f"{sample.name}/{p}".encode())
-                rng = np.random.default_rng([self.seed, key])
-                z = rng.standard_normal(len(pt))
+                z = self._smearing_normals(columns, sample, p, pt)
                 new[ok] = pt[ok] / np.abs(1.0 + np.sqrt(extra[ok]) * z[ok])
             else:
                 continue
@@ -110,6 +109,24 @@ class MomentumCalibration(Correction):
             m = dimuon_mass(columns["mup_pt"], columns["mup_eta"], columns["mup_phi"],
                             columns["mum_pt"], columns["mum_eta"], columns["mum_phi"])
             columns["mass"] = m.astype(np.asarray(columns["mass"]).dtype, copy=False)
+
+    def _smearing_normals(self, columns: dict[str, np.ndarray], sample: SampleInfo, p: str,
+                          pt: np.ndarray) -> np.ndarray:
+        """One standard normal per muon, a function of the event (run, event number), the
+        sample and the muon's charge only: the same muon is smeared alike whichever selection,
+        chunk or subset of events it is read in (a W-like muon as in the Z skim it comes from).
+        Skims without event ids (toys) fall back to a stream keyed by the pT values."""
+        if "event" not in columns:
+            key = zlib.crc32(np.ascontiguousarray(pt).tobytes()) ^ zlib.crc32(f"{sample.name}/{p}".encode())
+            return np.random.default_rng([self.seed, key]).standard_normal(len(pt))
+        event = np.asarray(columns["event"]).astype(np.uint64)
+        run = np.asarray(columns.get("run", np.zeros(len(pt)))).astype(np.uint64)
+        q = (self._charge(columns, p, len(pt)) > 0).astype(np.uint64)
+        salt = np.uint64(zlib.crc32(sample.name.encode())) << np.uint64(32) | np.uint64(self.seed & 0xFFFFFFFF)
+        x = event ^ (run << np.uint64(40)) ^ (q << np.uint64(63)) ^ salt
+        u1 = (_splitmix64(x) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        u2 = (_splitmix64(x ^ np.uint64(0xD1B54A32D192ED03)) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)       # Box-Muller; 1 - u1 > 0
 
     def response_sigma2(self, gen_pt: np.ndarray, eta: np.ndarray) -> np.ndarray:
         """Variance of the curvature response of (smeared) simulation at generator pT."""
@@ -171,6 +188,16 @@ class MomentumCalibration(Correction):
             ws.variations[f"{name}Down"] = down
             ws.groups[name] = group
         return ws
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser (Steele, Lea & Flood 2014): a bijective mixing of 64-bit integers
+    whose outputs pass as independent uniform bits, vectorised (uint64 arithmetic wraps)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
 
 
 def load_correction(artefact: str | Path) -> MomentumCalibration:
