@@ -558,7 +558,7 @@ def selection_branches(selection: str, available: set[str], is_mc: bool,
         met = met_branches(available, path)
         req = muon + list(met)
         opt += tuple(f"Electron_{f}" for f in ELECTRON_FIELDS if not (lean and f == "phi"))
-        if not lean:   # the other MET estimators and recoil features, for the skims
+        if not lean and spec.recoil_estimators is not None:   # the other MET estimators and features
             from .selections import RECOIL_FEATURE_BRANCHES
 
             opt += RECOIL_FEATURE_BRANCHES + (met[0].replace("_pt", "_sumEt"),)
