@@ -18,6 +18,8 @@ SCALAR_TYPES = {
     "PV_npvs": "int32", "PV_npvsGood": "int32", "HLT_IsoMu24": "bool", "HLT_IsoTkMu24": "bool",
     "HLT_Dimuon20_Jpsi": "bool", "HLT_Dimuon13_Upsilon": "bool", "L1PreFiringWeight_Nom": "float32",
     "L1PreFiringWeight_Up": "float32", "L1PreFiringWeight_Dn": "float32",
+    "MET_sumEt": "float32", "TkMET_pt": "float32", "TkMET_phi": "float32", "TkMET_sumEt": "float32",
+    "PuppiMET_pt": "float32", "PuppiMET_phi": "float32", "PuppiMET_sumEt": "float32", "PV_nCharged": "int32",
 }
 MC_SCALAR_TYPES = {"Pileup_nTrueInt": "float32", "genWeight": "float32", "GenV_mass": "float32", "GenV_pt": "float32",
                    "GenV_y": "float32", "GenV_phi": "float32", "GenV_pdgId": "int32", "GenV_cosThetaCS": "float32",

@@ -10,9 +10,12 @@ Branch names across NanoAOD versions (v9 to v15), in one place (:data:`MET_NAMIN
 selections use the PF missing transverse momentum, read from ``MET_pt`` / ``MET_phi`` (NanoAOD
 up to v14 and the synthetic files) or, where those are absent, from ``PFMET_pt`` / ``PFMET_phi``
 (NanoAOD v15 renamed ``MET_*`` to ``PFMET_*``).  Whichever pair is read, the chunk hands it out
-as ``MET_pt`` / ``MET_phi``.  Other MET flavours (``PuppiMET_*``, ``DeepMETResolutionTune_*``,
-``RawMET_*``, ``TkMET_*`` ...) are never used.  Integer widths (``uint8``/``int16``/``uint32``
-counters and flags of newer versions) do not matter.
+as ``MET_pt`` / ``MET_phi`` (and its scalar sum ``PFMET_sumEt`` as ``MET_sumEt``).  The
+track-only and PUPPI METs (``TkMET_*``, ``PuppiMET_*``), the scalar sums and ``PV_nCharged``
+(non-NanoAOD) are read where present, as recoil-calibration features stored in the skims (NaN, or
+-1 for ``PV_nCharged``, where absent); no cut uses them.  Other flavours
+(``DeepMETResolutionTune_*``, ``RawMET_*`` ...) are never read.  Integer widths
+(``uint8``/``int16``/``uint32`` counters and flags of newer versions) do not matter.
 
 What happens with differences and bad input (every message names the file, and the branch
 where there is one):
@@ -502,6 +505,9 @@ def _canonical_met(chunk: Chunk) -> None:
     for pt, phi, what in MET_NAMING:
         if pt in chunk.scalars and phi in chunk.scalars:
             chunk.scalars[MET[0]], chunk.scalars[MET[1]] = chunk.scalars.pop(pt), chunk.scalars.pop(phi)
+            sumet = pt.replace("_pt", "_sumEt")
+            if sumet in chunk.scalars and "MET_sumEt" not in chunk.scalars:
+                chunk.scalars["MET_sumEt"] = chunk.scalars.pop(sumet)
             chunk.notes.append(f"MET read from {pt} / {phi}: {what}")
             return
 
@@ -549,8 +555,13 @@ def selection_branches(selection: str, available: set[str], is_mc: bool,
     trig = spec.triggers
     req = muon
     if spec.single_muon:
-        req = muon + list(met_branches(available, path))
+        met = met_branches(available, path)
+        req = muon + list(met)
         opt += tuple(f"Electron_{f}" for f in ELECTRON_FIELDS if not (lean and f == "phi"))
+        if not lean and spec.recoil_estimators is not None:   # the other MET estimators and features
+            from .selections import RECOIL_FEATURE_BRANCHES
+
+            opt += RECOIL_FEATURE_BRANCHES + (met[0].replace("_pt", "_sumEt"),)
         if spec.lhe and is_mc:
             opt += ("LHEScaleWeight", "LHEPdfWeight")
     present = [t for t in trig if t in available]

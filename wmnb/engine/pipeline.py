@@ -1,7 +1,8 @@
 """The correction pipeline: the one chain every consumer runs on a sample's skim columns.
 
 1. the hadronic recoil ``ut_x``, ``ut_y`` from the uncorrected skim (the selection's
-   ``recoil``, :mod:`wmnb.engine.registry`);
+   ``recoil``, :mod:`wmnb.engine.registry`), and that of the other MET estimators
+   (``tkmet_ut_x`` ..., the selection's ``recoil_estimators``);
 2. ``muon`` corrections in their published order (they replace ``<prefix>_pt`` ... of the
    selection's muon prefixes; a recoil calibration may replace ``ut_x``, ``ut_y``);
 3. derived quantities recomputed when a muon moved (MET, m_T, u_∥, dimuon mass, ABCD region ...);
@@ -104,6 +105,8 @@ def run_pipeline(selection: str, sample: str, columns: Mapping[str, np.ndarray],
         recoil = spec.recoil(cols)
         if recoil is not None:
             cols["ut_x"], cols["ut_y"] = recoil
+    if spec.recoil_estimators is not None:
+        cols.update(spec.recoil_estimators(cols))
     if wlike_reversed:
         if spec.parity_swap is None:
             raise ValueError(f"wlike_reversed applies only to W-like selections, not {selection!r}")

@@ -27,8 +27,8 @@ from .kinematics import pair, project, to_ptphi, to_xy
 from typing import Any
 
 from .nanoaod import JPSI_TRIGGERS, SINGLE_MUON_TRIGGERS, UPSILON_TRIGGERS
-from .selections import (FINAL_CUTS, ISO_MAX, W_CUTFLOW_STEPS, abcd_region, select_onia, select_tnp, select_w,
-                         select_z, wlike_derived, wlike_from_z_cutflow)
+from .selections import (FINAL_CUTS, ISO_MAX, W_CUTFLOW_STEPS, abcd_region, alt_met_derived, alt_recoil_vectors,
+                         select_onia, select_tnp, select_w, select_z, wlike_derived, wlike_from_z_cutflow)
 
 Columns = dict[str, np.ndarray]
 
@@ -38,7 +38,9 @@ class SelectionSpec:
     """Everything consumers need about one selection.
 
     ``recoil(cols) -> (ut_x, ut_y) | None``: the hadronic recoil from the *uncorrected* skim
-    (it excludes the muons, so a muon calibration does not change it).  ``derive(cols)``
+    (it excludes the muons, so a muon calibration does not change it); ``recoil_estimators(cols)
+    -> {column: array}`` the same for the other MET estimators (``tkmet_ut_x`` ...,
+    :func:`~wmnb.engine.selections.alt_recoil_vectors`).  ``derive(cols)``
     recomputes, in place, every column that depends on the muon kinematics (run after a muon
     correction); ``extras(cols)`` adds the derived columns a skim does not store (run when no
     muon moved).  ``final_cuts(cols) -> mask`` are the default final cuts.
@@ -71,6 +73,8 @@ class SelectionSpec:
     cutflow_steps: tuple[tuple[str, Callable[[Columns], np.ndarray]], ...] | None = None
     #: the reversed-parity alternative of a W-like selection (swaps the roles of the muons in place)
     parity_swap: Callable[[Columns], None] | None = None
+    #: the recoil of the other MET estimators (TkMET, PuppiMET) from the uncorrected skim
+    recoil_estimators: Callable[[Columns], Columns] | None = None
 
     def run_skim(self, chunk: Any, norm: float = 1.0, gen: bool = True) -> tuple[Columns, dict[str, list[float]]]:
         """The skim of one NanoAOD chunk (columns, cutflow)."""
@@ -149,6 +153,15 @@ def _z_recoil(cols: Columns) -> tuple[np.ndarray, np.ndarray] | None:
     return -(ex + px + qx), -(ey + py + qy)
 
 
+def _w_alt_recoil(cols: Columns) -> Columns:
+    """The other estimators' recoil u = -(MET + muon) (W-like: their MET holds the second muon)."""
+    return alt_recoil_vectors(cols, ("mu",))
+
+
+def _z_alt_recoil(cols: Columns) -> Columns:
+    return alt_recoil_vectors(cols, ("mup", "mum"))
+
+
 def _w_extras(cols: Columns) -> None:
     cols["iso_pass"] = np.asarray(cols["mu_iso"]) < ISO_MAX
     cols["abcd_region"] = abcd_region(cols)
@@ -161,11 +174,13 @@ def _w_derive(cols: Columns) -> None:
     cols["met_pt"], cols["met_phi"] = met_pt, met_phi
     cols["mt"] = _mt(cols["mu_pt"], cols["mu_phi"], met_pt, met_phi)
     cols["ut_para"], cols["ut_perp"] = project(ux, uy, np.asarray(cols["mu_phi"], np.float64))
+    cols.update(alt_met_derived(cols, ("mu",), cols["mu_phi"]))
     _w_extras(cols)
 
 
 def _wlike_derive(cols: Columns) -> None:
     cols.update(wlike_derived(cols))
+    cols.update(alt_met_derived(cols, ("mu",), cols["mu_phi"]))
     _store_pair(cols, _dimuon_pair(cols, "mu", "mu2"))
 
 
@@ -182,6 +197,7 @@ def _z_derive(cols: Columns) -> None:
         qx, qy = to_xy(cols["mum_pt"], cols["mum_phi"])
         cols["met_pt"], cols["met_phi"] = to_ptphi(-(ux + px + qx), -(uy + py + qy))
         cols["ut_para"], cols["ut_perp"] = project(ux, uy, p["phi"])
+    cols.update(alt_met_derived(cols, ("mup", "mum"), p["phi"]))
 
 
 def _tnp_derive(cols: Columns) -> None:
@@ -195,15 +211,16 @@ for _spec in (
     SelectionSpec("w", ("mu",), FINAL_CUTS["w"], _w_derive, _w_recoil, _w_extras,
                   "one muon, m_T and isolation regions: the m_W fit and the nonprompt ABCD",
                   skim=select_w, triggers=SINGLE_MUON_TRIGGERS, lhe=True, lean_muon_fields=_SINGLE_FIELDS,
-                  cutflow_steps=W_CUTFLOW_STEPS),
+                  cutflow_steps=W_CUTFLOW_STEPS, recoil_estimators=_w_alt_recoil),
     SelectionSpec("z", ("mup", "mum"), FINAL_CUTS["z"], _z_derive, _z_recoil, None,
                   "Z -> mumu pairs: calibration closure, recoil, dilepton fits",
                   skim=select_z, triggers=SINGLE_MUON_TRIGGERS, lhe=True, lean_muon_fields=_SINGLE_FIELDS,
-                  lean_event=True),
+                  lean_event=True, recoil_estimators=_z_alt_recoil),
     SelectionSpec("wlike", ("mu", "mu2"), FINAL_CUTS["wlike"], _wlike_derive, _w_recoil, None,
                   "Z -> mumu with one muon treated as a neutrino (the other is the template muon)",
                   derived_from="z", derive_from=wlike_from_z_cutflow,
-                  cutflow_steps=(("W-like final", FINAL_CUTS["wlike"]),), parity_swap=swap_wlike_columns),
+                  cutflow_steps=(("W-like final", FINAL_CUTS["wlike"]),), parity_swap=swap_wlike_columns,
+                  recoil_estimators=_w_alt_recoil),
     SelectionSpec("jpsi", ("mup", "mum"), FINAL_CUTS["jpsi"], _onia_derive, None, None,
                   "J/psi -> mumu: momentum scale calibration",
                   skim=lambda chunk, norm=1.0, gen=True: select_onia(chunk, norm, "jpsi", gen),

@@ -28,6 +28,14 @@ Skim selections (all muons: |eta| < 2.4):
     and the negative one in even events (``parity_odd``); the other (``mu2``) is added to
     MET as if it were a neutrino, the recoil is projected on ``mu``; ``alt_*`` columns hold the
     reversed-parity choice.  Final cuts require ``mu`` to be trigger-matched.
+
+Recoil estimators and features (``w``, ``z``, ``wlike``; :data:`ALT_MET`, :data:`SUMET`): besides
+the PF MET (``met_pt``, ``met_phi``, the recoil ``ut_para``, ``ut_perp``, and ``mt``: what the
+cuts use), the track-only and PUPPI METs ``tkmet_pt``, ``tkmet_phi``, ``puppimet_pt``,
+``puppimet_phi`` (W-like: with ``mu2`` invisible, like ``met_*``) with their recoil on the same
+axis (``tkmet_ut_para``, ``_perp``, ``puppimet_ut_para``, ``_perp``), the scalar sums
+``met_sumet``, ``tkmet_sumet``, ``puppimet_sumet`` (W-like: without ``mu2``), ``npvs``
+(``PV_npvs``) and ``n_charged`` (``PV_nCharged``): the inputs of the recoil calibration.
 ``jpsi`` / ``upsilon``
     ``HLT_Dimuon20_Jpsi`` / ``HLT_Dimuon13_Upsilon``; the two leading medium-ID muons with
     pT > 3 GeV, opposite charge, 2.6 < m < 3.6 GeV / 8 < m < 11.5 GeV.
@@ -198,6 +206,78 @@ def _ids(chunk: Chunk, sel: np.ndarray) -> dict[str, np.ndarray]:
     if chunk.has("Pileup_nTrueInt"):      # simulation: the true interactions, for the pileup closure
         out["pu_true"] = chunk.get("Pileup_nTrueInt")[sel].astype(np.float32)
     return out
+
+
+#: the recoil estimators besides the PF MET: skim prefix -> NanoAOD branch prefix.  The PF MET
+#: keeps its version-1 columns (``met_pt``, ``met_phi``, ``ut_para``, ``ut_perp``, ``mt``); each
+#: other estimator ``e`` gives ``e_pt``, ``e_phi`` (the MET, for W-like with the second muon
+#: invisible) and ``e_ut_para``, ``e_ut_perp`` (its recoil on the selection's axis).
+ALT_MET = (("tkmet", "TkMET"), ("puppimet", "PuppiMET"))
+#: scalar sums of the three estimators: skim column -> NanoAOD branch
+SUMET = (("met_sumet", "MET_sumEt"), ("tkmet_sumet", "TkMET_sumEt"), ("puppimet_sumet", "PuppiMET_sumEt"))
+#: the NanoAOD branches of the recoil features (all optional: NaN, or -1 for counts, where absent)
+RECOIL_FEATURE_BRANCHES = tuple(f"{b}_{v}" for _, b in ALT_MET for v in ("pt", "phi")) + tuple(
+    b for _, b in SUMET) + ("PV_nCharged",)
+
+
+def _recoil_features(chunk: Chunk, sel: np.ndarray) -> dict[str, np.ndarray]:
+    """The other MET estimators (``tkmet_pt`` ...), the scalar sums (``met_sumet`` ...), all
+    vertices ``npvs`` (``PV_npvs``; ``npv`` is ``PV_npvsGood``) and the charged multiplicity of
+    the primary vertex ``n_charged`` (``PV_nCharged``, non-NanoAOD) of the selected events.
+    Absent branches (real NanoAOD has no ``PV_nCharged``; lean reads load none of them) give NaN
+    and -1: they are features for the recoil calibration, never used by a cut."""
+    n = int(np.count_nonzero(sel))
+    out: dict[str, np.ndarray] = {}
+    for col, branch in [(f"{e}_{v}", f"{b}_{v}") for e, b in ALT_MET for v in ("pt", "phi")] + list(SUMET):
+        out[col] = chunk.get(branch)[sel].astype(F4) if chunk.has(branch) else np.full(n, np.nan, F4)
+    for col, branch in (("npvs", "PV_npvs"), ("n_charged", "PV_nCharged")):
+        out[col] = chunk.get(branch)[sel].astype(np.int32) if chunk.has(branch) else np.full(n, -1, np.int32)
+    return out
+
+
+def alt_recoil_vectors(cols: dict[str, np.ndarray], prefixes: Sequence[str]) -> dict[str, np.ndarray]:
+    """``e_ut_x``, ``e_ut_y``: the recoil of every other estimator ``e`` (:data:`ALT_MET`) whose
+    MET the columns hold, u = -(MET + the muons of ``prefixes``) (float64).  It excludes the
+    muons, so a muon correction does not move it."""
+    out: dict[str, np.ndarray] = {}
+    mx = my = 0.0
+    for p in prefixes:
+        x, y = to_xy(cols[f"{p}_pt"], cols[f"{p}_phi"])
+        mx, my = mx + x, my + y
+    for e, _ in ALT_MET:
+        if f"{e}_pt" in cols:
+            ex, ey = to_xy(cols[f"{e}_pt"], cols[f"{e}_phi"])
+            out[f"{e}_ut_x"], out[f"{e}_ut_y"] = -(ex + mx), -(ey + my)
+    return out
+
+
+def alt_met_derived(cols: dict[str, np.ndarray], prefixes: Sequence[str], axis_phi: np.ndarray) -> dict[str, np.ndarray]:
+    """From the recoil vectors ``e_ut_x``, ``e_ut_y`` (:func:`alt_recoil_vectors`): each
+    estimator's MET with the muons of ``prefixes`` visible (``e_pt``, ``e_phi``) and its recoil
+    projected on the direction ``axis_phi`` (``e_ut_para``, ``e_ut_perp``)."""
+    out: dict[str, np.ndarray] = {}
+    mx = my = 0.0
+    for p in prefixes:
+        x, y = to_xy(cols[f"{p}_pt"], cols[f"{p}_phi"])
+        mx, my = mx + x, my + y
+    axis = np.asarray(axis_phi, np.float64)
+    for e, _ in ALT_MET:
+        if f"{e}_ut_x" not in cols:
+            continue
+        ux, uy = np.asarray(cols[f"{e}_ut_x"], np.float64), np.asarray(cols[f"{e}_ut_y"], np.float64)
+        out[f"{e}_pt"], out[f"{e}_phi"] = to_ptphi(-(ux + mx), -(uy + my))
+        out[f"{e}_ut_para"], out[f"{e}_ut_perp"] = project(ux, uy, axis)
+    return out
+
+
+def _with_alt_met(cols: dict[str, np.ndarray], prefixes: Sequence[str], axis_phi: np.ndarray) -> None:
+    """Add the other estimators' recoil projections to skim columns (float32), in place."""
+    vec = alt_recoil_vectors(cols, prefixes)
+    derived = alt_met_derived({**cols, **vec}, prefixes, axis_phi)
+    for e, _ in ALT_MET:
+        if f"{e}_ut_para" in derived:
+            cols[f"{e}_ut_para"] = derived[f"{e}_ut_para"].astype(F4)
+            cols[f"{e}_ut_perp"] = derived[f"{e}_ut_perp"].astype(F4)
 
 
 def _start(chunk: Chunk, norm: float) -> tuple[Cutflow, dict[str, np.ndarray], np.ndarray]:
@@ -460,6 +540,8 @@ def select_w(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[st
     met_phi = chunk.get("MET_phi")[alive].astype(F4)
     cols.update(w_recoil(cols["mu_pt"], cols["mu_phi"], met_pt, met_phi))
     cols["met_pt"], cols["met_phi"] = met_pt, met_phi
+    cols.update(_recoil_features(chunk, alive))
+    _with_alt_met(cols, ("mu",), cols["mu_phi"])
     cols["veto_pass"] = veto[alive]
     cols["weight"] = w[alive]
     cols["prefire_up"], cols["prefire_dn"] = wts["prefire_up"][alive], wts["prefire_dn"][alive]
@@ -547,6 +629,8 @@ def _dimuon_columns(chunk: Chunk, info: dict[str, Any], with_recoil: bool, gen: 
         met_phi = chunk.get("MET_phi").astype(np.float64)[alive]
         cols["met_pt"], cols["met_phi"] = met_pt.astype(F4), met_phi.astype(F4)
         cols.update(z_recoil(cols, met_pt, met_phi))
+        cols.update(_recoil_features(chunk, alive))
+        _with_alt_met(cols, ("mup", "mum"), cols["pair_phi"])
         cols["veto_pass"] = _veto_pair(chunk, mu, info)
     wts = info["wts"]
     cols["weight"] = wts["weight"][alive]
@@ -594,11 +678,20 @@ def wlike_from_z(zcols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for f in names:
         cols[f"mu_{f}"] = np.where(odd, zcols[f"mup_{f}"], zcols[f"mum_{f}"])
         cols[f"mu2_{f}"] = np.where(odd, zcols[f"mum_{f}"], zcols[f"mup_{f}"])
-    for k in ("mass", "pair_pt", "pair_y", "pair_phi", "npv", "pu_true", "veto_pass", "weight", "prefire_up",
-              "prefire_dn", "event", "run", "lhe_scale", "lhe_pdf") + tuple(
+    for k in ("mass", "pair_pt", "pair_y", "pair_phi", "npv", "npvs", "n_charged", "pu_true", "veto_pass",
+              "weight", "prefire_up", "prefire_dn", "event", "run", "lhe_scale", "lhe_pdf") + tuple(
               k for k in zcols if k.startswith("gen_")):
         if k in zcols:
             cols[k] = zcols[k]
+    # the scalar sums without the invisible muon (the W's neutrino is in no sum)
+    for k, _ in SUMET:
+        if k in zcols:
+            cols[k] = (zcols[k] - cols["mu2_pt"]).astype(F4)
+    # the other estimators: their recoil excludes both muons, the MET adds mu2 to it
+    alt = alt_recoil_vectors(zcols, ("mup", "mum"))
+    if alt:
+        for k, v in alt_met_derived({**cols, **alt}, ("mu",), np.asarray(cols["mu_phi"], np.float64)).items():
+            cols[k] = v.astype(F4)
     # u excluding both muons, from the z columns
     px, py = to_xy(zcols["mup_pt"], zcols["mup_phi"])
     mx, my = to_xy(zcols["mum_pt"], zcols["mum_phi"])

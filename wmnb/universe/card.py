@@ -198,13 +198,48 @@ SCHEMA: dict[str, Any] = {
             },
             "loose_id": F("loose-ID efficiency of a reconstructed muon", "", 0.0, 1.0),
         },
+        # ---- hadronic recoil: three estimators (PF, track-only, PUPPI), wmnb/universe/recoil.py
         "recoil": {
-            "response_plateau": F("hadronic recoil response at high q_T", "", 0.2, 1.5),
-            "response_low": F("recoil response at q_T = 0", "", 0.0, 1.5),
-            "response_qt": F("q_T scale of the response turn-on", "GeV", 1.0, 100.0),
-            "sigma0": F("recoil resolution, constant term (per component)", "GeV", 0.0, 30.0),
-            "sigma_pu": F("recoil resolution per sqrt(vertex)", "GeV", 0.0, 10.0),
-            "sigma_qt": F("recoil resolution proportional to q_T", "", 0.0, 1.0),
+            "response_plateau": F("PF recoil response (mean u_par / q_T along the recoil) at high q_T, y = 0", "", 0.2, 1.5),
+            "response_low": F("PF recoil response at q_T = 0 (under-calibrated soft recoil)", "", 0.0, 1.5),
+            "response_qt": F("q_T scale of the response turn-on: R = low + (plateau - low)(1 - exp(-q_T/scale))", "GeV", 1.0, 100.0),
+            "response_y": F("loss of response with boson rapidity: R *= exp(-response_y y^2) (recoil moving forward)", "", 0.0, 0.2),
+            "sigma0": F("calorimeter noise term of the PF recoil resolution, per component, at y = 0", "GeV", 0.0, 30.0),
+            "sigma_pu": F("pileup term of the PF recoil resolution per component per sqrt(PV_npvs)", "GeV", 0.0, 10.0),
+            "sigma_qt": F("calorimeter term proportional to q_T along the recoil (u_par)", "", 0.0, 1.0),
+            "perp_qt_ratio": F("the q_T-proportional calorimeter term across the recoil (u_perp) over the one along it", "", 0.0, 2.0),
+            "sigma_y": F("growth of the calorimeter terms with boson rapidity: x (1 + sigma_y y^2)", "", 0.0, 1.0),
+            "activity_shape": F("Gamma shape of the per-event hadronic activity a (mean 1) that scales the soft "
+                                "charged-neutral imbalance, the charged multiplicity and the scalar sums", "", 0.5, 100.0),
+            "tails": {
+                "frac_low": F("probability of a mismeasured-jet (tail) event at q_T = 0", "", 0.0, 0.5),
+                "frac_high": F("probability of a tail event at high q_T", "", 0.0, 0.5),
+                "frac_qt": F("q_T scale of the rise of the tail probability", "GeV", 1.0, 200.0),
+                "width0": F("per-component width of the tail component at q_T = 0 (added in quadrature to the "
+                            "calorimeter term of PF and PUPPI)", "GeV", 0.0, 50.0),
+                "width_qt": F("growth of the tail width per GeV of q_T", "", 0.0, 2.0),
+            },
+            "charged": {
+                "fraction": F("mean charged share of the hard recoil at y = 0 (TkMET response over PF response)", "", 0.0, 1.0),
+                "spread": F("event-by-event standard deviation of the charged share", "", 0.0, 0.5),
+                "y_loss": F("loss of the charged share with boson rapidity: x exp(-y_loss y^2) (tracker acceptance)", "", 0.0, 1.0),
+                "imbalance": F("charged-neutral imbalance of the soft hadrons per component at activity 1 (TkMET sees it "
+                               "whole, PF and PUPPI pf_coupling of it)", "GeV", 0.0, 30.0),
+                "pf_coupling": F("fraction of the charged-share fluctuations that survives in the PF and PUPPI recoil "
+                                 "(1 - neutral/charged response)", "", 0.0, 1.0),
+                "pu_leak": F("fraction of the pileup term in the TkMET (pileup tracks associated to the primary vertex)", "", 0.0, 1.0),
+            },
+            "puppi": {
+                "pu_fraction": F("fraction of the PF pileup term (and pileup scalar sum) left in the PUPPI MET", "", 0.0, 1.0),
+                "response": F("PUPPI hard-recoil response relative to PF (primary-vertex neutrals lost to the weights)", "", 0.5, 1.5),
+            },
+            "features": {
+                "sumet_ue": F("PF scalar sum of the primary vertex's soft activity at activity 1", "GeV", 0.0, 2000.0),
+                "sumet_qt": F("PF scalar sum of the hard recoil per GeV of q_T", "", 0.0, 10.0),
+                "sumet_pu": F("PF scalar sum per pileup interaction (Pileup_nTrueInt)", "GeV", 0.0, 200.0),
+                "nch_ue": F("mean charged multiplicity of the primary vertex (PV_nCharged) at activity 1, q_T = 0", "", 0.0, 500.0),
+                "nch_per_gev": F("charged particles per GeV of charged hard recoil", "1/GeV", 0.0, 10.0),
+            },
         },
         "pileup": {
             "mean": F("mean number of true interactions (Gamma distributed)", "", 1.0, 80.0),

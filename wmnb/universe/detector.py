@@ -5,9 +5,9 @@ Muons: standalone reconstruction, tracking (global match), ID and trigger effici
 (pT, eta, charge); curvature bias dk/k = A - e k + q M/k and resolution
 (sigma_pT/pT)^2 = a^2 + c^2 pT^2 + b^2/(1 + d^2/pT^2) per eta bin; isolation from the underlying
 event, pileup, the recoil projected on the muon (u_par) and, for nonprompt muons, the jet remnant;
-trigger isolation, hence a u_par-dependent trigger efficiency.  Events: pileup, hadronic recoil
-with q_T- and pileup-dependent response and resolution, MET, prefiring, veto electrons, extra soft
-muons, dimuon triggers.
+trigger isolation, hence a u_par-dependent trigger efficiency.  Events: pileup, the hadronic
+recoil and three MET estimators (PF, track-only, PUPPI: :mod:`wmnb.universe.recoil`), prefiring,
+veto electrons, extra soft muons, dimuon triggers.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ..conventions import MUON_MASS
 from . import kinematics as kin
 from .card import N_ETA, eta_bin
 from .processes import K_MU, Truth
+from .recoil import Recoil, simulate_recoil
 
 K_RECO = K_MU + 1  # truth muon slots + one extra soft nonprompt muon
 
@@ -63,8 +64,9 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     """Reconstruct the events of ``truth`` with detector card section ``det``.
 
     Returns ``{"scalars": {branch: (n,)}, "muon": {field: (n, K_RECO)}, "muon_exists": (n, K_RECO),
-    "electron": {field: (n, 2)}, "electron_exists": ..., "keep": (n,)}`` where ``keep`` is False
-    for data events lost to prefiring."""
+    "electron": {field: (n, 2)}, "electron_exists": ..., "keep": (n,), "recoil": Recoil}`` where
+    ``keep`` is False for data events lost to prefiring and ``recoil`` holds the recoil estimators
+    with their generator-side diagnostics (not written)."""
     n = truth.n
     eff = det["efficiency"]
     # ---------------- pileup
@@ -179,16 +181,9 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     }
     el_exists = np.stack([e_ok, fake], axis=1)
 
-    # ---------------- hadronic recoil and MET
-    rc = det["recoil"]
-    qh = np.hypot(truth.had[:, 0], truth.had[:, 1])
-    resp = rc["response_low"] + (rc["response_plateau"] - rc["response_low"]) * (1.0 - np.exp(-qh / rc["response_qt"]))
-    sig_u = np.sqrt(rc["sigma0"] ** 2 + rc["sigma_pu"] ** 2 * npv + (rc["sigma_qt"] * qh) ** 2)
-    u_reco = resp[:, None] * truth.had + truth.gam + sig_u[:, None] * rng.standard_normal((n, 2)) + truth.extra_u
-    vis = np.zeros((n, 2))
-    vis[:, 0] = np.sum(np.where(exists, pt_r * np.cos(phi_r), 0.0), axis=1) + np.sum(np.where(el_exists, el["pt"] * np.cos(el["phi"]), 0.0), axis=1)
-    vis[:, 1] = np.sum(np.where(exists, pt_r * np.sin(phi_r), 0.0), axis=1) + np.sum(np.where(el_exists, el["pt"] * np.sin(el["phi"]), 0.0), axis=1)
-    met = -(vis + u_reco)
+    # ---------------- hadronic recoil and the three MET estimators (wmnb/universe/recoil.py)
+    rec = simulate_recoil(truth, det["recoil"], npv, n_true, rng)
+    met = met_estimators(rec, pt_r, phi_r, exists, is_trk, el, el_exists)
 
     # ---------------- prefiring
     pref = det["prefiring"]
@@ -210,7 +205,7 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
         "genPartIdx": gen_slot, "triggerMatch": trig_match, "svMatched": sv,
     }
     scalars = {
-        "MET_pt": np.hypot(met[:, 0], met[:, 1]), "MET_phi": np.arctan2(met[:, 1], met[:, 0]),
+        **met,
         "PV_npvs": npv.astype(np.int32), "PV_npvsGood": npv_good.astype(np.int32),
         "Pileup_nTrueInt": n_true,
         "HLT_IsoMu24": hlt_isomu, "HLT_IsoTkMu24": hlt_isomu.copy(),
@@ -219,4 +214,48 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     }
     assert len(det["momentum_scale"]["A"]) == N_ETA
     return {"scalars": scalars, "muon": muon, "muon_exists": exists, "electron": el,
-            "electron_exists": el_exists, "keep": keep}
+            "electron_exists": el_exists, "keep": keep, "recoil": rec}
+
+
+#: mantissa bits of the added MET branches (NanoAOD stores TkMET, PuppiMET and the scalar sums
+#: with ``precision=10``); ``MET_pt`` / ``MET_phi`` keep full float32 as in version 1
+MET_EXTRA_BITS = 10
+
+
+def met_estimators(rec: Recoil, pt: np.ndarray, phi: np.ndarray, exists: np.ndarray, is_trk: np.ndarray,
+                   el: dict[str, np.ndarray], el_exists: np.ndarray) -> dict[str, np.ndarray]:
+    """``MET_*``, ``TkMET_*``, ``PuppiMET_*`` (pt, phi, sumEt) and ``PV_nCharged``: each MET is
+    -(leptons + recoil), with every reconstructed muon and electron excluded from the recoil
+    (TkMET: the muons with a track, and the electrons); scalar sums add the leptons' pT."""
+    from .events import round_mantissa
+
+    mpt = np.where(exists, pt, 0.0)
+    mx, my = mpt * np.cos(phi), mpt * np.sin(phi)
+    ept = np.where(el_exists, el["pt"], 0.0)
+    ex = np.sum(ept * np.cos(el["phi"]), axis=1)
+    ey = np.sum(ept * np.sin(el["phi"]), axis=1)
+    e_sum = np.sum(ept, axis=1)
+    lx, ly, ls = np.sum(mx, axis=1) + ex, np.sum(my, axis=1) + ey, np.sum(mpt, axis=1) + e_sum
+    lep = {"pf": (lx, ly, ls), "puppi": (lx, ly, ls)}
+    # standalone-only muons (rare) have no track: they stay in the TkMET's recoil
+    rows, slots = np.nonzero(exists & ~is_trk)
+    tkx, tky, tks = lx.copy(), ly.copy(), ls.copy()
+    np.subtract.at(tkx, rows, mx[rows, slots])
+    np.subtract.at(tky, rows, my[rows, slots])
+    np.subtract.at(tks, rows, mpt[rows, slots])
+    lep["tk"] = (tkx, tky, tks)
+    out: dict[str, np.ndarray] = {}
+    for name, key in (("MET", "pf"), ("TkMET", "tk"), ("PuppiMET", "puppi")):
+        lx, ly, ls = lep[key]
+        ux, uy = rec.u[key]
+        mex, mey = -(lx + ux), -(ly + uy)
+        pt_m, phi_m = np.hypot(mex, mey), np.arctan2(mey, mex)
+        if name == "MET":
+            out["MET_pt"], out["MET_phi"] = pt_m, phi_m
+        else:
+            # rounding may step over +-pi: keep the angle in range
+            out[f"{name}_pt"] = round_mantissa(pt_m, MET_EXTRA_BITS)
+            out[f"{name}_phi"] = np.clip(round_mantissa(phi_m, MET_EXTRA_BITS), -np.float32(np.pi), np.float32(np.pi))
+        out[f"{name}_sumEt"] = round_mantissa(rec.sumet[key] + ls, MET_EXTRA_BITS)
+    out["PV_nCharged"] = rec.n_charged
+    return out

@@ -202,3 +202,43 @@ def core_gaussian(x: np.ndarray, center: float, width: float, n_iter: int = 8, w
         mu = float(v.mean())
         sig = float(v.std() / np.sqrt(trunc_var))
     return mu, sig
+
+
+RECOIL_ESTIMATORS = (("MET", "PF"), ("TkMET", "track-only"), ("PuppiMET", "PUPPI"))
+
+
+def z_recoil(root: Path, files: list[str], max_events: int | None = 400_000) -> dict[str, np.ndarray]:
+    """The recoil of Z -> mu mu candidates (two opposite-charge medium muons with pT > 25 GeV,
+    60 < m < 120 GeV): dimuon ``qt``, ``npv`` (``PV_npvs``) and, for each estimator of
+    :data:`RECOIL_ESTIMATORS`, u = -(MET + both muons) projected on the dimuon q_T
+    (``<MET>_para``, ``<MET>_perp``)."""
+    import awkward as ak
+
+    br = ["Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Muon_mediumId", "PV_npvs"]
+    br += [f"{m}_{v}" for m, _ in RECOIL_ESTIMATORS for v in ("pt", "phi")]
+    out: dict[str, list[np.ndarray]] = {}
+    n = 0
+    for a in _iterate([root / f for f in files], br):
+        good = a.Muon_mediumId & (a.Muon_pt > 25) & (abs(a.Muon_eta) < 2.4)
+        ev = ak.to_numpy(ak.num(a.Muon_pt[good]) >= 2)
+        mu = {k: a[k][good][ev] for k in ("Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge")}
+        p = [[ak.to_numpy(mu[k][:, i]).astype(float) for k in ("Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge")]
+             for i in (0, 1)]
+        v = kin.massless_p4(*p[0][:3], MUON_MASS) + kin.massless_p4(*p[1][:3], MUON_MASS)
+        m = kin.mass(v)
+        ok = (p[0][3] != p[1][3]) & (m > 60) & (m < 120)
+        qx, qy = v[:, 1], v[:, 2]
+        qt = np.hypot(qx, qy)
+        cols = {"qt": qt, "npv": ak.to_numpy(a.PV_npvs)[ev]}
+        cx, cy = qx / np.maximum(qt, 1e-9), qy / np.maximum(qt, 1e-9)
+        for name, _ in RECOIL_ESTIMATORS:
+            met_pt = ak.to_numpy(a[f"{name}_pt"])[ev].astype(float)
+            met_phi = ak.to_numpy(a[f"{name}_phi"])[ev].astype(float)
+            ux, uy = -(met_pt * np.cos(met_phi) + qx), -(met_pt * np.sin(met_phi) + qy)
+            cols[f"{name}_para"], cols[f"{name}_perp"] = ux * cx + uy * cy, -ux * cy + uy * cx
+        for k, c in cols.items():
+            out.setdefault(k, []).append(c[ok])
+        n += int(ok.sum())
+        if max_events is not None and n >= max_events:
+            break
+    return {k: np.concatenate(v) for k, v in out.items()}
