@@ -36,7 +36,8 @@ Skim selections (all muons: |eta| < 2.4):
     probe: any other reconstructed muon (tracker-only and standalone-only included) with
     pT > 15 GeV, opposite charge, 50 < m < 130 GeV; one row per (tag, probe) pair, with the probe's
     pass flags of every efficiency step (``probe_pass_sta``, ``_glb``, ``_id``, ``_trig``, ``_iso``).
-    The probes and passing probes of each step are :data:`TNP_STEPS` (:func:`tnp_step_masks`).
+    The probes and passing probes of each step are :data:`wmnb.conventions.TNP_STEPS`
+    (:func:`wmnb.conventions.tnp_step_masks`, also importable from here).
     Simulation adds the probe's generator match (``probe_gen_pt``, ``_eta``, ``_phi``, NaN for a
     fake probe) and ``probe_gen_upar``, the generator boson q_T projected on that muon's
     direction (the u_par of the efficiency truth, :func:`wmnb.truth.efficiency_scale_factors`).
@@ -55,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from ..conventions import LHE_SCALE_NOMINAL, N_LHE_SCALE
+from ..conventions import LHE_SCALE_NOMINAL, N_LHE_SCALE, TNP_STEPS, tnp_step_masks  # noqa: F401  (the tnp steps: re-exported)
 from . import jagged
 from .kinematics import delta_r2, pair, project, to_ptphi, to_xy, mt as _mt
 from .nanoaod import (GENV, JPSI_TRIGGERS, SINGLE_MUON_TRIGGERS, UPSILON_TRIGGERS, Chunk, Collection,
@@ -701,32 +702,6 @@ def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True,
         upar = np.nan_to_num(qt) * np.cos(np.nan_to_num(phi) - gp["phi"].astype(np.float64))
         cols["probe_gen_upar"] = upar.astype(F4)
     return cols, cf
-
-
-#: The tag-and-probe steps in the paper's order, each ``(probe flags, pass flag)`` on the
-#: ``tnp`` skim: every probe that passes a step is a probe of the next one.  The reconstruction
-#: (standalone) step probes inner tracks and asks for a standalone muon; tracking probes
-#: standalone muons and asks for the global match; ID + impact parameter probes global muons;
-#: the trigger probes ID-passing muons; isolation probes triggering, ID-passing muons.
-TNP_STEPS: dict[str, tuple[tuple[str, ...], str]] = {
-    "reco": (("probe_pass_trk",), "probe_pass_sta"),
-    "tracking": (("probe_pass_sta",), "probe_pass_glb"),
-    "id": (("probe_pass_glb",), "probe_pass_id"),
-    "trigger": (("probe_pass_glb", "probe_pass_id"), "probe_pass_trig"),
-    "isolation": (("probe_pass_glb", "probe_pass_id", "probe_pass_trig"), "probe_pass_iso"),
-}
-
-
-def tnp_step_masks(cols: dict[str, np.ndarray], step: str) -> tuple[np.ndarray, np.ndarray]:
-    """(probe, passing probe) masks of the tag-and-probe ``step`` (:data:`TNP_STEPS`) on ``tnp``
-    skim columns; the failing probes are ``probe & ~passing``."""
-    if step not in TNP_STEPS:
-        raise ValueError(f"unknown tag-and-probe step {step!r}; choose one of {list(TNP_STEPS)}")
-    flags, pass_flag = TNP_STEPS[step]
-    probe = np.ones(len(cols[pass_flag]), bool)
-    for f in flags:
-        probe &= np.asarray(cols[f], bool)
-    return probe, probe & np.asarray(cols[pass_flag], bool)
 
 
 def _gen_of_muons_flat(chunk: Chunk, flat_idx: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,7 +6,7 @@ identification and trigger decisions from the functions here, and the truth gate
 the two cannot drift apart.
 
 The steps, in the paper's order, with the probes of the tag-and-probe measurement of each
-(:data:`wmnb.engine.selections.TNP_STEPS`):
+(:data:`wmnb.conventions.TNP_STEPS`):
 
 ``reco``       a standalone muon for a muon with an inner track (probes: tracks);
 ``tracking``   the global match of a standalone muon: inner track found (:data:`TRACK_EFF`) and
@@ -261,7 +261,7 @@ def truth_efficiency(det: dict[str, Any], step: str, eta: Any, pt: Any, charge: 
     """The tag-and-probe efficiency of ``step`` for a prompt muon from a boson at generator-level
     (``eta``, ``pt``, ``charge``) and ``upar`` (boson q_T projected on the muon, GeV), with
     reconstructed pT ``pt_reco`` (default: ``pt``), for the detector card section ``det``: the
-    probability that a probe of the step (as :data:`wmnb.engine.selections.TNP_STEPS` defines
+    probability that a probe of the step (as :data:`wmnb.conventions.TNP_STEPS` defines
     them) passes it.  Arrays broadcast.
 
     reco: standalone reconstruction; tracking: TRACK_EFF x global match; id: medium ID x
