@@ -194,7 +194,7 @@ def plot_truth_scale_factors(axes: Any, eta_bin_edges: tuple[float, float] = (0.
         axes[0].plot(x, sf, label=step)
     axes[0].set_xlabel(r"muon $p_T$ (GeV)")
     axes[0].set_ylabel(r"truth SF = $\varepsilon_{data}/\varepsilon_{sim}$")
-    axes[0].text(0.03, 0.05, rf"${eta_bin_edges[0]:g} < \eta < {eta_bin_edges[1]:g}$, $\mu^+$, $u_\parallel = 0$",
+    axes[0].text(0.22, 0.05, rf"${eta_bin_edges[0]:g} < \eta < {eta_bin_edges[1]:g}$, $\mu^+$, $u_\parallel = 0$",
                  transform=axes[0].transAxes, fontsize=12)
     axes[0].legend(fontsize=11, ncol=2)
     u_edges = np.arange(-40.0, 40.0 + 0.5, 2.0)
@@ -222,10 +222,11 @@ def plot_tnp_background(ax: Any, result: dict[str, dict[str, Any]], step: str = 
     for edge in TNP_PEAK:
         ax.axvline(edge, color="k", ls=":", lw=1)
     ax.set_xlabel(r"$m_{\mu\mu}$ (GeV)")
-    ax.set_ylabel("failing probes / 2 GeV (simulation)")
-    ax.text(0.03, 0.92, f"{step} step: {100 * r['fail_bkg_fraction']:.0f} % background in 60-120 GeV",
+    ax.set_ylabel("failing probes / 2 GeV")
+    ax.text(0.03, 0.92, f"simulation, {step} step: {100 * r['fail_bkg_fraction']:.0f} % background in 60-120 GeV",
             transform=ax.transAxes, fontsize=12)
-    ax.legend(fontsize=10, loc="upper right")
+    ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(0.0, 0.9))
+    ax.set_ylim(0, 1.35 * max(float(np.max(r["fail_hist_bkg"] + r["fail_hist_sig"])), 1e-9))
 
 
 def plot_w_observables(axes: Any, sel: dict[str, np.ndarray]) -> None:
