@@ -1,5 +1,6 @@
 """One home for the conventions several chapters share: particle constants, Breit–Wigner line
-shapes, the LHE weight index conventions, and the process table (names, labels, colours).
+shapes, the LHE weight index conventions, the tag-and-probe steps, and the process table
+(names, labels, colours).
 
 Everything here is a *convention*: when two pieces of code must agree on it (the generator and
 the analysis, two chapters, a chapter and its plots), they import it from this module instead of
@@ -199,6 +200,36 @@ def lhe_pdf_index(k: int, up: bool) -> int:
 def lhe_pdf_pairs(n_members: int) -> int:
     """Number of Hessian eigenvectors in an ``LHEPdfWeight`` of ``n_members`` = 1 + 2n entries."""
     return (n_members - 1) // 2
+
+
+# ================================================================= tag and probe
+
+#: The tag-and-probe efficiency steps in the paper's order, each ``(probe flags, pass flag)`` on
+#: the columns of chapter 01's ``tnp`` skim: every probe that passes a step is a probe of the
+#: next one.  The reconstruction (standalone) step probes inner tracks and asks for a standalone
+#: muon; tracking probes standalone muons and asks for the global match; ID + impact parameter
+#: probes global muons; the trigger probes ID-passing muons; isolation probes triggering,
+#: ID-passing muons.  The universe's efficiency truth (:mod:`wmnb.universe.efficiency`) is
+#: defined for these probes.
+TNP_STEPS: dict[str, tuple[tuple[str, ...], str]] = {
+    "reco": (("probe_pass_trk",), "probe_pass_sta"),
+    "tracking": (("probe_pass_sta",), "probe_pass_glb"),
+    "id": (("probe_pass_glb",), "probe_pass_id"),
+    "trigger": (("probe_pass_glb", "probe_pass_id"), "probe_pass_trig"),
+    "isolation": (("probe_pass_glb", "probe_pass_id", "probe_pass_trig"), "probe_pass_iso"),
+}
+
+
+def tnp_step_masks(cols: dict[str, np.ndarray], step: str) -> tuple[np.ndarray, np.ndarray]:
+    """(probe, passing probe) masks of the tag-and-probe ``step`` (:data:`TNP_STEPS`) on ``tnp``
+    skim columns; the failing probes are ``probe & ~passing``."""
+    if step not in TNP_STEPS:
+        raise ValueError(f"unknown tag-and-probe step {step!r}; choose one of {list(TNP_STEPS)}")
+    flags, pass_flag = TNP_STEPS[step]
+    probe = np.ones(len(cols[pass_flag]), bool)
+    for f in flags:
+        probe &= np.asarray(cols[f], bool)
+    return probe, probe & np.asarray(cols[pass_flag], bool)
 
 
 # ================================================================= processes

@@ -22,6 +22,7 @@ wmnb.truth.BlindedTruth: the data universe's physics.mw_mev is blinded: it is sh
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any, Literal
 
 Universe = Literal["data", "closure"]
@@ -70,7 +71,37 @@ def compare(universe: Universe, key: str, *, purpose: str, unblinded: bool = Fal
     return _lookup(_card(universe), key, universe)
 
 
+def efficiency_scale_factors(step: str, eta_edges: Any, pt_edges: Any, *, purpose: str,
+                             universe: Universe = "data", charges: tuple[int, ...] = (-1, 1),
+                             upar_edges: Any = None, probes: Mapping[str, Any] | None = None) -> Any:
+    """The truth tag-and-probe efficiencies of ``step`` (``reco``, ``tracking``, ``id``,
+    ``trigger``, ``isolation``) in the ``data`` (or ``closure``) universe and in the simulation,
+    and their ratio, the truth scale factor, per (eta, pT, charge[, u_par]) bin: a
+    :class:`wmnb.universe.efficiency.BinnedEfficiencies` (``eff_data``, ``eff_mc``, ``sf``).
+
+    The efficiencies are the cards' efficiency functions (:mod:`wmnb.universe.efficiency`) for a
+    prompt muon from a boson, at generator-level eta, pT, charge and u_par (the boson q_T projected
+    on the muon, as the tnp skim's ``probe_gen_upar``), each the probability that a probe of the
+    step (:data:`wmnb.conventions.TNP_STEPS`) passes it.  Per bin they are evaluated at the
+    bin centres, or, given ``probes`` (generator-level ``eta``, ``pt``, ``charge``, ``upar`` of the
+    simulated probes, optional ``pt_reco``, ``weight`` and ``bin_*`` values that decide the bins), averaged over
+    each bin's probes: the quantity a tag-and-probe measurement in that bin estimates (see
+    :func:`wmnb.universe.efficiency.binned_efficiencies`).  ``purpose`` is recorded in
+    :data:`READS`."""
+    if universe not in ("data", "closure"):
+        raise ValueError(f"universe must be 'data' or 'closure', got {universe!r}")
+    if not purpose:
+        raise ValueError("say why the truth is read (purpose=...)")
+    from .universe.efficiency import binned_efficiencies
+
+    out = binned_efficiencies(_card(universe)["detector"], _card("nominal")["detector"], step, eta_edges, pt_edges,
+                              charges=charges, upar_edges=upar_edges,
+                              probes=dict(probes) if probes is not None else None)
+    READS.append((universe, f"efficiency_scale_factors:{step}", purpose))
+    return out
+
+
 #: (universe, key, purpose) of every read in this process, for the record
 READS: list[tuple[str, str, str]] = []
 
-__all__ = ["BLINDED", "BlindedTruth", "READS", "compare", "simulation"]
+__all__ = ["BLINDED", "BlindedTruth", "READS", "compare", "efficiency_scale_factors", "simulation"]

@@ -44,6 +44,13 @@ axis (``tkmet_ut_para``, ``_perp``, ``puppimet_ut_para``, ``_perp``), the scalar
     probe: any other reconstructed muon (tracker-only and standalone-only included) with
     pT > 15 GeV, opposite charge, 50 < m < 130 GeV; one row per (tag, probe) pair, with the probe's
     pass flags of every efficiency step (``probe_pass_sta``, ``_glb``, ``_id``, ``_trig``, ``_iso``).
+    The probes and passing probes of each step are :data:`wmnb.conventions.TNP_STEPS`
+    (:func:`wmnb.conventions.tnp_step_masks`, also importable from here).
+    Simulation adds the probe's generator match (``probe_gen_pt``, ``_eta``, ``_phi``, NaN for a
+    fake probe) and ``probe_gen_upar``, the generator boson q_T projected on that muon's
+    direction (the u_par of the efficiency truth, :func:`wmnb.truth.efficiency_scale_factors`).
+    ``select_tnp(..., same_sign=True)`` builds same-sign pairs instead (a background control
+    sample; the skim keeps opposite-sign pairs only).
 
 Final W selection (PHYSICS.md): 26 < pT < 56 GeV, iso < 0.15, m_T > 40 GeV, veto; ABCD regions in
 (iso pass/fail) × (m_T < 20, 20-40, > 40 GeV); the secondary-vertex control region of the
@@ -57,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from ..conventions import LHE_SCALE_NOMINAL, N_LHE_SCALE
+from ..conventions import LHE_SCALE_NOMINAL, N_LHE_SCALE, TNP_STEPS, tnp_step_masks  # noqa: F401  (the tnp steps: re-exported)
 from . import jagged
 from .kinematics import delta_r2, pair, project, to_ptphi, to_xy, mt as _mt
 from .nanoaod import (GENV, JPSI_TRIGGERS, SINGLE_MUON_TRIGGERS, UPSILON_TRIGGERS, Chunk, Collection,
@@ -725,8 +732,10 @@ def select_onia(chunk: Chunk, norm: float = 1.0, kind: str = "jpsi",
     return _dimuon_columns(chunk, info, with_recoil=False, gen=gen), cf
 
 
-def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[str, np.ndarray], Cutflow]:
-    """Tag-and-probe pairs on Z→μμ (one row per pair)."""
+def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True,
+               same_sign: bool = False) -> tuple[dict[str, np.ndarray], Cutflow]:
+    """Tag-and-probe pairs on Z→μμ (one row per pair); ``same_sign=True``: same-sign pairs
+    instead of opposite-sign ones (a control sample of the combinatorial background)."""
     cf, wts, w, mu, alive = _triggered(chunk, norm, SINGLE_MUON_TRIGGERS, "single-muon trigger")
     match = trigger_match(chunk)
     tag = (mu["tightId"].astype(bool) if "tightId" in mu else mu["mediumId"].astype(bool)) \
@@ -740,7 +749,8 @@ def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[
     _cut(cf, ">=1 tag", alive, w)
     ia, ib = _pairs_between(mu.offsets, mu.offsets)
     ev = jagged.event_index(mu.offsets)[ia] if ia.size else np.zeros(0, np.int64)
-    ok = (ia != ib) & tag[ia] & probe[ib] & (mu["charge"][ia] * mu["charge"][ib] < 0) & alive[ev] \
+    qq = mu["charge"][ia] * mu["charge"][ib] if ia.size else np.zeros(0, np.int64)
+    ok = (ia != ib) & tag[ia] & probe[ib] & ((qq > 0) if same_sign else (qq < 0)) & alive[ev] \
         if ia.size else np.zeros(0, bool)
     ia, ib, ev = ia[ok], ib[ok], ev[ok]
     p = pair(mu["pt"][ia], mu["eta"][ia], mu["phi"][ia], mu["pt"][ib], mu["eta"][ib], mu["phi"][ib])
@@ -748,7 +758,7 @@ def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[
     ia, ib, ev = ia[inwin], ib[inwin], ev[inwin]
     has = np.zeros(chunk.n, bool)
     has[ev] = True
-    _cut(cf, f"OS probe, {Z_MASS_SKIM[0]:g}<m<{Z_MASS_SKIM[1]:g}", alive & has, w)
+    _cut(cf, f"{'SS' if same_sign else 'OS'} probe, {Z_MASS_SKIM[0]:g}<m<{Z_MASS_SKIM[1]:g}", alive & has, w)
     cf["(pairs)"] = [int(ia.size), float(np.sum(w[ev]))]
     cols: dict[str, np.ndarray] = {}
     for pre, idx in (("tag", ia), ("probe", ib)):
@@ -780,6 +790,12 @@ def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True) -> tuple[dict[
     if chunk.is_mc and gen:
         gp = _gen_of_muons_flat(chunk, ib)
         cols.update({f"probe_gen_{k}": v for k, v in gp.items()})
+        boson = _gen_boson(chunk, np.ones(chunk.n, bool))
+        qt, phi = boson["gen_qt"][ev].astype(np.float64), boson["gen_phi"][ev].astype(np.float64)
+        # u_par of the efficiency truth: the boson q_T projected on the (generator) probe muon;
+        # 0 where there is no boson (multijet), NaN for a probe without generator match
+        upar = np.nan_to_num(qt) * np.cos(np.nan_to_num(phi) - gp["phi"].astype(np.float64))
+        cols["probe_gen_upar"] = upar.astype(F4)
     return cols, cf
 
 

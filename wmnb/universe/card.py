@@ -66,6 +66,36 @@ def _eff(step: str) -> dict[str, Field]:
     }
 
 
+def _pt_shape(step: str) -> dict[str, Field]:
+    return {
+        "depth": L(f"{step}: relative inefficiency of the low-pT turn-on at pT = 15 GeV, per eta bin: "
+                   "eff *= (1 - depth*exp(-(pT-15)/scale)) * (1 + slope*(pT-40))", "", 0.0, 0.5),
+        "scale": F(f"{step}: pT scale of that turn-on", "GeV", 1.0, 50.0),
+        "slope": L(f"{step}: relative efficiency slope per GeV around pT = 40 GeV, per eta bin", "1/GeV",
+                   -0.002, 0.002),
+    }
+
+
+#: universe v2, tag and probe: the pT dependence of every efficiency step (data and simulation
+#: differ, so the scale factors depend on pT) and the fake muon candidates under the Z peak
+TNP_SCHEMA: dict[str, Any] = {
+    "efficiency_pt": {s: _pt_shape(s) for s in ("reco", "tracking", "id", "trigger")},
+    "fake_muons": {
+        "rate": F("mean number of fake muon candidates (hadrons; pT > 10 GeV, |eta| < 2.4) per event at zero "
+                  "hadronic recoil: Poisson mean rate*(1 + |u_T|/recoil_scale)", "", 0.0, 0.5),
+        "recoil_scale": F("hadronic-recoil scale of the growth of the fake rate with the jet activity", "GeV", 1.0, 200.0),
+        "pt_power": F("fake candidate pT spectrum ~ pT^-pt_power above 10 GeV", "", 2.0, 8.0),
+        "jet_fraction": F("fraction of fake candidates along the recoil (jets); the rest is isotropic (random tracks)",
+                          "", 0.0, 1.0),
+        "type_weights": L("relative rates of tracker-only (fail the reco step), standalone-only (punch-through, "
+                          "decays in flight: fail the tracking step) and global fake candidates (normalised)",
+                          "", 0.0, 1.0, 3),
+        "medium_prob": F("probability that a global fake candidate passes the medium ID", "", 0.0, 1.0),
+        "iso_mean": F("mean relative isolation of a fake candidate (exponential; fakes sit in jets)", "", 0.01, 10.0),
+    },
+}
+
+
 _RAP = {
     "alpha": F("quadratic rise of dsigma/dy: p(y) ~ (1 + alpha*y^2) * exp(-|y/beta|^power)", "", -0.2, 0.5),
     "beta": F("rapidity fall-off scale", "", 1.0, 6.0),
@@ -262,6 +292,7 @@ SCHEMA: dict[str, Any] = {
             "fake_electron_prob": F("probability of a fake veto electron per event", "", 0.0, 0.5),
             "electron_eff": F("efficiency of a prompt electron (|eta| < 2.5) at veto level", "", 0.0, 1.0),
         },
+        **TNP_SCHEMA,
     },
 }
 
@@ -376,6 +407,8 @@ def validate_card(card: Any, where: str = "truth card") -> dict[str, Any]:
     fr = get(out, "physics.quarkonia.upsilon_fractions")
     if sum(fr) <= 0:
         raise CardError(f"{where}: field 'physics.quarkonia.upsilon_fractions' must not be all zero")
+    if sum(get(out, "detector.fake_muons.type_weights")) <= 0:
+        raise CardError(f"{where}: field 'detector.fake_muons.type_weights' must not be all zero")
     return out
 
 

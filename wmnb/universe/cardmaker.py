@@ -138,8 +138,66 @@ def nominal_card() -> dict[str, Any]:
             # (paper: prompt contamination < 2 %); the earlier 0.01 left it ~31 % prompt
             "vertexing": {"dxy_sigma_cm": 0.0025, "dz_sigma_cm": 0.006, "sv_fake": 2e-4},
             "extra_objects": {"soft_muon_prob": 0.01, "fake_electron_prob": 0.004, "electron_eff": 0.9},
+            **tnp_nominal(),
         },
     }
+
+
+def tnp_nominal() -> dict[str, Any]:
+    """The simulation's tag-and-probe knobs (universe v2): pT shapes of the efficiency steps and
+    the fake muon candidates.  Their own seeded noise, so they move no other knob."""
+    rng = np.random.default_rng(1201)
+    noise = lambda s: rng.normal(0.0, s, N_ETA)  # noqa: E731
+    return {
+        "efficiency_pt": {
+            "reco": {"depth": _r(np.clip(0.004 + 0.006 * AETA**2 + noise(0.0005), 0, 1)), "scale": 8.0,
+                     "slope": _r(5e-5 * AETA + noise(1e-5))},
+            "tracking": {"depth": _r(np.clip(0.002 + 0.002 * AETA**2 + noise(0.0003), 0, 1)), "scale": 6.0,
+                         "slope": _r(noise(1e-5))},
+            "id": {"depth": _r(np.clip(0.004 + 0.004 * AETA**2 + noise(0.0005), 0, 1)), "scale": 10.0,
+                   "slope": _r(3e-5 + noise(1e-5))},
+            "trigger": {"depth": _r(np.clip(0.006 + 0.010 * AETA**2 + noise(0.001), 0, 1)), "scale": 5.0,
+                        "slope": _r(1e-4 + noise(2e-5))},
+        },
+        # fakes: ~1 % of events carry a hadron reconstructed as a muon candidate above 10 GeV, more
+        # with more jet activity; most are tracker-only (reco-step failing probes), fewer
+        # standalone-only (tracking-step failing probes), few global
+        "fake_muons": {"rate": 0.01, "recoil_scale": 15.0, "pt_power": 4.0, "jet_fraction": 0.7,
+                       "type_weights": [0.80, 0.12, 0.08], "medium_prob": 0.15, "iso_mean": 0.8},
+    }
+
+
+def tnp_data(tnp: dict[str, Any]) -> dict[str, Any]:
+    """The data's tag-and-probe knobs: deeper low-pT turn-ons and different pT slopes than the
+    simulation (pT-dependent scale factors in every step, of the size of the paper's: a few
+    per mille to a per cent across 25-55 GeV), and 20 % more fake candidates with a harder
+    spectrum (the background in data is not the simulation's)."""
+    rng = np.random.default_rng(2202)
+    noise = lambda s: rng.normal(0.0, s, N_ETA)  # noqa: E731
+    out = {"efficiency_pt": {k: dict(v) for k, v in tnp["efficiency_pt"].items()},
+           "fake_muons": dict(tnp["fake_muons"])}
+    ept = out["efficiency_pt"]
+
+    def add(step: str, key: str, delta: np.ndarray) -> None:
+        ept[step][key] = _r(np.clip(np.array(ept[step][key]) + delta, 0 if key == "depth" else -1, 1))
+
+    add("reco", "depth", 0.006 + 0.008 * AETA**2 + noise(0.001))
+    add("reco", "slope", -2.5e-4 * (1 + AETA) + noise(2e-5))
+    ept["reco"]["scale"] = 10.0
+    add("tracking", "depth", 0.003 + 0.005 * AETA**2 + noise(0.0005))
+    add("tracking", "slope", -1.5e-4 + noise(1e-5))
+    add("id", "depth", 0.005 + noise(0.001))
+    add("id", "slope", 1.2e-4 * (1 - AETA) + noise(2e-5))
+    add("trigger", "depth", 0.009 + 0.010 * AETA**2 + noise(0.001))
+    add("trigger", "slope", -1e-4 - 1e-4 * AETA + noise(2e-5))
+    ept["trigger"]["scale"] = 6.0
+    ept["tracking"]["scale"] = 7.0
+    ept["id"]["scale"] = 9.0
+    # the fakes of data: more of them, a slightly harder spectrum (a different m_mumu shape
+    # under the peak than the simulation's), more punch-through
+    out["fake_muons"].update({"rate": 0.012, "recoil_scale": 14.0, "pt_power": 3.8, "jet_fraction": 0.65,
+                              "type_weights": [0.78, 0.14, 0.08], "medium_prob": 0.18, "iso_mean": 0.85})
+    return out
 
 
 def data_card() -> dict[str, Any]:
@@ -191,6 +249,7 @@ def data_card() -> dict[str, Any]:
     det["recoil"] = data_recoil()
     det["pileup"].update({"mean": 23.0, "shape": 7.0})
     det["prefiring"].update({"p_central": 0.006, "p_forward": 0.022})
+    det.update(tnp_data(det))
     return card
 
 

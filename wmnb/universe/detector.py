@@ -2,7 +2,8 @@
 NanoAOD-like reconstructed events, with every knob read from the card's ``detector`` section.
 
 Muons: standalone reconstruction, tracking (global match), ID and trigger efficiencies versus
-(pT, eta, charge); curvature bias dk/k = A - e k + q M/k and resolution
+(pT, eta, charge) from :mod:`wmnb.universe.efficiency`; fake muon candidates (hadrons of the
+recoil: the tag-and-probe background) from :mod:`wmnb.universe.fakes`; curvature bias dk/k = A - e k + q M/k and resolution
 (sigma_pT/pT)^2 = a^2 + c^2 pT^2 + b^2/(1 + d^2/pT^2) per eta bin; isolation from the underlying
 event, pileup, the recoil projected on the muon (u_par) and, for nonprompt muons, the jet remnant;
 trigger isolation, hence a u_par-dependent trigger efficiency.  Events: pileup, the hadronic
@@ -14,15 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
 
 from ..conventions import MUON_MASS
+from . import efficiency as E
 from . import kinematics as kin
 from .card import N_ETA, eta_bin
+from .efficiency import step_efficiency  # noqa: F401  (its home moved; kept importable from here)
+from .fakes import append_fakes, fake_muons
 from .processes import K_MU, Truth
 from .recoil import Recoil, simulate_recoil
 
-K_RECO = K_MU + 1  # truth muon slots + one extra soft nonprompt muon
+K_RECO = K_MU + 1  # truth muon slots + one extra soft nonprompt muon (fake candidates are appended)
 
 
 def _per_eta(values: list[float], ibin: np.ndarray) -> np.ndarray:
@@ -43,12 +46,6 @@ def relative_resolution(det: dict[str, Any], pt: np.ndarray, eta: np.ndarray) ->
     ib = eta_bin(eta)
     a, b, c, d = (_per_eta(r[x], ib) for x in "abcd")
     return np.sqrt(a * a + c * c * pt * pt + b * b / (1.0 + d * d / (pt * pt)))
-
-
-def step_efficiency(step: dict[str, Any], eta: np.ndarray, charge: np.ndarray) -> np.ndarray:
-    """plateau * (1 + q * charge_asym) per eta bin, clipped to [0, 1]."""
-    ib = eta_bin(eta)
-    return np.clip(_per_eta(step["plateau"], ib) * (1.0 + charge * _per_eta(step["charge_asym"], ib)), 0.0, 1.0)
 
 
 def prefire_probability(pref: dict[str, Any], eta: np.ndarray) -> np.ndarray:
@@ -106,11 +103,13 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     in_acc = valid & (np.abs(eta_t) < 2.4) & (pt_t > 3.0)
 
     u = lambda: rng.random((n, K_RECO))  # noqa: E731
-    turn = np.clip(1.0 - np.exp(-(pt_t - 2.0) / 1.5), 0.0, 1.0)
-    sa = in_acc & (u() < step_efficiency(eff["reco"], eta_t, charge) * turn)
-    has_trk = in_acc & (u() < 0.998)
-    glob = sa & has_trk & (u() < step_efficiency(eff["tracking"], eta_t, charge))
-    is_trk = has_trk & (glob | (u() < 0.9))
+    # the efficiency steps (wmnb.universe.efficiency): every inner track of a muon is kept as a
+    # tracker muon, so the reco step (tracks -> standalone) and the tracking step (standalone ->
+    # global) measure exactly the card's efficiencies
+    sa = in_acc & (u() < E.reco_efficiency(det, pt_t, eta_t, charge))
+    has_trk = in_acc & (u() < E.TRACK_EFF)
+    glob = sa & has_trk & (u() < E.tracking_efficiency(det, pt_t, eta_t, charge))
+    is_trk = has_trk
     exists = is_trk | sa
 
     # ---------------- momentum: track curvature with bias and resolution, or standalone
@@ -125,9 +124,7 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     phi_r = np.mod(phi_t + ang * rng.standard_normal((n, K_RECO)) + np.pi, 2 * np.pi) - np.pi
 
     # ---------------- ID, impact parameters, secondary vertices
-    idp = eff["id"]
-    eff_id = step_efficiency(idp, eta_t, charge) * (1.0 - idp["low_pt_drop"] * np.exp(-np.maximum(pt_t - 15.0, 0.0) / idp["low_pt_scale"]))
-    medium = glob & (u() < eff_id)
+    medium = glob & (u() < E.id_efficiency(det, pt_t, eta_t, charge))
     tight = medium & (u() < 0.98)
     loose = (glob | is_trk) & (u() < eff["loose_id"])
     vx = det["vertexing"]
@@ -151,7 +148,7 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
     # HLT isolation: coarser (smeared) and without recoil subtraction, so it sees the recoil
     # leaking into the cone twice as much: the trigger efficiency depends on u_par as well
     iso_trig = (cone + 2.0 * leak) / pt_r * np.maximum(1.0 + tr["iso_smear"] * rng.standard_normal((n, K_RECO)), 0.0)
-    p_trig = step_efficiency(tr, eta_t, charge) * ndtr((pt_r - tr["threshold"]) / tr["turnon_width"])
+    p_trig = E.trigger_muon_efficiency(det, pt_t, eta_t, charge, pt_r)
     trig_match = glob & (u() < p_trig) & (iso_trig < tr["iso_cut"]) & (np.abs(eta_r) < 2.4)
     hlt_isomu = np.any(trig_match, axis=1)
 
@@ -204,6 +201,10 @@ def simulate(truth: Truth, det: dict[str, Any], rng: np.random.Generator, is_dat
         "isGlobal": glob, "isTracker": is_trk, "isStandalone": sa,
         "genPartIdx": gen_slot, "triggerMatch": trig_match, "svMatched": sv,
     }
+    # fake muon candidates from the hadronic activity (the tag-and-probe background): an
+    # independent stream, so they change no other object of the event
+    fakes = fake_muons(truth.had, det["fake_muons"], det, rng.spawn(1)[0])
+    muon, exists = append_fakes(muon, exists, fakes)
     scalars = {
         **met,
         "PV_npvs": npv.astype(np.int32), "PV_npvsGood": npv_good.astype(np.int32),

@@ -30,6 +30,10 @@ KNOB_TABLE = [
     ("detector.recoil.tails", "non-Gaussian recoil tails (mismeasured jets, fraction rising with q_T)", "04 (quantile morphing)"),
     ("detector.recoil.charged, puppi", "track-only and PUPPI METs: response, pileup dependence, correlated errors", "04 (recoil estimators, regression)"),
     ("detector.recoil.activity_shape, features", "hadronic activity: scalar sums, charged multiplicity (PV_nCharged)", "04 (regression features)"),
+    ("detector.efficiency_pt.*", "pT shape (low-pT turn-on, slope) of every step per eta: pT-dependent scale factors",
+     "03 (SFs smoothed in pT per eta bin)"),
+    ("detector.fake_muons", "fake muon probes (hadrons: tracks, punch-through): the background under the Z peak",
+     "03 (pass/fail m_mumu fits: background model)"),
     ("detector.pileup", "pileup profile", "01 (pileup reweighting)"),
     ("detector.prefiring", "L1 prefiring probability", "01/08 (prefiring weights)"),
 ]
@@ -179,6 +183,54 @@ def plot_efficiencies(ax: Any) -> None:
     ax.set_xlabel(r"$\eta$")
     ax.set_ylabel(r"efficiency plateau ($\mu^+$)")
     ax.legend(ncol=2, fontsize=10)
+
+
+def plot_truth_scale_factors(axes: Any, eta_bin_edges: tuple[float, float] = (0.0, 0.1)) -> None:
+    """The truth scale factors (data card / nominal card) of every step versus pT (one eta bin,
+    mu+, u_par = 0) and of trigger and isolation versus u_par (pT = 30-31 GeV)."""
+    from .efficiency import STEPS, UPAR_STEPS, binned_efficiencies
+
+    nom, dat = load_card("nominal")["detector"], load_card("data")["detector"]
+    pt_edges = np.arange(24.0, 65.0 + 0.5, 1.0)
+    x = 0.5 * (pt_edges[1:] + pt_edges[:-1])
+    for step in STEPS:
+        sf = binned_efficiencies(dat, nom, step, list(eta_bin_edges), pt_edges, charges=(1,)).sf[0, :, 0]
+        axes[0].plot(x, sf, label=step)
+    axes[0].set_xlabel(r"muon $p_T$ (GeV)")
+    axes[0].set_ylabel(r"truth SF = $\varepsilon_{data}/\varepsilon_{sim}$")
+    axes[0].text(0.22, 0.05, rf"${eta_bin_edges[0]:g} < \eta < {eta_bin_edges[1]:g}$, $\mu^+$, $u_\parallel = 0$",
+                 transform=axes[0].transAxes, fontsize=12)
+    axes[0].legend(fontsize=11, ncol=2)
+    u_edges = np.arange(-40.0, 40.0 + 0.5, 2.0)
+    xu = 0.5 * (u_edges[1:] + u_edges[:-1])
+    for step in UPAR_STEPS:
+        b = binned_efficiencies(dat, nom, step, list(eta_bin_edges), [30.0, 31.0], charges=(1,), upar_edges=u_edges)
+        ln, = axes[1].plot(xu, b.eff_mc[0, 0, 0], label=f"{step} (sim)")
+        axes[1].plot(xu, b.eff_data[0, 0, 0], ls="--", color=ln.get_color(), label=f"{step} (data)")
+    axes[1].set_xlabel(r"$u_\parallel = \vec q_T\cdot\hat p_\mu$ (GeV)")
+    axes[1].set_ylabel(r"truth efficiency ($p_T$ = 30 GeV)")
+    axes[1].legend(fontsize=11)
+
+
+def plot_tnp_background(ax: Any, result: dict[str, dict[str, Any]], step: str = "reco") -> None:
+    """m_mumu of the failing probes of ``step`` in the simulation (a
+    :func:`~wmnb.universe.validation.tnp_background` result): real-muon Z pairs and background."""
+    from .validation import TNP_MASS_EDGES, TNP_PEAK
+
+    r = result[step]
+    x = 0.5 * (TNP_MASS_EDGES[1:] + TNP_MASS_EDGES[:-1])
+    width = np.diff(TNP_MASS_EDGES)
+    ax.bar(x, r["fail_hist_bkg"], width=width, color="tab:orange", label="background (fake probes, other processes)")
+    ax.bar(x, r["fail_hist_sig"], width=width, bottom=r["fail_hist_bkg"], color="tab:blue", alpha=0.7,
+           label=f"{process_label('z_mumu')}, real probe")
+    for edge in TNP_PEAK:
+        ax.axvline(edge, color="k", ls=":", lw=1)
+    ax.set_xlabel(r"$m_{\mu\mu}$ (GeV)")
+    ax.set_ylabel("failing probes / 2 GeV")
+    ax.text(0.03, 0.92, f"simulation, {step} step: {100 * r['fail_bkg_fraction']:.0f} % background in 60-120 GeV",
+            transform=ax.transAxes, fontsize=12)
+    ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(0.0, 0.9))
+    ax.set_ylim(0, 1.35 * max(float(np.max(r["fail_hist_bkg"] + r["fail_hist_sig"])), 1e-9))
 
 
 def plot_w_observables(axes: Any, sel: dict[str, np.ndarray]) -> None:

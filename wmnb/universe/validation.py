@@ -8,13 +8,14 @@ no veto electron with pT > 10 GeV.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import uproot
 
-from ..conventions import MUON_MASS, dlog_breit_wigner_dmass
+from ..conventions import MUON_MASS, TNP_STEPS, dlog_breit_wigner_dmass, tnp_step_masks
 from ..paths import universe_dir
 from . import kinematics as kin
 from .generate import read_manifest
@@ -155,6 +156,166 @@ def asimov_mw_sensitivity(profile: str, root: Path | None = None) -> dict[str, A
     return {"stat_err_mev": sigma, "n_selected_lumi": n_sel, "stat_err_scaled_117M": scaled,
             "ratio_to_paper": scaled / PAPER_STAT_ERR_MEV,
             "noise_fraction": float(1 - f_mm / f_mm_raw), "n_bins": int(ok.sum())}
+
+
+# ------------------------------------------------------------------ tag-and-probe background
+
+#: the Z-peak window in which the tag-and-probe background fraction is quoted (GeV)
+TNP_PEAK = (60.0, 120.0)
+#: m_mumu bins of the tag-and-probe histograms (the skim's window)
+TNP_MASS_EDGES = np.arange(50.0, 130.0 + 1e-9, 2.0)
+#: the simulated processes of the single-muon stream (the tag-and-probe sample's sources)
+TNP_PROCESSES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson", "qcd")
+
+
+TNP_BRANCHES = ["Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Muon_tightId", "Muon_mediumId", "Muon_dxy",
+                "Muon_pfRelIso04_all", "Muon_triggerMatch", "Muon_isGlobal", "Muon_isTracker", "Muon_isStandalone",
+                "HLT_IsoMu24", "HLT_IsoTkMu24", "event"]
+TNP_MC_BRANCHES = ["Muon_genPartIdx", "GenPart_pt", "genWeight", "L1PreFiringWeight_Nom"]
+#: the cuts of chapter 01's tnp skim (PHYSICS.md; wmnb.engine.selections): tag pT, probe pT, |dxy|, isolation
+TNP_TAG_PT, TNP_PROBE_PT, TNP_DXY, TNP_ISO = 25.0, 15.0, 0.05, 0.15
+TNP_MASS_WINDOW = (50.0, 130.0)
+
+
+def tnp_pairs(files: Sequence[str | Path], norm: float = 1.0, same_sign: bool = False,
+              max_events: int | None = None) -> dict[str, np.ndarray]:
+    """Tag-and-probe pairs of NanoAOD-like ``files``, a minimal copy of chapter 01's ``tnp`` skim
+    (``wmnb.engine.selections.select_tnp``; a test checks they agree pair by pair), as
+    :func:`w_selection` is of the W selection, so that chapter 00 runs without the engine: single-
+    muon trigger; tag: tight ID, |eta| < 2.4, pT > 25 GeV, |dxy| < 0.05 cm, isolation < 0.15,
+    trigger-matched; probe: any other muon with |eta| < 2.4, pT > 15 GeV, opposite charge (or, with
+    ``same_sign``, the same), 50 < m < 130 GeV.  Columns as the skim's: ``mass``, ``weight``
+    (``genWeight * norm * L1PreFiringWeight_Nom`` in simulation), ``event``, ``tag_pt``, ``probe_pt``,
+    ``probe_eta``, ``probe_charge``, the probe pass flags, ``probe_gen_pt`` (NaN if the probe has
+    no generator match).  At most ``max_events`` events are read."""
+    import awkward as ak
+
+    parts: dict[str, list[np.ndarray]] = {}
+    left = max_events
+    for f in files:
+        with uproot.open(f) as fh:
+            tree = fh["Events"]
+            is_mc = "genWeight" in tree.keys()
+            stop = None if left is None else min(left, tree.num_entries)
+            a = tree.arrays(TNP_BRANCHES + (TNP_MC_BRANCHES if is_mc else []), entry_stop=stop, library="ak")
+        if left is not None:
+            left -= len(a)
+        idx = ak.local_index(a.Muon_pt)
+        t, p = ak.unzip(ak.argcartesian([idx, idx], nested=False))
+        tag = (a.Muon_tightId & (abs(a.Muon_eta) < 2.4) & (a.Muon_pt > TNP_TAG_PT) & (abs(a.Muon_dxy) < TNP_DXY)
+               & (a.Muon_pfRelIso04_all < TNP_ISO) & a.Muon_triggerMatch)
+        probe = (abs(a.Muon_eta) < 2.4) & (a.Muon_pt > TNP_PROBE_PT)
+        qq = a.Muon_charge[t] * a.Muon_charge[p]
+        ok = (t != p) & tag[t] & probe[p] & ((qq > 0) if same_sign else (qq < 0)) & (a.HLT_IsoMu24 | a.HLT_IsoTkMu24)
+        t, p = t[ok], p[ok]
+        ev = ak.to_numpy(ak.flatten(ak.broadcast_arrays(ak.local_index(a.event, axis=0), t)[0]))
+
+        def flat(x: Any, i: Any) -> np.ndarray:
+            return ak.to_numpy(ak.flatten(x[i]))
+        kin_ = {f"{w}_{k}": flat(a[f"Muon_{k}"], i).astype(np.float64) for w, i in (("tag", t), ("probe", p))
+                for k in ("pt", "eta", "phi")}
+        v = (kin.massless_p4(kin_["tag_pt"], kin_["tag_eta"], kin_["tag_phi"], MUON_MASS)
+             + kin.massless_p4(kin_["probe_pt"], kin_["probe_eta"], kin_["probe_phi"], MUON_MASS))
+        mass = kin.mass(v)
+        win = (mass > TNP_MASS_WINDOW[0]) & (mass < TNP_MASS_WINDOW[1])
+        cols = {"mass": mass, "event": ak.to_numpy(a.event)[ev], "tag_pt": kin_["tag_pt"],
+                "probe_pt": kin_["probe_pt"], "probe_eta": kin_["probe_eta"],
+                "probe_charge": flat(a.Muon_charge, p),
+                "probe_pass_sta": flat(a.Muon_isStandalone, p), "probe_pass_glb": flat(a.Muon_isGlobal, p),
+                "probe_pass_trk": flat(a.Muon_isTracker, p),
+                "probe_pass_id": flat(a.Muon_mediumId, p) & (np.abs(flat(a.Muon_dxy, p)) < TNP_DXY),
+                "probe_pass_trig": flat(a.Muon_triggerMatch, p),
+                "probe_pass_iso": flat(a.Muon_pfRelIso04_all, p) < TNP_ISO}
+        if is_mc:
+            w = ak.to_numpy(a.genWeight * a.L1PreFiringWeight_Nom).astype(np.float64) * norm
+            gidx = a.Muon_genPartIdx[p]
+            matched = ak.mask(gidx, (gidx >= 0) & (gidx < ak.num(a.GenPart_pt)))
+            gpt = ak.to_numpy(ak.flatten(ak.fill_none(a.GenPart_pt[matched], np.nan)))
+            cols.update({"weight": w[ev], "probe_gen_pt": gpt.astype(np.float64)})
+        else:
+            cols.update({"weight": np.ones(ev.size), "probe_gen_pt": np.full(ev.size, np.nan)})
+        for k, col in cols.items():
+            parts.setdefault(k, []).append(np.asarray(col)[win])
+        if left is not None and left <= 0:
+            break
+    if not parts:
+        raise ValueError(f"no events to pair in {list(files)!r}")
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+PairFunction = Callable[[Sequence[Any], float, bool, "int | None"], dict[str, np.ndarray]]
+
+
+def tnp_background(samples: Mapping[str, tuple[Sequence[str | Path], float]], same_sign: bool = False,
+                   max_events: int | None = None, pairs: PairFunction | None = None) -> dict[str, dict[str, Any]]:
+    """Per tag-and-probe step (:data:`wmnb.conventions.TNP_STEPS`): the background in the
+    failing and passing probes under the Z peak (:data:`TNP_PEAK`) of simulated ``samples``
+    (process -> (files, luminosity weight per event)).  Signal is a real-muon Z pair: a
+    ``z_mumu`` event whose probe is generator-matched; everything else (fake probes, other
+    processes) is background.  Returns ``{step: {"fail_bkg_fraction", "pass_bkg_fraction",
+    "fail", "pass", "fail_bkg", "pass_bkg", "n_fail_bkg", "n_pass_bkg", "fail_hist_sig",
+    "fail_hist_bkg"}}``: weighted yields, raw background counts, and the failing probes' m_mumu
+    histograms (:data:`TNP_MASS_EDGES`) of signal and background.  ``max_events`` per process:
+    the weight is scaled up to the sample's size.  ``pairs(files, norm, same_sign, max_events)``
+    builds the pairs (default :func:`tnp_pairs`; the tests pass chapter 01's skim selection)."""
+    pairs = pairs or tnp_pairs
+
+    nb = TNP_MASS_EDGES.size - 1
+    tot: dict[str, dict[str, Any]] = {
+        s: {**{k: 0.0 for k in ("fail", "pass", "fail_bkg", "pass_bkg", "n_fail_bkg", "n_pass_bkg")},
+            "fail_hist_sig": np.zeros(nb), "fail_hist_bkg": np.zeros(nb)} for s in TNP_STEPS}
+    for process, (files, weight) in samples.items():
+        n_all = sum(_num_entries(f) for f in files)
+        n_read = n_all if max_events is None else min(n_all, max_events)
+        if n_read == 0:
+            continue
+        cols = pairs(files, weight * n_all / n_read, same_sign, max_events)
+        peak = (cols["mass"] > TNP_PEAK[0]) & (cols["mass"] < TNP_PEAK[1])
+        signal = np.isfinite(cols["probe_gen_pt"]) if process == "z_mumu" else np.zeros(peak.size, bool)
+        w = cols["weight"]
+        for step in TNP_STEPS:
+            probe, passed = tnp_step_masks(cols, step)
+            t = tot[step]
+            for key, sel in (("fail", probe & ~passed & peak), ("pass", passed & peak)):
+                t[key] += float(w[sel].sum())
+                t[f"{key}_bkg"] += float(w[sel & ~signal].sum())
+                t[f"n_{key}_bkg"] += float(np.count_nonzero(sel & ~signal))
+            fail = probe & ~passed
+            for key, sel in (("fail_hist_sig", fail & signal), ("fail_hist_bkg", fail & ~signal)):
+                t[key] += np.histogram(cols["mass"][sel], bins=TNP_MASS_EDGES, weights=w[sel])[0]
+    for t in tot.values():
+        for key in ("fail", "pass"):
+            t[f"{key}_bkg_fraction"] = t[f"{key}_bkg"] / t[key] if t[key] > 0 else float("nan")
+    return tot
+
+
+def _num_entries(path: str | Path) -> int:
+    with uproot.open(path) as fh:
+        return int(fh["Events"].num_entries)
+
+
+def tnp_universe_background(profile: str, root: Path | None = None, max_events: int | None = 500_000
+                            ) -> dict[str, dict[str, Any]]:
+    """:func:`tnp_background` of a generated universe's simulation: the luminosity-weighted
+    single-muon processes (truth known there), at most ``max_events`` read per process."""
+    root = Path(root) if root is not None else universe_dir(profile)
+    man = read_manifest(profile, root)
+    samples = {p: ([root / f for f in man["mc"][p]["files"]], man["mc"][p]["xsec_pb"] * man["lumi_pb"] / man["mc"][p]["sumw"])
+               for p in TNP_PROCESSES if p in man["mc"]}
+    return tnp_background(samples, max_events=max_events)
+
+
+def fail_bkg_fractions(result: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Chapter 00's headline ``tnp_fail_bkg_fraction`` from a :func:`tnp_background` result: per
+    step, the fraction of the failing probes under the Z peak (60-120 GeV) that are not a
+    real-muon Z pair."""
+    return {step: round(float(v["fail_bkg_fraction"]), 4) for step, v in result.items()}
+
+
+def tnp_fail_bkg_fraction(profile: str, root: Path | None = None, max_events: int | None = 500_000
+                          ) -> dict[str, float]:
+    """``tnp_fail_bkg_fraction`` of a generated universe (see :func:`fail_bkg_fractions`)."""
+    return fail_bkg_fractions(tnp_universe_background(profile, root, max_events))
 
 
 def dimuon_masses(root: Path, files: list[str], kind: str) -> dict[str, np.ndarray]:
