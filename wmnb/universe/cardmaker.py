@@ -28,7 +28,8 @@ def _r(x: np.ndarray, digits: int = 6) -> list[float]:
 #: q_T spectrum (peak near 3.5-4 GeV, about half the events below 10 GeV, ~20 % of the peak
 #: density at 20 GeV, ~3 % at 50 GeV, 5 % of the events above 50 GeV and 1 % above 100 GeV; the
 #: previous model had only 1 % above 50 GeV) with the nonperturbative part at the size of b*-
-#: prescription fits (intrinsic kT ~ 1.5 GeV, a CS-kernel term of ~1 GeV^2 b^2 at Q ~ m_W);
+#: prescription fits (intrinsic kT ~ 1.5 GeV; the CS-kernel term 0.3 ln(Q^2/1 GeV^2) ~ 2.6 GeV x b
+#: at large b for Q ~ m_W);
 #: matching at 0.5 m_V as in the paper.  Each piece acts on its own q_T region, so the
 #: knobs are independent handles (tests/test_universe_qt.py measures their overlaps).
 QT_NOMINAL: dict[str, Any] = {
