@@ -54,7 +54,7 @@ def test_closure_is_the_simulation_with_its_own_mass(cards):
 
 @pytest.mark.parametrize("path, value, words", [
     ("detector.resolution.standalone", 0.2, ["detector.resolution.standalone", "differs"]),
-    ("physics.qt.kt_intrinsic_w", 2.0, ["physics.qt.kt_intrinsic_w", "differs"]),
+    ("physics.qt.nonperturbative.kt_w", 2.0, ["physics.qt.nonperturbative.kt_w", "differs"]),
     ("physics.mw_mev", 80379.0, ["physics.mw_mev", "nothing to recover"]),
 ])
 def test_closure_card_check_names_the_offending_field(cards, path, value, words):

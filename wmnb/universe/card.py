@@ -114,13 +114,41 @@ SCHEMA: dict[str, Any] = {
                          "(for qcd, jpsi, upsilon, dimuon_bkg: after the generator filter)", "pb", 0.0, 1e8)
                     for p in PROCESSES},
         "rapidity": {"wplus": dict(_RAP), "wminus": dict(_RAP), "z": dict(_RAP)},
+        # ---- q_T model (wmnb/universe/qtmodel.py): each piece acts on its own q_T region
         "qt": {
-            "q0_pert": F("perturbative part of the q_T scale q0: p(qT) ~ qT (1 + qT^2/(n q0^2))^-n", "GeV", 1.0, 15.0),
-            "power_n": F("power n of the q_T spectrum (tail ~ qT^(1-2n))", "", 1.5, 5.0),
-            "kt_intrinsic_w": F("intrinsic-kT Gaussian width for W (nonperturbative, uncorrelated W/Z)", "GeV", 0.0, 5.0),
-            "kt_intrinsic_z": F("intrinsic-kT Gaussian width for Z", "GeV", 0.0, 5.0),
-            "cs_kernel": F("Collins-Soper-kernel-like term, correlated W/Z: q0^2 += cs_kernel*ln(M/1 GeV)", "GeV^2", 0.0, 20.0),
-            "y_slope": F("relative growth of q0_pert per unit |y|", "", -0.5, 0.5),
+            "y_slope": F("relative growth of the q_T scale per unit |y|: p(qT|y) = p0(qT/s)/s, s = 1 + y_slope*|y|", "", -0.5, 0.5),
+            "resummation": {
+                "cusp": F("perturbative: cusp-like Sudakov coefficient, S_pert += cusp*[-L/lam - ln(1-lam*L)/lam^2], "
+                          "L = ln(1 + (Q b*/b0)^2); shapes qT ~ 3-30 GeV", "", 0.0, 0.3),
+                "cusp_running": F("perturbative: running-coupling growth lam of the cusp term (lam * L(b_max) < 0.95)", "", 0.0, 0.09),
+                "noncusp": F("perturbative: hard-region (non-cusp, boundary-term-like) coefficient, "
+                             "S_pert += noncusp*ln(1 + (Q b/b0)^2/(1 + b^2/noncusp_b^2)); shapes qT ~ 15-40 GeV", "", -0.2, 0.5),
+                "noncusp_b": F("b above which the non-cusp term saturates", "GeV^-1", 0.01, 1.0),
+                "b_max": F("b* prescription: the perturbative exponent freezes at b >> b_max, b* = b/sqrt(1 + b^2/b_max^2)", "GeV^-1", 0.2, 3.0),
+            },
+            "nonperturbative": {
+                "kt_w": F("intrinsic kT of W+ and W- (uncorrelated with Z): S_NP += kt^2 b^2/2 * b^2/(b^2 + kt_b^2); acts at qT < ~5 GeV", "GeV", 0.0, 5.0),
+                "kt_z": F("intrinsic kT of Z (uncorrelated with W)", "GeV", 0.0, 5.0),
+                "kt_b": F("b below which the intrinsic-kT term turns from Gaussian to quartic (lambda4-like)", "GeV^-1", 0.1, 5.0),
+                "cs_kernel": F("Collins-Soper-kernel-like coefficient, one value for W and Z (correlated): "
+                               "S_NP += cs_kernel*ln(Q^2/cs_q0^2)*cs_b*(sqrt(1 + b^2/cs_b^2) - 1), linear in b at large b, "
+                               "its effect grows with ln Q^2 (acts at qT < ~10 GeV)", "GeV", 0.0, 2.0),
+                "cs_b": F("b at which the CS-kernel term turns from quadratic to linear", "GeV^-1", 0.01, 2.0),
+                "cs_q0": F("reference scale Q0 of the CS-kernel evolution", "GeV", 0.5, 10.0),
+            },
+            "matching": {
+                "scale": F("matching: the resummed part hands over to fixed order around qT = scale * m_V "
+                           "(paper: 0.5, varied 0.35-0.75); acts at qT > ~30 GeV", "", 0.2, 0.8),
+                "width": F("transition between scale*m_V/width and scale*m_V*width (smoothstep in ln qT)", "", 1.1, 2.0),
+                "fo_power": F("fixed-order tail F(qT) = fo_norm/m_V * (m_V/(2 qT))^fo_power * (1.25/(1 + qT^2/m_V^2))^fo_falloff", "", 1.5, 6.0),
+                "fo_norm": F("fixed-order density at qT = m_V/2, in units of 1/m_V", "", 0.01, 3.0),
+                "fo_falloff": F("steepening of the fixed-order tail above qT ~ m_V (the parton luminosity falls)", "", 0.0, 3.0),
+            },
+            "beyond_family": {
+                "kt_smear": F("data only (0 in the simulation): Gaussian convolution of the qT vector, width per component "
+                              "at y = 0; an x-dependent intrinsic kT that no point of the simulation's family produces", "GeV", 0.0, 3.0),
+                "kt_smear_dy": F("relative growth of kt_smear per unit |y|: sigma(y) = kt_smear*(1 + kt_smear_dy*|y|)", "", 0.0, 3.0),
+            },
         },
         "angular": {
             "a0": F("A0 = a0 * qT^2/(qT^2 + M^2)", "", 0.0, 2.0),
@@ -134,12 +162,17 @@ SCHEMA: dict[str, Any] = {
         "scales": {
             "log2_mur": F("renormalisation scale of this universe, log2(muR/muR0) (0 = nominal)", "", -1.0, 1.0),
             "log2_muf": F("factorisation scale, log2(muF/muF0)", "", -1.0, 1.0),
-            "dn_mur": F("change of qt.power_n per unit log2 muR", "", -1.0, 1.0),
+            "dfo_power_mur": F("change of qt.matching.fo_power per unit log2 muR", "", -1.0, 1.0),
+            "dcusp_mur": F("relative change of qt.resummation.cusp per unit log2 muR", "", -0.5, 0.5),
             "da02_mur": F("relative change of a0 and a2 per unit log2 muR", "", -0.5, 0.5),
+            "da1_mur": F("relative change of a1 (A1) per unit log2 muR", "", -0.5, 0.5),
+            "da3_mur": F("relative change of a3 (A3) per unit log2 muR", "", -0.5, 0.5),
             "dsigma_mur": F("relative change of the cross section per unit log2 muR", "", -0.2, 0.2),
-            "dq0_muf": F("relative change of q0_pert per unit log2 muF", "", -0.5, 0.5),
+            "dqt_scale_muf": F("relative change of the q_T scale per unit log2 muF", "", -0.5, 0.5),
             "dbeta_muf": F("relative change of rapidity beta per unit log2 muF", "", -0.2, 0.2),
             "da4_muf": F("relative change of a4 per unit log2 muF", "", -0.5, 0.5),
+            "da1_muf": F("relative change of a1 (A1) per unit log2 muF", "", -0.5, 0.5),
+            "da3_muf": F("relative change of a3 (A3) per unit log2 muF", "", -0.5, 0.5),
             "dsigma_muf": F("relative change of the cross section per unit log2 muF", "", -0.2, 0.2),
         },
         "pdf": {
@@ -147,7 +180,7 @@ SCHEMA: dict[str, Any] = {
             "effect_seed": Field("int", "seed of the fixed matrix of eigenvector effects (must be equal in all cards)", "", 0, 2**31),
             "sigma_alpha": F("1-sigma size of an eigenvector's effect on rapidity alpha (absolute)", "", 0.0, 0.1),
             "sigma_beta": F("1-sigma relative effect on rapidity beta", "", 0.0, 0.1),
-            "sigma_q0": F("1-sigma relative effect on q0_pert", "", 0.0, 0.1),
+            "sigma_qt_scale": F("1-sigma relative effect on the q_T scale", "", 0.0, 0.1),
             "sigma_a4": F("1-sigma relative effect on a4", "", 0.0, 0.2),
             "sigma_xsec": F("1-sigma relative effect on the cross sections", "", 0.0, 0.1),
             "shift": L("this universe's position in eigenvector space (0 = central PDF)", "sigma", -3.0, 3.0, "physics.pdf.n_eigen"),

@@ -5,10 +5,13 @@ The differential cross section of a vector boson V (W+, W-, Z) is factorised as
     dsigma = sigma * p(m) * p(y) * p(q_T | y) * (3/16pi) [1 + cos^2 + sum_i A_i(q_T, y) P_i] dOmega
 
 with every factor an explicit, normalised density whose parameters come from the truth card
-(:class:`TheoryPoint`).  The renormalisation/factorisation-scale and PDF-like eigenvector
-variations move those parameters; because the densities are analytic, the LHE-like weights are
-exact density ratios and change y, q_T and A_i coherently, so reweighting the simulation with them
-reproduces a universe generated directly at the varied point (tested).
+(:class:`TheoryPoint`); the q_T density is the resummation-like model of
+:mod:`wmnb.universe.qtmodel` (perturbative, nonperturbative and matching handles acting on
+different q_T regions).  The renormalisation/factorisation-scale and PDF-like eigenvector
+variations move those parameters (muR: the Sudakov cusp term, the fixed-order tail, A0/A2, A1 and
+A3; muF: the q_T scale, the rapidity width, A4, A1 and A3); because the densities are exact, the
+LHE-like weights are exact density ratios and change y, q_T and A_i coherently, so reweighting the
+simulation with them reproduces a universe generated directly at the varied point (tested).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from . import qtmodel
+from .qtmodel import QtParams
 from ..conventions import (ALPHA_EM, GENERATED_MASS_RANGE_GEV, LHE_SCALE_LOG2, LHE_SCALE_NOMINAL, MUON_MASS, N_LHE_SCALE,
                            breit_wigner_mass_density, lhe_pdf_index)
 
@@ -25,7 +30,7 @@ BOSONS = ("wplus", "wminus", "z")
 Y_MAX = 5.0
 MASS_RANGE = {"wplus": GENERATED_MASS_RANGE_GEV, "wminus": GENERATED_MASS_RANGE_GEV, "z": GENERATED_MASS_RANGE_GEV}
 GAMMA_STAR = 4e-4  # size of the photon continuum under the Z, relative to the Z peak, at m = M_Z
-N_PDF_PARAMS = 5   # per boson: alpha, beta, q0, a4, xsec
+N_PDF_PARAMS = 5   # per boson: alpha, beta, q_T scale, a4, xsec
 
 
 @dataclass(frozen=True)
@@ -38,11 +43,7 @@ class TheoryPoint:
     alpha: float
     beta: float
     power: float
-    q0_pert: float
-    n: float
-    kt: float
-    cs_kernel: float
-    y_slope: float
+    qt: QtParams      # the q_T density (wmnb.universe.qtmodel)
     a0: float
     a1: float
     a2: float
@@ -61,17 +62,37 @@ def pdf_effects(physics: dict[str, Any]) -> np.ndarray:
     card's sigma_* sizes, from ``physics.pdf.effect_seed``.
 
     W+ and W- share part of each eigenvector's effect (as u and d valence would); columns are
-    (alpha [absolute], beta, q0, a4, xsec [relative])."""
+    (alpha [absolute], beta, q_T scale, a4, xsec [relative])."""
     pdf = physics["pdf"]
     rng = np.random.default_rng(int(pdf["effect_seed"]))
     n = int(pdf["n_eigen"])
     common = rng.normal(size=(n, 1, N_PDF_PARAMS))
     own = rng.normal(size=(n, 3, N_PDF_PARAMS))
     eff = 0.6 * common + 0.8 * own
-    scale = np.array([pdf["sigma_alpha"], pdf["sigma_beta"], pdf["sigma_q0"], pdf["sigma_a4"], pdf["sigma_xsec"]])
+    scale = np.array([pdf["sigma_alpha"], pdf["sigma_beta"], pdf["sigma_qt_scale"], pdf["sigma_a4"], pdf["sigma_xsec"]])
     # eigenvectors are ordered by decreasing size, as in a Hessian set
     size = np.linspace(1.5, 0.3, n)[:, None, None]
     return eff * scale * size
+
+
+def qt_params(physics: dict[str, Any], boson: str, log2_mur: float = 0.0, log2_muf: float = 0.0,
+              qt_scale: float = 1.0) -> QtParams:
+    """The boson's q_T parameters from the card's ``physics.qt`` block at the given (total)
+    scale point; ``qt_scale`` multiplies the q_T scale (PDF-like effects)."""
+    qt, sc = physics["qt"], physics["scales"]
+    res, npt, mat, beyond = qt["resummation"], qt["nonperturbative"], qt["matching"], qt["beyond_family"]
+    is_w = boson != "z"
+    return QtParams(
+        mass=(physics["mw_mev"] if is_w else physics["mz_mev"]) / 1000.0,
+        cusp=res["cusp"] * (1.0 + sc["dcusp_mur"] * log2_mur),
+        cusp_running=res["cusp_running"], noncusp=res["noncusp"], noncusp_b=res["noncusp_b"], b_max=res["b_max"],
+        kt=npt["kt_w"] if is_w else npt["kt_z"], kt_b=npt["kt_b"],
+        cs_kernel=npt["cs_kernel"], cs_b=npt["cs_b"], cs_q0=npt["cs_q0"],
+        matching_scale=mat["scale"], matching_width=mat["width"],
+        fo_power=mat["fo_power"] + sc["dfo_power_mur"] * log2_mur, fo_norm=mat["fo_norm"], fo_falloff=mat["fo_falloff"],
+        qt_scale=qt_scale * (1.0 + sc["dqt_scale_muf"] * log2_muf), y_slope=qt["y_slope"],
+        kt_smear=beyond["kt_smear"], kt_smear_dy=beyond["kt_smear_dy"],
+    )
 
 
 def theory_point(physics: dict[str, Any], boson: str, d_log2_mur: float = 0.0,
@@ -88,23 +109,22 @@ def theory_point(physics: dict[str, Any], boson: str, d_log2_mur: float = 0.0,
         theta = theta + pdf_shift
     d = np.tensordot(theta, pdf_effects(physics), axes=(0, 0))[BOSONS.index(boson)]
     rap = physics["rapidity"][boson]
-    qt = physics["qt"]
     ang = physics["angular"]
     is_w = boson != "z"
     mass = (physics["mw_mev"] if is_w else physics["mz_mev"]) / 1000.0
     width = (physics["gw_mev"] if is_w else physics["gz_mev"]) / 1000.0
     a02 = 1.0 + sc["da02_mur"] * lr
     a4 = (ang["a4_w"] if is_w else ang["a4_z"]) * (1.0 + sc["da4_muf"] * lf) * (1.0 + d[3])
+    # A1 and A3 start at O(alpha_s) and carry the largest relative scale dependence of the A_i
+    a1 = ang["a1"] * (1.0 + sc["da1_mur"] * lr) * (1.0 + sc["da1_muf"] * lf)
+    a3 = ang["a3"] * (1.0 + sc["da3_mur"] * lr) * (1.0 + sc["da3_muf"] * lf)
     return TheoryPoint(
         boson=boson, mass=mass, width=width,
         alpha=rap["alpha"] + d[0],
         beta=rap["beta"] * (1.0 + sc["dbeta_muf"] * lf) * (1.0 + d[1]),
         power=rap["power"],
-        q0_pert=qt["q0_pert"] * (1.0 + sc["dq0_muf"] * lf) * (1.0 + d[2]),
-        n=qt["power_n"] + sc["dn_mur"] * lr,
-        kt=qt["kt_intrinsic_w"] if is_w else qt["kt_intrinsic_z"],
-        cs_kernel=qt["cs_kernel"], y_slope=qt["y_slope"],
-        a0=ang["a0"] * a02, a1=ang["a1"], a2=ang["a2"] * a02, a3=ang["a3"], a4=a4, y4=ang["y4"],
+        qt=qt_params(physics, boson, lr, lf, qt_scale=1.0 + d[2]),
+        a0=ang["a0"] * a02, a1=a1, a2=ang["a2"] * a02, a3=a3, a4=a4, y4=ang["y4"],
         xsec_factor=(1.0 + sc["dsigma_mur"] * lr) * (1.0 + sc["dsigma_muf"] * lf) * (1.0 + d[4]),
     )
 
@@ -177,24 +197,16 @@ def sample_y(rng: np.random.Generator, n: int, tp: TheoryPoint) -> np.ndarray:
 
 # ---------------------------------------------------------------- q_T
 
-def q0(y: np.ndarray, tp: TheoryPoint) -> np.ndarray:
-    """The q_T scale: perturbative part (growing with |y|) + intrinsic kT + CS-kernel term."""
-    qp = tp.q0_pert * (1.0 + tp.y_slope * np.abs(y))
-    return np.sqrt(qp * qp + 2.0 * tp.kt**2 + tp.cs_kernel * np.log(tp.mass))
-
-
 def qt_density(qt: np.ndarray, y: np.ndarray, tp: TheoryPoint) -> np.ndarray:
-    """Normalised p(q_T | y) = 2(n-1)/(n q0^2) q_T (1 + q_T^2/(n q0^2))^-n."""
-    s = q0(y, tp) ** 2 * tp.n
-    return 2.0 * (tp.n - 1.0) / s * qt * (1.0 + qt * qt / s) ** (-tp.n)
+    """Normalised p(q_T | y) (:func:`wmnb.universe.qtmodel.density`; a point with the data-only
+    beyond-family smearing has none and raises)."""
+    return qtmodel.density(qt, y, tp.qt)
 
 
-def sample_qt(rng: np.random.Generator, y: np.ndarray, tp: TheoryPoint, qmax: float = 400.0) -> np.ndarray:
-    """q_T given y, by the analytic inverse CDF (tail beyond ``qmax`` folded back by resampling)."""
-    s = q0(y, tp) ** 2 * tp.n
-    umax = 1.0 - (1.0 + qmax * qmax / s) ** (1.0 - tp.n)
-    u = rng.random(y.shape[0]) * umax
-    return np.sqrt(s * ((1.0 - u) ** (1.0 / (1.0 - tp.n)) - 1.0))
+def sample_qt(rng: np.random.Generator, y: np.ndarray, tp: TheoryPoint) -> np.ndarray:
+    """q_T given y (:func:`wmnb.universe.qtmodel.sample`: exact inverse cumulative; the data's
+    beyond-family smearing included)."""
+    return qtmodel.sample(rng, y, tp.qt)
 
 
 def sample_powerlaw_pt(rng: np.random.Generator, n: int, p0: float, power: float,
