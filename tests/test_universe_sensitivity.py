@@ -108,16 +108,16 @@ def test_background_of_signal_shape_dilutes_exactly():
 
 def test_worse_resolution_carries_less_information(nominal):
     """On the universe's generator and detector (same seed, so the same events and the same
-    normal draws): a five times worse muon pT resolution (5 % at 40 GeV, as wide as the q_T
-    smearing of the Jacobian peak) must cost information (sigma_1 up by > 10 %; it rises by
-    ~25 %).  The shipped resolution itself costs almost nothing: the generator-level muon carries
+    normal draws): a ten times worse muon pT resolution (10 % at 40 GeV, wider than the q_T
+    smearing of the Jacobian peak) must cost information (sigma_1 up by > 5 %; with the harder
+    q_T model of universe v2 a five times worse resolution costs only ~3 %).  The shipped resolution itself costs almost nothing: the generator-level muon carries
     the same information within the sampling noise (the finding of issue 12: the resolution is
     not why the universe is too sensitive)."""
     n, seed = 150_000, 5
     base, _ = sens.card_fisher(nominal, n, seed)
-    worse, _ = sens.card_fisher(sens.vary(nominal, sens.scale_resolution(5.0)), n, seed)
+    worse, _ = sens.card_fisher(sens.vary(nominal, sens.scale_resolution(10.0)), n, seed)
     gen, _ = sens.card_fisher(nominal, n, seed, level="gen")
-    assert worse.sigma1_gev > 1.10 * base.sigma1_gev
+    assert worse.sigma1_gev > 1.05 * base.sigma1_gev
     assert gen.sigma1_gev == pytest.approx(base.sigma1_gev, rel=0.1)
     # the selected fraction is the universe's acceptance x efficiency (0.40 for the shipped card;
     # the paper's 117 M in 16.8 fb^-1 at ~20.5 nb correspond to ~0.30)
@@ -144,8 +144,8 @@ def test_qt_quantile_weights_give_the_target_quantiles(target):
 
 
 def test_vary_copies_and_names_bad_keys(nominal):
-    c = sens.vary(nominal, {"physics.qt.q0_pert": lambda x: 2 * x, "detector.resolution.a": lambda x: 0.0})
-    assert c["physics"]["qt"]["q0_pert"] == 2 * nominal["physics"]["qt"]["q0_pert"]
+    c = sens.vary(nominal, {"physics.qt.nonperturbative.kt_w": lambda x: 2 * x, "detector.resolution.a": lambda x: 0.0})
+    assert c["physics"]["qt"]["nonperturbative"]["kt_w"] == 2 * nominal["physics"]["qt"]["nonperturbative"]["kt_w"]
     assert all(x == 0.0 for x in c["detector"]["resolution"]["a"])
     assert nominal["detector"]["resolution"]["a"][0] > 0  # the original is untouched
     with pytest.raises(KeyError, match="physics.qt.nonsense"):

@@ -364,7 +364,7 @@ def qt_spectrum_quantiles(card: dict[str, Any], boson: str, n: int = 400_000, se
 
 def vary(card: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """A deep copy of ``card`` with ``changes`` applied: keys are dotted paths
-    (``"physics.qt.q0_pert"``); a value is either the new value or a callable of the old one
+    (``"physics.qt.matching.fo_norm"``); a value is either the new value or a callable of the old one
     (``lambda x: 1.5 * x``; list values are mapped element-wise).  Unknown paths raise."""
     out = copy.deepcopy(card)
     for path, change in changes.items():
@@ -401,14 +401,10 @@ QT_QUANTILES = "qt_quantiles"
 #: The one-at-a-time variations of :func:`run_variations`: name -> card changes.
 VARIATIONS: dict[str, dict[str, Any]] = {
     "nominal": {},
-    "q_T harder: q0_pert x1.5": {"physics.qt.q0_pert": lambda x: 1.5 * x},
-    "q_T harder: q0_pert x2": {"physics.qt.q0_pert": lambda x: 2.0 * x},
-    "q_T softer: q0_pert x0.7": {"physics.qt.q0_pert": lambda x: 0.7 * x},
-    "q_T tail harder: power_n 1.8": {"physics.qt.power_n": 1.8},
-    "q_T fit to helicity-fit deciles (q0 2.95, n 1.76)": {"physics.qt.q0_pert": 2.95, "physics.qt.power_n": 1.76},
-    "q_T fit to aMC@NLO deciles (q0 3.72, n 1.64)": {"physics.qt.q0_pert": 3.72, "physics.qt.power_n": 1.64},
-    "q_T proposal: q0_pert 6.0 (n 2.3)": {"physics.qt.q0_pert": 6.0},
-    "q_T proposal: q0_pert 5.5, n 2.0": {"physics.qt.q0_pert": 5.5, "physics.qt.power_n": 2.0},
+    # q_T model of universe v2 (wmnb.universe.qtmodel): the fixed-order tail and the cusp term
+    "q_T tail harder: matching fo_norm x1.5": {"physics.qt.matching.fo_norm": lambda x: 1.5 * x},
+    "q_T tail softer: matching fo_norm x0.67": {"physics.qt.matching.fo_norm": lambda x: x / 1.5},
+    "q_T bulk: intrinsic kT (W) x2": {"physics.qt.nonperturbative.kt_w": lambda x: 2.0 * x},
     "q_T reweighted to helicity-fit deciles": {QT_QUANTILES: REFERENCE_QT_DECILES["helicity-fit deciles"]},
     "q_T reweighted to aMC@NLO deciles": {QT_QUANTILES: REFERENCE_QT_DECILES["aMC@NLO (SMP-18-012)"]},
     "q_T reweighted to the data-like Z deciles": {QT_QUANTILES: REFERENCE_Z_PTLL_DECILES},
@@ -435,10 +431,7 @@ VARIATIONS: dict[str, dict[str, Any]] = {
         QT_QUANTILES: REFERENCE_QT_DECILES["aMC@NLO (SMP-18-012)"],
         "physics.rapidity.wplus.beta": lambda x: 1.2 * x, "physics.rapidity.wminus.beta": lambda x: 1.2 * x,
         "detector.recoil.sigma0": lambda x: 2.0 * x, "detector.recoil.sigma_pu": lambda x: 2.0 * x},
-    "combined: q0_pert x2 + beta x1.2 + recoil x2": {
-        "physics.qt.q0_pert": lambda x: 2.0 * x,
-        "physics.rapidity.wplus.beta": lambda x: 1.2 * x, "physics.rapidity.wminus.beta": lambda x: 1.2 * x,
-        "detector.recoil.sigma0": lambda x: 2.0 * x, "detector.recoil.sigma_pu": lambda x: 2.0 * x},
+
 }
 
 
