@@ -13,10 +13,8 @@ import pytest
 from wmnb.engine import selections as S
 from wmnb.engine.skims import run_selections
 from wmnb.universe import load_card
-from wmnb.universe.detector import simulate
-from wmnb.universe.events import assemble
-from wmnb.universe.processes import GENERATORS
-from wmnb.universe.writer import write_tree
+
+from generated_nanoaod import write_generated
 
 #: produced events per process: the prompt single-muon processes in proportion to their share of
 #: the selected W sample, and enough multijet events to fill the SV-tagged regions
@@ -27,17 +25,8 @@ OLD_SV_FAKE = 0.01
 
 
 def _skim(tmp_path, card, process: str, n: int, seed: int) -> dict[str, np.ndarray]:
-    phys, det = card["physics"], card["detector"]
-    t = GENERATORS[process](np.random.default_rng(seed), n, phys)
-    t = t.select(t.passed)
-    reco = simulate(t, det, np.random.default_rng(seed + 1), is_data=True)
-    keep = reco["keep"] & reco["scalars"]["HLT_IsoMu24"]     # the W skim needs the trigger
-    br = assemble(t, reco, keep, False)
-    m = int(keep.sum())
-    br.update({"run": np.ones(m, np.uint32), "luminosityBlock": np.ones(m, np.uint32),
-               "event": np.arange(1, m + 1, dtype=np.uint64)})
-    path = tmp_path / f"{card['name']}_{process}.root"
-    write_tree(path, [br], {"run": np.array([1], np.uint32)}, {"process": process})
+    path = write_generated(tmp_path / f"{card['name']}_{process}.root", card, process, n, seed, is_data=True,
+                           drop_prefired=True)         # the W skim needs the trigger
     return run_selections([str(path)], ["w"], progress=False)["w"]["columns"]
 
 

@@ -25,9 +25,9 @@ from wmnb.universe import load_card
 from wmnb.universe import validation as V
 from wmnb.universe.card import eta_bin
 from wmnb.universe.detector import simulate
-from wmnb.universe.events import assemble
 from wmnb.universe.processes import GENERATORS
-from wmnb.universe.writer import write_tree
+
+from generated_nanoaod import write_generated
 
 #: produced events per process (~1/40 of the default profile's data for the electroweak
 #: processes, enough multijet events for their share of the tags)
@@ -53,16 +53,8 @@ def engine_pairs(files, norm=1.0, same_sign=False, max_events=None):
 
 
 def _write(tmp, card, process: str, n: int, seed: int, tag: str) -> list:
-    t = GENERATORS[process](np.random.default_rng(seed), n, card["physics"])
-    t = t.select(t.passed)
-    reco = simulate(t, card["detector"], np.random.default_rng(seed + 1), is_data=False)
-    keep = reco["scalars"]["HLT_IsoMu24"]       # the tnp skim needs the single-muon trigger
-    br = assemble(t, reco, keep, True)
-    m = int(keep.sum())
-    br.update({"run": np.ones(m, np.uint32), "luminosityBlock": np.ones(m, np.uint32),
-               "event": np.arange(1, m + 1, dtype=np.uint64)})
-    path = tmp / f"{tag}_{process}.root"
-    write_tree(path, [br], {"run": np.array([1], np.uint32)}, {"process": process})
+    # the tnp skim needs the single-muon trigger
+    path = write_generated(tmp / f"{tag}_{process}.root", card, process, n, seed, is_data=False, drop_prefired=False)
     return [path]
 
 

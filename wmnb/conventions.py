@@ -74,6 +74,13 @@ TAU_MASS = 1.77686
 #: 1/137.035999084.
 ALPHA_EM = 1 / 137.036
 
+# ---------------------------------------------------------------- selection cuts shared by the
+# analysis (wmnb.engine.selections) and the universe's efficiency truth (wmnb.universe.efficiency)
+#: transverse impact parameter of a prompt muon (cm): the ID step's cut
+DXY_MAX = 0.05
+#: relative isolation (pfRelIso04_all) of an isolated muon: the isolation step's cut
+ISO_MAX = 0.15
+
 #: Z mass and uncertainty.  PDG 2024: 91.1880 ± 0.0020 GeV (the m_Z reference of the momentum
 #: calibration, chapter 02).
 Z_MASS_PDG = 91.1880

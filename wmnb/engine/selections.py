@@ -67,6 +67,7 @@ import numpy as np
 from ..conventions import LHE_SCALE_NOMINAL, N_LHE_SCALE, TNP_STEPS, tnp_step_masks  # noqa: F401  (the tnp steps: re-exported)
 from . import jagged
 from .kinematics import delta_r2, pair, project, to_ptphi, to_xy, mt as _mt
+from ..conventions import DXY_MAX, ISO_MAX  # one home, shared with the universe's truth
 from .nanoaod import (GENV, JPSI_TRIGGERS, SINGLE_MUON_TRIGGERS, UPSILON_TRIGGERS, Chunk, Collection,
                       NanoAODError)
 
@@ -76,10 +77,8 @@ ONIA_SELECTIONS = ("jpsi", "upsilon")
 
 # cut values (GeV, cm); the final ones follow PHYSICS.md
 SKIM_MUON_PT = 20.0
-DXY_MAX = 0.05
 VETO_MUON_PT = 15.0
 VETO_ELECTRON_PT = 10.0
-ISO_MAX = 0.15
 W_PT_RANGE = (26.0, 56.0)
 WLIKE_PT_RANGE = (26.0, 60.0)
 MT_SIGNAL = 40.0

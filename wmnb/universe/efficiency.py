@@ -50,6 +50,7 @@ from scipy.signal import fftconvolve
 from scipy.special import erf, gammainc, ndtr
 from scipy.stats import gamma as gamma_dist
 
+from ..conventions import DXY_MAX, ISO_MAX
 from .card import eta_bin
 
 STEPS = ("reco", "tracking", "id", "trigger", "isolation")
@@ -62,9 +63,9 @@ TRACK_EFF = 0.998
 #: the pT where the turn-on of the pT shape starts, and the pivot of its slope (GeV)
 PT_TURNON_START = 15.0
 PT_PIVOT = 40.0
-#: offline isolation and impact-parameter cuts of the ID and isolation steps
-ISO_CUT = 0.15
-DXY_CUT = 0.05
+#: offline isolation and impact-parameter cuts of the ID and isolation steps (the analysis's)
+ISO_CUT = ISO_MAX
+DXY_CUT = DXY_MAX
 #: the grid of the isolation tables: generator pT (GeV) and recoil leak lever max(-u_par, 0) (GeV)
 #: (1 GeV steps where the probes are, coarser above: the probabilities are smooth in both)
 TABLE_PT = np.concatenate([np.arange(10.0, 60.0, 1.0), np.arange(60.0, 120.0 + 0.5, 4.0)])
