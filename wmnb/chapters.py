@@ -32,7 +32,11 @@ _UNIVERSE_PARAMETERS = (
           "fraction of the paper's statistics: a name (smoke, default, full) or a number", positive=True,
           choices=("smoke", "default", "full")),
     Param("workers", int, 2, "parallel generator processes", minimum=1),
-    Param("mc_factor", float, None, "simulation size relative to the expected data", positive=True, nullable=True),
+    Param("mc_factor", float, None, "simulation size relative to the expected data (backgrounds)", positive=True, nullable=True),
+    Param("signal_mc_factor", float, None, "W and Z signal simulation size relative to the expected data", positive=True,
+          nullable=True),
+    Param("gen_factor", float, None, "inclusive generator-level W and Z samples relative to the expected data",
+          positive=True, nullable=True),
     Param("mc_floor", int, None, "minimum events per simulated sample", minimum=0, nullable=True),
     Param("max_produced_per_file", int, None, "generated events per file", minimum=1, nullable=True),
     Param("chunk_size", int, None, "events generated and written per chunk", minimum=1, nullable=True),
@@ -61,7 +65,9 @@ _MW_PARAMETERS = (
 
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter("00_universe", "The synthetic universe", (),
-            ("wmnb/universe",), ("n_events_total", "size_mb", "gen_rate_evps", "stat_err_scaled_117M"),
+            ("wmnb/universe",), ("n_events_total", "size_mb", "gen_rate_evps", "stat_err_scaled_117M",
+                                "stat_err_ratio_to_paper", "mc_over_data_w", "gen_rate_evps_per_core",
+                                "tnp_fail_bkg_fraction", "sv_prompt_fraction", "gen_wall_s"),
             _UNIVERSE_PARAMETERS),
     Chapter("01_selection", "Data selection", ("00_universe",),
             ("wmnb/selection", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"), ("n_w_data", "n_z_data", "n_jpsi_data"),

@@ -55,18 +55,21 @@ def compact_genparts(truth: Truth) -> tuple[dict[str, np.ndarray], np.ndarray, n
     return fields, valid, newidx
 
 
-def assemble(truth: Truth, reco: dict[str, Any], mask: np.ndarray, is_mc: bool,
+def assemble(truth: Truth, reco: dict[str, Any], mask: np.ndarray | None, is_mc: bool,
              weights: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Branches of the events where ``mask``: a dict of numpy arrays (scalars) and awkward
-    arrays (collections), ready for :func:`wmnb.universe.writer.write_tree`."""
-    t = truth.select(mask)
-    n = t.n
-    mu = {k: v[mask] for k, v in reco["muon"].items()}
-    exists = reco["muon_exists"][mask]
+    arrays (collections), ready for :func:`wmnb.universe.writer.write_tree`.  ``mask`` None keeps
+    every event (without copying the arrays)."""
+    def keep(x: np.ndarray) -> np.ndarray:
+        return x if mask is None else x[mask]
+
+    t = truth if mask is None else truth.select(mask)
+    mu = {k: keep(v) for k, v in reco["muon"].items()}
+    exists = keep(reco["muon_exists"])
     order = np.argsort(np.where(exists, -mu["pt"], np.inf), axis=1, kind="stable")
     out: dict[str, Any] = {}
     for k, v in reco["scalars"].items():
-        v = v[mask]
+        v = keep(v)
         out[k] = v.astype(np.float32) if v.dtype.kind == "f" else v
     fields: dict[str, np.ndarray] = {}
     for k in MUON_FLOAT:
@@ -75,12 +78,13 @@ def assemble(truth: Truth, reco: dict[str, Any], mask: np.ndarray, is_mc: bool,
     for k in MUON_BOOL:
         fields[k] = mu[k].astype(bool)
     if is_mc:
-        gfields, gvalid, newidx = compact_genparts(t)
+        genparts = compact_genparts(t)
+        newidx = genparts[2]
         slot = mu["genPartIdx"]
         fields["genPartIdx"] = np.where(slot >= 0, np.take_along_axis(newidx, np.maximum(slot, 0), axis=1), -1).astype(np.int32)
     out["Muon"] = _jagged(fields, exists, order)
-    el = {k: v[mask] for k, v in reco["electron"].items()}
-    el_exists = reco["electron_exists"][mask]
+    el = {k: keep(v) for k, v in reco["electron"].items()}
+    el_exists = keep(reco["electron_exists"])
     el_order = np.argsort(np.where(el_exists, -el["pt"], np.inf), axis=1, kind="stable")
     out["Electron"] = _jagged({"pt": el["pt"].astype(np.float32), "eta": el["eta"].astype(np.float32),
                                "phi": el["phi"].astype(np.float32), "cutBased": el["cutBased"].astype(np.int32)},
@@ -89,11 +93,24 @@ def assemble(truth: Truth, reco: dict[str, Any], mask: np.ndarray, is_mc: bool,
         out.pop("Pileup_nTrueInt", None)
         return out
     out["Pileup_nTrueInt"] = round_mantissa(out["Pileup_nTrueInt"], 12)
-    out["genWeight"] = np.ones(n, dtype=np.float32)
+    out.update(generator_branches(t, weights, genparts))
+    return out
+
+
+def generator_branches(truth: Truth, weights: tuple[np.ndarray, np.ndarray | None] | None = None,
+                       genparts: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """The generator-level branches of simulated events: ``genWeight``, ``LHEScaleWeight``,
+    ``LHEPdfWeight`` (when ``weights`` has them), ``GenPart`` and ``GenV_*``.  The simulation files
+    hold them next to the reconstructed objects; the inclusive generator-level samples
+    (``mc_gen``, NanoGEN-like) hold only them.  ``genparts`` may pass :func:`compact_genparts`."""
+    t = truth
+    n = t.n
+    out: dict[str, Any] = {"genWeight": np.ones(n, dtype=np.float32)}
     scale, pdf = weights if weights is not None else (np.ones((n, 9)), None)
     out["LHEScaleWeight"] = ak.unflatten(round_mantissa(scale.ravel(), 12), np.full(n, scale.shape[1]))
     if pdf is not None:
         out["LHEPdfWeight"] = ak.unflatten(round_mantissa(pdf.ravel(), 12), np.full(n, pdf.shape[1]))
+    gfields, gvalid, _ = genparts if genparts is not None else compact_genparts(t)
     gf = {"pt": gfields["pt"].astype(np.float32),
           "eta": round_mantissa(gfields["eta"], 16), "phi": round_mantissa(gfields["phi"], 16),
           "mass": round_mantissa(gfields["mass"], 16),
@@ -104,7 +121,6 @@ def assemble(truth: Truth, reco: dict[str, Any], mask: np.ndarray, is_mc: bool,
     for k, v in t.genv.items():
         out[f"GenV_{k}"] = v.astype(np.int32) if k == "pdgId" else v.astype(np.float32)
     return out
-
 
 def concatenate(parts: list[dict[str, Any]], perm: np.ndarray | None = None) -> dict[str, Any]:
     """Concatenate assembled chunks (same branches), optionally reordering the events."""

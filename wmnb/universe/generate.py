@@ -38,7 +38,7 @@ from ..paths import universe_dir
 from ..profiles import load_profile
 from .card import CARDS_DIR, card_hash, card_path, check_closure_card, check_shared_fields, load_card
 from .detector import simulate
-from .events import assemble, concatenate, n_events
+from .events import assemble, concatenate, generator_branches, n_events
 from .physics import BOSONS, theory_weights
 from .processes import GENERATORS
 from .staging import (
@@ -62,17 +62,30 @@ STREAM_TRIGGERS = {"SingleMuon": ("HLT_IsoMu24", "HLT_IsoTkMu24"),
 # CMS's 117 M because its acceptance is a bit larger; "full" matches the paper's 117 M)
 SCALES = {"smoke": 1.2e-4, "default": 0.01325, "full": 0.775}
 DEFAULTS = {
-    "smoke": {"mc_factor": 2.0, "mc_floor": 10000, "max_produced_per_file": 200_000, "chunk_size": 50_000},
-    "default": {"mc_factor": 2.0, "mc_floor": 50000, "max_produced_per_file": 1_000_000, "chunk_size": 100_000},
-    "full": {"mc_factor": 2.0, "mc_floor": 1_000_000, "max_produced_per_file": 2_000_000, "chunk_size": 200_000},
+    # smoke keeps the signal simulation at 2x: it tests code paths, not MC-statistics impacts
+    "smoke": {"mc_factor": 2.0, "signal_mc_factor": 2.0, "gen_factor": 1.0, "mc_floor": 10000,
+              "max_produced_per_file": 200_000, "chunk_size": 50_000},
+    "default": {"mc_factor": 2.0, "signal_mc_factor": 5.0, "gen_factor": 1.0, "mc_floor": 50000,
+                "max_produced_per_file": 1_000_000, "chunk_size": 100_000},
+    "full": {"mc_factor": 2.0, "signal_mc_factor": 5.0, "gen_factor": 1.0, "mc_floor": 1_000_000,
+             "max_produced_per_file": 2_000_000, "chunk_size": 200_000},
 }
-# simulation size relative to the expected data yield: 2x for the electroweak processes, 1x for
-# the multijet and quarkonium samples (their analyses are data-driven or use data/MC ratios)
+# simulation size relative to the expected data yield: ``signal_mc_factor`` (5x) for the W and Z
+# signal processes (at 5x the MC-statistics impact relative to the data statistics is about the
+# paper's, whose W simulation was ~35x the data), ``mc_factor`` (2x) for the other electroweak
+# processes, half of that for the multijet and quarkonium samples (their analyses are data-driven
+# or use data/MC ratios)
 MC_FACTOR_SCALE = {"qcd": 0.5, "jpsi": 0.5, "upsilon": 0.5}
-SCHEMA_VERSION = 1
-# the W and Z signal simulations are inclusive (no generator filter), as the theory chapter and
-# the helicity fit need the full phase space (angular coefficients, out-of-acceptance events)
-INCLUSIVE_MC = ("wplus_munu", "wminus_munu", "z_mumu")
+SIGNAL_MC = ("wplus_munu", "wminus_munu", "z_mumu")
+SCHEMA_VERSION = 2
+# Every simulated process passes the generator filter of its generator (W and Z: a post-FSR muon
+# with pT > 15 GeV, |eta| < 2.4) before the detector, the theory weights and the writing, as the
+# data do: the reconstructed selections (muon pT > 26 GeV, |eta| < 2.4; tag-and-probe probes
+# > 15 GeV next to a 25 GeV tag) cannot select an event that fails it.  The theory chapter and
+# the helicity fit need the full phase space (angular coefficients, the out-of-acceptance
+# cross section), so W and Z also have inclusive generator-level samples (``mc_gen``: NanoGEN-like,
+# generator branches and theory weights only, ``gen_factor`` x the expected data yield).
+INCLUSIVE_GEN = SIGNAL_MC
 
 
 def _seed(seed: int, *names: Any) -> np.random.SeedSequence:
@@ -186,29 +199,40 @@ def _with_ids(branches: dict[str, Any], ids: dict[str, np.ndarray]) -> dict[str,
     return {**ids, **branches}
 
 
-def run_mc_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Generate one simulation file."""
+def _mc_chunk(job: dict[str, Any], c: int, n: int) -> tuple[Any, dict[str, Any]]:
+    """Truth and branches of chunk ``c`` (``n`` produced events) of a simulation file: filtered
+    events through the detector."""
     card, seed, p, k = job["card"], job["seed"], job["process"], job["index"]
-    phys, det = card["physics"], card["detector"]
+    truth = GENERATORS[p](_rng(seed, "mc", p, k, c, "physics"), n, card["physics"])
+    truth = truth.select(truth.passed)
+    reco = simulate(truth, card["detector"], _rng(seed, "mc", p, k, c, "detector"), is_data=False)
+    return truth, assemble(truth, reco, None, True, _weights(truth, card["physics"]))
+
+
+def _gen_chunk(job: dict[str, Any], c: int, n: int) -> tuple[Any, dict[str, Any]]:
+    """Truth and branches of chunk ``c`` of an inclusive generator-level file: every produced
+    event, generator branches and theory weights only."""
+    card, seed, p, k = job["card"], job["seed"], job["process"], job["index"]
+    truth = GENERATORS[p](_rng(seed, "mc_gen", p, k, c, "physics"), n, card["physics"])
+    return truth, generator_branches(truth, _weights(truth, card["physics"]))
+
+
+def _run_simulation_job(job: dict[str, Any], chunk: Any) -> dict[str, Any]:
+    p, k, n_prod = job["process"], job["index"], job["n_produced"]
     w = TreeWriter(job["path"], job["compression"])
     t_gen = t_write = 0.0
     try:
         written = 0
-        sizes = _split(job["n_produced"], max(1, math.ceil(job["n_produced"] / job["chunk_size"])))
-        for c, nc in enumerate(sizes):
+        for c, nc in enumerate(_split(n_prod, max(1, math.ceil(n_prod / job["chunk_size"])))):
             t0 = time.process_time()
-            truth = GENERATORS[p](_rng(seed, "mc", p, k, c, "physics"), nc, phys)
-            if p not in INCLUSIVE_MC:
-                truth = truth.select(truth.passed)
-            reco = simulate(truth, det, _rng(seed, "mc", p, k, c, "detector"), is_data=False)
-            br = assemble(truth, reco, np.ones(truth.n, dtype=bool), True, _weights(truth, phys))
+            truth, br = chunk(job, c, nc)
             br = _with_ids(br, _event_ids(truth.n, written, False, k))
             t1 = time.process_time()
             w.extend(br)
             t_write += time.process_time() - t1
             t_gen += t1 - t0
             written += truth.n
-        n_prod = job["n_produced"]
+        # the Runs tree counts every produced event (the luminosity weight's sum of weights)
         runs = {"run": np.array([1], dtype=np.uint32), "genEventCount": np.array([n_prod], dtype=np.int64),
                 "genEventSumw": np.array([float(n_prod)]), "genEventSumw2": np.array([float(n_prod)])}
         t1 = time.process_time()
@@ -217,8 +241,19 @@ def run_mc_job(job: dict[str, Any]) -> dict[str, Any]:
     except BaseException:
         w.abort()
         raise
-    return {"kind": "mc", "process": p, "path": job["path"], "n_events": written, "n_produced": job["n_produced"],
-            "sumw": float(job["n_produced"]), "t_gen": t_gen, "t_write": t_write}
+    return {"kind": job["kind"], "process": p, "path": job["path"], "n_events": written, "n_produced": n_prod,
+            "sumw": float(n_prod), "t_gen": t_gen, "t_write": t_write}
+
+
+def run_mc_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Generate one simulation file (events that pass the generator filter)."""
+    return _run_simulation_job(job, _mc_chunk)
+
+
+def run_gen_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Generate one inclusive generator-level file (``mc_gen``): every produced event, generator
+    branches and theory weights only (no filter, no detector)."""
+    return _run_simulation_job(job, _gen_chunk)
 
 
 def run_data_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +311,7 @@ def run_data_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_job(job: dict[str, Any]) -> dict[str, Any]:
-    return run_mc_job(job) if job["kind"] == "mc" else run_data_job(job)
+    return {"mc": run_mc_job, "gen": run_gen_job, "data": run_data_job}[job["kind"]](job)
 
 
 # ------------------------------------------------------------------ planning
@@ -289,14 +324,16 @@ def plan_jobs(settings: dict[str, Any], cards: dict[str, dict[str, Any]], hashes
     common = {"seed": seed, "chunk_size": settings["chunk_size"], "compression": settings["compression"]}
     jobs: list[dict[str, Any]] = []
     nominal = cards["nominal"]
-    for p in MC_PROCESSES:
-        factor = settings["mc_factor"] * MC_FACTOR_SCALE.get(p, 1.0)
+    samples = [("mc", p, settings["signal_mc_factor"] if p in SIGNAL_MC else settings["mc_factor"] * MC_FACTOR_SCALE.get(p, 1.0))
+               for p in MC_PROCESSES] + [("mc_gen", p, settings["gen_factor"]) for p in INCLUSIVE_GEN]
+    for sample_set, p, factor in samples:
         n = int(max(factor * nominal["physics"]["xsec_pb"][p] * LUMI_PB * scale, settings["mc_floor"]))
         nf = max(1, math.ceil(n / maxf))
         for k, nk in enumerate(_split(n, nf)):
-            path = root / "mc" / p / f"{p}_{k}.root"
-            jobs.append({**common, "kind": "mc", "process": p, "index": k, "n_produced": nk, "card": nominal,
-                         "path": str(path), "provenance": _prov("nominal", hashes, seed, p, k, "mc")})
+            path = root / sample_set / p / f"{p}_{k}.root"
+            jobs.append({**common, "kind": "mc" if sample_set == "mc" else "gen", "process": p, "index": k,
+                         "n_produced": nk, "card": nominal, "path": str(path),
+                         "provenance": _prov("nominal", hashes, seed, p, k, sample_set)})
     # data and closure: Poisson yields from each set's own cross sections
     sets = {"data": cards["data"], "closure": cards["closure"]}
     share = sets["closure"]["physics"] == sets["data"]["physics"]
@@ -328,12 +365,12 @@ def _poisson_yields(card: dict[str, Any], scale: float, seed: int, *key: str) ->
 
 def _prov(card: str, hashes: dict[str, str], seed: int, what: str, k: int, sample_set: str) -> dict[str, Any]:
     return {"card": card, "card_sha256": hashes[card], "seed": seed, "file_index": k, "set": sample_set,
-            "process" if sample_set == "mc" else "stream": what, "wmnb_version": __version__,
+            "process" if sample_set in ("mc", "mc_gen") else "stream": what, "wmnb_version": __version__,
             "generator": "wmnb.universe"}
 
 
 def _job_size(job: dict[str, Any]) -> int:
-    return job["n_produced"] if job["kind"] == "mc" else len(job["outputs"]) * sum(job["counts"].values())
+    return job["n_produced"] if job["kind"] != "data" else len(job["outputs"]) * sum(job["counts"].values())
 
 
 def _universe_cards(truth: str | os.PathLike) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -392,7 +429,7 @@ def generate_universe(profile: str, out: Path | str | None = None, seed: int | N
             manifest = _manifest(profile, chosen, seed, cards, hashes, results, info, tmp, out)
         sizes = sum(f.stat().st_size for f in (out / "samples").rglob("*.root"))
         wall = time.perf_counter() - t_start
-        n_total = sum(v["n_events"] for s in ("mc", "data", "closure") for v in manifest[s].values())
+        n_total = sum(v["n_events"] for s in ("mc", "mc_gen", "data", "closure") for v in manifest[s].values())
         manifest["generation"].update({
             "wall_s": round(wall, 2), "workers": n_workers, "size_mb": round(sizes / 1e6, 2),
             "n_events_total": n_total, "events_per_s": round(n_total / wall, 1)})
@@ -454,15 +491,20 @@ def _manifest(profile: str, settings: dict[str, Any], seed: int, cards: dict[str
     def rel(path: str) -> str:
         return str(Path("samples") / Path(path).relative_to(tmp))
 
-    mc: dict[str, Any] = {}
-    for p in MC_PROCESSES:
-        rs = sorted((r for r in results if r["kind"] == "mc" and r["process"] == p), key=lambda r: r["path"])
-        rs.sort(key=lambda r: int(Path(r["path"]).stem.rsplit("_", 1)[1]))
-        n_prod = sum(r["n_produced"] for r in rs)
-        n_ev = sum(r["n_events"] for r in rs)
-        mc[p] = {"files": [rel(r["path"]) for r in rs], "xsec_pb": cards["nominal"]["physics"]["xsec_pb"][p],
-                 "sumw": float(sum(r["sumw"] for r in rs)), "n_events": n_ev, "n_produced": n_prod,
-                 "filter_eff": n_ev / n_prod if n_prod else 0.0, "card": "nominal"}
+    def simulated(kind: str, processes: tuple[str, ...]) -> dict[str, Any]:
+        entries: dict[str, Any] = {}
+        for p in processes:
+            rs = sorted((r for r in results if r["kind"] == kind and r["process"] == p),
+                        key=lambda r: int(Path(r["path"]).stem.rsplit("_", 1)[1]))
+            n_prod = sum(r["n_produced"] for r in rs)
+            n_ev = sum(r["n_events"] for r in rs)
+            entries[p] = {"files": [rel(r["path"]) for r in rs], "xsec_pb": cards["nominal"]["physics"]["xsec_pb"][p],
+                          "sumw": float(sum(r["sumw"] for r in rs)), "n_events": n_ev, "n_produced": n_prod,
+                          "filter_eff": n_ev / n_prod if n_prod else 0.0, "card": "nominal"}
+        return entries
+
+    mc = simulated("mc", MC_PROCESSES)
+    mc_gen = simulated("gen", INCLUSIVE_GEN)
     sets: dict[str, Any] = {"data": {}, "closure": {}}
     for r in results:
         if r["kind"] != "data":
@@ -479,17 +521,24 @@ def _manifest(profile: str, settings: dict[str, Any], seed: int, cards: dict[str
             e["files"].sort(key=lambda f: int(Path(f).stem.rsplit("_", 1)[1]))
     t_gen = sum(r["t_gen"] for r in results)
     t_write = sum(r["t_write"] for r in results)
-    n_written = sum(v["n_events"] for v in mc.values()) + sum(e["n_events"] for s in sets.values() for e in s.values())
+    n_written = (sum(v["n_events"] for v in (*mc.values(), *mc_gen.values()))
+                 + sum(e["n_events"] for s in sets.values() for e in s.values()))
+    n_generated = (sum(v["n_produced"] for v in (*mc.values(), *mc_gen.values()))
+                   + sum(sum(e["n_produced"].values()) for s in sets.values() for e in s.values()))
+    cpu = t_gen + t_write
     return {
         "schema_version": SCHEMA_VERSION, "profile": profile, "lumi_pb": LUMI_PB,
         "events_scale": settings["events_scale"], "events_scale_name": settings["events_scale_name"],
-        "seed": seed, "mc": mc, "data": sets["data"], "closure": sets["closure"], "cards": hashes,
+        "seed": seed, "mc": mc, "mc_gen": mc_gen, "data": sets["data"], "closure": sets["closure"], "cards": hashes,
         "card_names": {k: v["name"] for k, v in cards.items()},
         "closure_shares_data_physics": info["closure_shares_data_physics"],
         "weight_rule": "genWeight * xsec_pb * lumi_pb / sumw (sumw counts every produced event, "
                        "including those rejected by the generator filter)",
         "generation": {"wmnb_version": __version__, "cpu_s_generate": round(t_gen, 2),
-                       "cpu_s_write": round(t_write, 2),
+                       "cpu_s_write": round(t_write, 2), "n_generated_total": n_generated,
+                       # generated (produced) events per CPU-second, writing included: the
+                       # generator's speed per core whatever the filters keep
+                       "generated_per_cpu_s": round(n_generated / cpu, 1) if cpu else None,
                        "events_per_cpu_s_generate": round(n_written / t_gen, 1) if t_gen else None,
                        "events_per_cpu_s_write": round(n_written / t_write, 1) if t_write else None},
     }

@@ -56,8 +56,9 @@ def knob_table_markdown() -> str:
 def process_table(manifest: dict[str, Any]) -> str:
     """Markdown table of the simulated samples and data streams."""
     lines = ["| sample | card | xsec (pb) | produced | written | filter eff. | files |", "|---|---|---|---|---|---|---|"]
-    for p, e in manifest["mc"].items():
-        lines.append(f"| mc/{p} | {e['card']} | {e['xsec_pb']:.4g} | {e['n_produced']:,} | {e['n_events']:,} | "
+    for p, e in [*(("mc/" + k, v) for k, v in manifest["mc"].items()),
+                 *(("mc_gen/" + k, v) for k, v in manifest.get("mc_gen", {}).items())]:
+        lines.append(f"| {p} | {e['card']} | {e['xsec_pb']:.4g} | {e['n_produced']:,} | {e['n_events']:,} | "
                      f"{e['filter_eff']:.3f} | {len(e['files'])} |")
     for s in ("data", "closure"):
         for stream, e in manifest[s].items():
@@ -84,10 +85,11 @@ def read_columns(root: Path, files: list[str], branches: list[str], max_events: 
 
 
 def plot_truth_spectra(axes: Any, root: Path, manifest: dict[str, Any]) -> None:
-    """Generator-level q_T, rapidity and (muon) pT of W+, W- and Z (GenV branches)."""
+    """Generator-level q_T and rapidity of W+, W- and Z (GenV branches of the inclusive
+    generator-level samples ``mc_gen``)."""
     for p in ("wplus_munu", "wminus_munu", "z_mumu"):
         lab = process_label(p)
-        a = read_columns(root, manifest["mc"][p]["files"], ["GenV_pt", "GenV_y"], 200_000)
+        a = read_columns(root, manifest["mc_gen"][p]["files"], ["GenV_pt", "GenV_y"], 200_000)
         axes[0].hist(np.asarray(a.GenV_pt), bins=60, range=(0, 60), histtype="step", density=True, label=lab)
         axes[1].hist(np.asarray(a.GenV_y), bins=50, range=(-5, 5), histtype="step", density=True, label=lab)
     axes[0].set_xlabel(r"generator $q_T$ (GeV)")
@@ -95,7 +97,7 @@ def plot_truth_spectra(axes: Any, root: Path, manifest: dict[str, Any]) -> None:
     for ax in axes[:2]:
         ax.set_ylabel("normalised")
         ax.legend(fontsize=12)
-    axes[1].text(0.03, 0.05, "note: events after the generator\nfilter (a muon in |eta|<2.4)", transform=axes[1].transAxes, fontsize=10)
+    axes[1].text(0.03, 0.05, "inclusive: every produced event", transform=axes[1].transAxes, fontsize=10)
 
 
 def angular_moments(root: Path, files: list[str], qt_edges: np.ndarray, max_events: int = 400_000) -> dict[str, np.ndarray]:
@@ -118,11 +120,13 @@ def angular_moments(root: Path, files: list[str], qt_edges: np.ndarray, max_even
 
 
 def plot_angular_coefficients(ax: Any, root: Path, manifest: dict[str, Any], process: str = "wplus_munu") -> None:
-    """Measured A_i vs q_T (points) against the card's functions averaged over y (lines)."""
+    """Measured A_i vs q_T (points, from the inclusive generator-level sample ``mc_gen``: the
+    moments need the full phase space) against the card's functions averaged over y (lines)."""
     edges = np.array([0, 2, 4, 6, 8, 10, 13, 16, 20, 25, 30, 40, 50, 70, 100.0])
-    m = angular_moments(root, manifest["mc"][process]["files"], edges)
+    files = manifest["mc_gen"][process]["files"]
+    m = angular_moments(root, files, edges)
     tp = ph.theory_point(load_card("nominal")["physics"], {"wplus_munu": "wplus", "wminus_munu": "wminus"}.get(process, "z"))
-    a = read_columns(root, manifest["mc"][process]["files"], ["GenV_y"], 100_000)
+    a = read_columns(root, files, ["GenV_y"], 100_000)
     ys = np.asarray(a.GenV_y)
     qq = np.linspace(0.5, 100, 100)
     for i, k in enumerate(["A0", "A1", "A2", "A3", "A4"]):

@@ -27,7 +27,7 @@ ETA_EDGES = np.linspace(-2.4, 2.4, 49)
 
 W_BRANCHES = ["Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Muon_mediumId", "Muon_looseId",
               "Muon_pfRelIso04_all", "Muon_triggerMatch", "Muon_dxy", "Electron_pt", "Electron_cutBased",
-              "MET_pt", "MET_phi", "HLT_IsoMu24", "HLT_IsoTkMu24"]
+              "MET_pt", "MET_phi", "HLT_IsoMu24", "HLT_IsoTkMu24", "Muon_svMatched"]
 
 
 def _iterate(files: list[Path], branches: list[str], step: str = "200 MB"):
@@ -39,7 +39,8 @@ def _iterate(files: list[Path], branches: list[str], step: str = "200 MB"):
 
 def w_selection(a: Any, iso_cut: float | None = 0.15, mt_cut: float | None = 40.0) -> dict[str, np.ndarray]:
     """Select W-like events in an awkward array of the W branches; returns numpy columns of the
-    selected muon (pt, eta, charge, iso, mt) and the event mask ``sel``.  ``iso_cut``/``mt_cut``
+    selected muon (pt, eta, charge, iso, mt, sv: attached to a secondary vertex) and the event
+    mask ``sel``.  ``iso_cut``/``mt_cut``
     None keeps all isolation / m_T values (for sideband studies)."""
     import awkward as ak
 
@@ -54,6 +55,7 @@ def w_selection(a: Any, iso_cut: float | None = 0.15, mt_cut: float | None = 40.
     pt, eta, phi = first(a.Muon_pt), first(a.Muon_eta), first(a.Muon_phi)
     q, iso = first(a.Muon_charge), first(a.Muon_pfRelIso04_all)
     tm = first(a.Muon_triggerMatch).astype(bool)
+    sv = first(a.Muon_svMatched).astype(bool)
     met, mphi = ak.to_numpy(a.MET_pt), ak.to_numpy(a.MET_phi)
     mt = np.sqrt(2 * pt * met * (1 - np.cos(phi - mphi)))
     sel = (ak.to_numpy(a.HLT_IsoMu24 | a.HLT_IsoTkMu24) & (ak.to_numpy(ak.sum(good, axis=1)) == 1)
@@ -62,7 +64,7 @@ def w_selection(a: Any, iso_cut: float | None = 0.15, mt_cut: float | None = 40.
         sel &= iso < iso_cut
     if mt_cut is not None:
         sel &= mt > mt_cut
-    return {"sel": sel, "pt": pt, "eta": eta, "charge": q, "iso": iso, "mt": mt}
+    return {"sel": sel, "pt": pt, "eta": eta, "charge": q, "iso": iso, "mt": mt, "sv": sv}
 
 
 def selected_w(root: Path, files: list[str], extra: list[str] | None = None, **cuts: Any) -> dict[str, np.ndarray]:
@@ -85,22 +87,29 @@ def composition(profile: str, root: Path | None = None) -> dict[str, Any]:
     """Expected selected yields per simulated process (luminosity-weighted, at the universe's
     events_scale), their fractions, and ``mc_over_data_w``: selected simulated W→μν events per
     expected selected W→μν data event (the simulation's size relative to the data; the paper's
-    was ~35)."""
+    was ~35), and ``sv_prompt_fraction``: the prompt share of the selected events whose muon is
+    attached to a secondary vertex (the signal-like part of the nonprompt SV control region, where
+    prompt contamination is largest; paper < 2 %)."""
     root = Path(root) if root is not None else universe_dir(profile)
     man = read_manifest(profile, root)
-    yields, n_sim = {}, {}
+    yields, n_sim, sv_yields = {}, {}, {}
     for p, e in man["mc"].items():
         if p in ("jpsi", "upsilon"):
             continue
         s = selected_w(root, e["files"])
         n_sim[p] = len(s["pt"])
-        yields[p] = n_sim[p] * e["xsec_pb"] * man["lumi_pb"] / e["sumw"] * man["events_scale"]
+        norm = e["xsec_pb"] * man["lumi_pb"] / e["sumw"] * man["events_scale"]
+        yields[p] = n_sim[p] * norm
+        sv_yields[p] = float(np.count_nonzero(s["sv"])) * norm
     total = sum(yields.values())
     groups = {"w_munu": ["wplus_munu", "wminus_munu"], "z": ["z_mumu", "z_tautau"], "w_taunu": ["w_taunu"],
               "nonprompt": ["qcd"], "other": ["ttbar", "diboson"]}
     signal = groups["w_munu"]
     expected_w = sum(yields[p] for p in signal)
-    return {"yields": yields, "total": total,
+    sv_total = sum(sv_yields.values())
+    sv_prompt = sv_total - sum(sv_yields[p] for p in groups["nonprompt"])
+    return {"yields": yields, "total": total, "sv_yields": sv_yields,
+            "sv_prompt_fraction": sv_prompt / sv_total if sv_total > 0 else float("nan"),
             "fractions": {g: sum(yields[p] for p in ps) / total for g, ps in groups.items()},
             "mc_over_data_w": sum(n_sim[p] for p in signal) / expected_w if expected_w > 0 else float("nan")}
 
