@@ -121,7 +121,8 @@ def asimov_mw_sensitivity(profile: str, root: Path | None = None) -> dict[str, A
     Templates: the selected simulated W events (luminosity-weighted at the paper's luminosity,
     events_scale 1) and their exact mass derivative from Breit-Wigner reweighting of GenV_mass;
     the variance includes every background.  The finite simulation adds noise to the squared
-    derivative; its expectation is subtracted (unbiased Fisher information).  The result is
+    derivative; its expectation is subtracted and the denominator loses one event's weight
+    (unbiased Fisher information).  The result is
     scaled to the paper's 117 M selected events."""
     root = Path(root) if root is not None else universe_dir(profile)
     man = read_manifest(profile, root)
@@ -134,6 +135,7 @@ def asimov_mw_sensitivity(profile: str, root: Path | None = None) -> dict[str, A
     w_templ = np.zeros(shape)
     d_templ = np.zeros(shape)
     d_var = np.zeros(shape)
+    w_sq = np.zeros(shape)
     edges = (ETA_EDGES, PT_EDGES, np.array([-2.0, 0.0, 2.0]))
     for p, e in man["mc"].items():
         if p in ("jpsi", "upsilon"):
@@ -146,6 +148,7 @@ def asimov_mw_sensitivity(profile: str, root: Path | None = None) -> dict[str, A
         total += h
         if is_w:
             w_templ += h
+            w_sq += h * wgt
             r = dlog_breit_wigner_dmass(s["GenV_mass"].astype(float), mw, gw) * 1e-3  # per MeV
             hd, _ = np.histogramdd(x, bins=edges, weights=wgt * r)
             hv, _ = np.histogramdd(x, bins=edges, weights=(wgt * r) ** 2)
@@ -153,7 +156,11 @@ def asimov_mw_sensitivity(profile: str, root: Path | None = None) -> dict[str, A
             d_var += hv
     ok = total > 0
     n = total[ok]
-    f_mm = np.sum((d_templ[ok] ** 2 - d_var[ok]) / n)
+    # d^2 - var keeps only the products of different events, so the signal in the denominator
+    # loses one event's weight (as in wmnb.universe.sensitivity.fisher_information)
+    den = total - np.divide(w_sq, w_templ, out=np.zeros(shape), where=w_templ > 0)
+    good = ok & (den > 0)
+    f_mm = np.sum((d_templ[good] ** 2 - d_var[good]) / den[good])
     f_mm_raw = np.sum(d_templ[ok] ** 2 / n)
     f_mn = np.sum(d_templ[ok] * w_templ[ok] / n)
     f_nn = np.sum(w_templ[ok] ** 2 / n)
