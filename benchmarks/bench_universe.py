@@ -8,7 +8,7 @@ compare across machines):
   statistics (no per-sample floor), generated with one worker; the rate counts *generated*
   (produced) events, those rejected by the generator filters included.  Baseline: the same files'
   ``Events`` arrays written again with uproot alone (same compression, same chunking, no
-  generation), so ``ratio_to_uproot_write`` says how far the generator is from the cost of
+  generation), so ``ratio_cpu_to_uproot_write`` says how far the generator is from the cost of
   writing its output.
 * **jobs**: one W+ simulation job (the heaviest kind: GenPart, 50 LHE-like weights) and one data
   + closure SingleMuon job, split into generation (physics, detector, theory weights, branch

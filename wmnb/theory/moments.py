@@ -15,8 +15,8 @@ is the weighted mean of one function of the angles in a (q_T, y) bin:
     A4 = 4⟨cosθ⟩,        A5 = 5⟨sin²θ sin2φ⟩, A6 = 5⟨sin2θ sinφ⟩,   A7 = 4⟨sinθ sinφ⟩.
 
 The statistical covariance of the coefficients in a bin is that of ratio estimators of weighted
-events: cov(A_i, A_j) = c_i c_j Σ w² (f_i − ⟨f_i⟩)(f_j − ⟨f_j⟩) / (Σ w)², with c_i the constants
-above, so correlated coefficients (A0 and A2 share events, and the Lam-Tung difference A0 − A2
+events: cov(A_i, A_j) = c_i c_j Σ w² (P_i − ⟨P_i⟩)(P_j − ⟨P_j⟩) / (Σ w)², with c_i the constants
+of A_i = c_i ⟨P_i⟩ + const (20/3, 5, 20, 4, 4, 5, 5, 4), so correlated coefficients (A0 and A2 share events, and the Lam-Tung difference A0 − A2
 needs their covariance) get the right errors.
 
 Under lepton ↔ antilepton (θ → π − θ, φ → φ + π) P3, P4 and P7 change sign and the others do not:
@@ -33,9 +33,9 @@ import numpy as np
 
 #: names of the harmonic coefficients, in the order of :func:`harmonic_polynomials`
 COEFFICIENTS = ("A0", "A1", "A2", "A3", "A4", "A5", "A6", "A7")
-#: A_i = SCALE_i <g_i> + OFFSET_i, with g_i the functions of :func:`moment_functions`
-_SCALE = np.array([-10.0, 5.0, 10.0, 4.0, 4.0, 5.0, 5.0, 4.0])
-_OFFSET = np.array([4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+#: A_i = SCALE_i <P_i> + OFFSET_i (A0 = 4 - 10<cos^2> = 20/3 <P0> + 2/3, A2 = 10<sin^2 cos2phi> = 20<P2>)
+_SCALE = np.array([20.0 / 3.0, 5.0, 20.0, 4.0, 4.0, 5.0, 5.0, 4.0])
+_OFFSET = np.array([2.0 / 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 
 #: generator-level branches the moments read (the NanoGEN-like ``mc_gen`` samples of chapter 00)
 GEN_BRANCHES = ("GenV_pt", "GenV_y", "GenV_cosThetaCS", "GenV_phiCS", "genWeight")
@@ -62,17 +62,6 @@ def angular_density(cos_theta: np.ndarray, phi: np.ndarray, coeffs: Sequence[flo
     polys = harmonic_polynomials(cos_theta, phi)
     c = np.asarray(cos_theta, dtype=float)
     return 1.0 + c * c + np.sum((a if a.ndim == 2 else a[:, None]) * polys, axis=0)
-
-
-def moment_functions(cos_theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """g_0..g_7 (shape (8, N)) with A_i = SCALE_i ⟨g_i⟩ + OFFSET_i: cos²θ, sin2θ cosφ,
-    sin²θ cos2φ, sinθ cosφ, cosθ, sin²θ sin2φ, sin2θ sinφ, sinθ sinφ."""
-    c = np.asarray(cos_theta, dtype=float)
-    f = np.asarray(phi, dtype=float)
-    s = np.sqrt(np.clip(1.0 - c * c, 0.0, 1.0))
-    s2t = 2.0 * s * c
-    return np.stack([c * c, s2t * np.cos(f), s * s * np.cos(2.0 * f), s * np.cos(f), c,
-                     s * s * np.sin(2.0 * f), s2t * np.sin(f), s * np.sin(f)])
 
 
 @dataclass(frozen=True)
@@ -143,7 +132,7 @@ def angular_moments(qt: np.ndarray, y: np.ndarray, cos_theta: np.ndarray, phi: n
     nq, ny = qe.size - 1, ye.size - 1
     cell = (iq * ny + iy)[inside]
     w = w[inside]
-    g = moment_functions(c_a[inside], f_a[inside])                       # (8, m)
+    g = harmonic_polynomials(c_a[inside], f_a[inside])                   # (8, m)
     n_cells = nq * ny
     sw = np.bincount(cell, weights=w, minlength=n_cells)
     sw2 = np.bincount(cell, weights=w * w, minlength=n_cells)
@@ -167,8 +156,7 @@ def angular_moments(qt: np.ndarray, y: np.ndarray, cos_theta: np.ndarray, phi: n
                           sigma_err=(norm * np.sqrt(sw2)).reshape(nq, ny), n_events=count.reshape(nq, ny))
 
 
-def read_generator_events(files: Sequence[str | Path], max_events: int | None = None,
-                          step: str = "100 MB") -> dict[str, np.ndarray]:
+def read_generator_events(files: Sequence[str | Path], max_events: int | None = None) -> dict[str, np.ndarray]:
     """The :data:`GEN_BRANCHES` of generator-level files as numpy arrays (float64), optionally
     only the first ``max_events``.  A missing file or branch fails naming it."""
     import uproot
@@ -177,8 +165,9 @@ def read_generator_events(files: Sequence[str | Path], max_events: int | None = 
         raise MomentsInputError("read_generator_events: no files given (the manifest's mc_gen entry of chapter 00)")
     parts: dict[str, list[np.ndarray]] = {b: [] for b in GEN_BRANCHES}
     n = 0
-    for path in files:
-        path = Path(path)
+    for path in map(Path, files):
+        if max_events is not None and n >= max_events:
+            break
         if not path.is_file():
             raise MomentsInputError(f"{path}: no such file; run chapter 00 (its mc_gen samples) first")
         with uproot.open(path) as fh:
@@ -189,18 +178,12 @@ def read_generator_events(files: Sequence[str | Path], max_events: int | None = 
             if missing:
                 raise MomentsInputError(f"{path}: missing branch(es) {missing}; the angular moments need "
                                         f"{list(GEN_BRANCHES)} (the mc_gen samples of universe schema 2)")
-            for chunk in tree.iterate(list(GEN_BRANCHES), step_size=step, library="np"):
-                for b in GEN_BRANCHES:
-                    parts[b].append(np.asarray(chunk[b], dtype=float))
-                n += len(chunk[GEN_BRANCHES[0]])
-                if max_events is not None and n >= max_events:
-                    break
-        if max_events is not None and n >= max_events:
-            break
-    out = {b: np.concatenate(v) for b, v in parts.items()}
-    if max_events is not None:
-        out = {b: v[:max_events] for b, v in out.items()}
-    return out
+            stop = None if max_events is None else max_events - n
+            arrays = tree.arrays(list(GEN_BRANCHES), entry_stop=stop, library="np")
+        for b in GEN_BRANCHES:
+            parts[b].append(np.asarray(arrays[b], dtype=float))
+        n += len(arrays[GEN_BRANCHES[0]])
+    return {b: np.concatenate(v) for b, v in parts.items()}
 
 
 def moments_from_files(files: Sequence[str | Path], qt_edges: Sequence[float], absy_edges: Sequence[float],

@@ -103,14 +103,13 @@ def generator_branches(truth: Truth, weights: tuple[np.ndarray, np.ndarray | Non
     ``LHEPdfWeight`` (when ``weights`` has them), ``GenPart`` and ``GenV_*``.  The simulation files
     hold them next to the reconstructed objects; the inclusive generator-level samples
     (``mc_gen``, NanoGEN-like) hold only them.  ``genparts`` may pass :func:`compact_genparts`."""
-    t = truth
-    n = t.n
+    n = truth.n
     out: dict[str, Any] = {"genWeight": np.ones(n, dtype=np.float32)}
     scale, pdf = weights if weights is not None else (np.ones((n, 9)), None)
     out["LHEScaleWeight"] = ak.unflatten(round_mantissa(scale.ravel(), 12), np.full(n, scale.shape[1]))
     if pdf is not None:
         out["LHEPdfWeight"] = ak.unflatten(round_mantissa(pdf.ravel(), 12), np.full(n, pdf.shape[1]))
-    gfields, gvalid, _ = genparts if genparts is not None else compact_genparts(t)
+    gfields, gvalid, _ = genparts if genparts is not None else compact_genparts(truth)
     gf = {"pt": gfields["pt"].astype(np.float32),
           "eta": round_mantissa(gfields["eta"], 16), "phi": round_mantissa(gfields["phi"], 16),
           "mass": round_mantissa(gfields["mass"], 16),
@@ -118,9 +117,10 @@ def generator_branches(truth: Truth, weights: tuple[np.ndarray, np.ndarray | Non
           "statusFlags": gfields["statusFlags"].astype(np.int32),
           "genPartIdxMother": gfields["genPartIdxMother"].astype(np.int32)}
     out["GenPart"] = _jagged(gf, gvalid)
-    for k, v in t.genv.items():
+    for k, v in truth.genv.items():
         out[f"GenV_{k}"] = v.astype(np.int32) if k == "pdgId" else v.astype(np.float32)
     return out
+
 
 def concatenate(parts: list[dict[str, Any]], perm: np.ndarray | None = None) -> dict[str, Any]:
     """Concatenate assembled chunks (same branches), optionally reordering the events."""

@@ -429,10 +429,9 @@ def generate_universe(profile: str, out: Path | str | None = None, seed: int | N
             manifest = _manifest(profile, chosen, seed, cards, hashes, results, info, tmp, out)
         sizes = sum(f.stat().st_size for f in (out / "samples").rglob("*.root"))
         wall = time.perf_counter() - t_start
-        n_total = sum(v["n_events"] for s in ("mc", "mc_gen", "data", "closure") for v in manifest[s].values())
-        manifest["generation"].update({
-            "wall_s": round(wall, 2), "workers": n_workers, "size_mb": round(sizes / 1e6, 2),
-            "n_events_total": n_total, "events_per_s": round(n_total / wall, 1)})
+        gen = manifest["generation"]
+        gen.update({"wall_s": round(wall, 2), "workers": n_workers, "size_mb": round(sizes / 1e6, 2),
+                    "events_per_s": round(gen["n_events_total"] / wall, 1)})
         write_json(manifest_path, manifest)
     return manifest
 
@@ -535,7 +534,8 @@ def _manifest(profile: str, settings: dict[str, Any], seed: int, cards: dict[str
         "weight_rule": "genWeight * xsec_pb * lumi_pb / sumw (sumw counts every produced event, "
                        "including those rejected by the generator filter)",
         "generation": {"wmnb_version": __version__, "cpu_s_generate": round(t_gen, 2),
-                       "cpu_s_write": round(t_write, 2), "n_generated_total": n_generated,
+                       "cpu_s_write": round(t_write, 2), "n_events_total": n_written,
+                       "n_generated_total": n_generated,
                        # generated (produced) events per CPU-second, writing included: the
                        # generator's speed per core whatever the filters keep
                        "generated_per_cpu_s": round(n_generated / cpu, 1) if cpu else None,

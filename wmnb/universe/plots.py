@@ -57,7 +57,7 @@ def process_table(manifest: dict[str, Any]) -> str:
     """Markdown table of the simulated samples and data streams."""
     lines = ["| sample | card | xsec (pb) | produced | written | filter eff. | files |", "|---|---|---|---|---|---|---|"]
     for p, e in [*(("mc/" + k, v) for k, v in manifest["mc"].items()),
-                 *(("mc_gen/" + k, v) for k, v in manifest.get("mc_gen", {}).items())]:
+                 *(("mc_gen/" + k, v) for k, v in manifest["mc_gen"].items())]:
         lines.append(f"| {p} | {e['card']} | {e['xsec_pb']:.4g} | {e['n_produced']:,} | {e['n_events']:,} | "
                      f"{e['filter_eff']:.3f} | {len(e['files'])} |")
     for s in ("data", "closure"):
