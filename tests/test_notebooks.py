@@ -77,3 +77,16 @@ def test_book_builds_offline_with_warnings_as_errors(smoke_run):
         assert (html_dir / "notebooks" / f"{cid}.html").is_file()
         for key in get_chapter(cid).headline[:1]:
             assert key in results
+
+
+def test_theory_chapter_closes_on_smoke(smoke_run):
+    """Chapter 06 on the smoke profile: the moments recover the simulation's A_i, the central
+    prediction reproduces the generator (the reweighting factor is one within statistics), the
+    data's true q_T lies in the prediction's band and the FSR strength is measured near the truth."""
+    if "06_theory" not in smoke_run:
+        pytest.skip("chapter 06 not available")
+    h = smoke_run["06_theory"]["headline"]
+    assert all(0.5 < w < 1.6 for w in h["ai_pull_width"].values()), h["ai_pull_width"]
+    assert all(c < 1.6 for c in h["central_chi2_ndf"].values()), h["central_chi2_ndf"]
+    assert h["qt_truth_covered"] > 0.8 and h["n_nuisances"]["pTV"] == 19 and h["n_nuisances"]["EW"] == 1
+    assert abs(h["fsr_strength_pull"]) < 4.0

@@ -54,6 +54,15 @@ _CALIBRATION_PARAMETERS = (
     Param("min_mc", float, 30.0, "simulated events needed to fit a J/psi bin", positive=True),
     Param("min_data_closure", int, 30, "data events needed to fit a Z closure bin", minimum=1),
 )
+_THEORY_PARAMETERS = (
+    Param("qt_step", float, 1.0, "GeV: q_T bins of the reweighting to the prediction (1 GeV in the paper)", positive=True),
+    Param("qt_max", float, 100.0, "GeV: fine q_T bins up to here, then 150, 200, 400 GeV", positive=True),
+    Param("absy_step", float, 0.25, "|y| bins of the reweighting (0.25 in the paper)", positive=True),
+    Param("absy_max", float, 3.0, "fine |y| bins up to here, then 3.5, 4, 5", positive=True),
+    Param("max_gen_events", int, None, "generator-level events read per boson (None: all)", minimum=1, nullable=True),
+    Param("pdf_cl_scale", float, 1.0, "divides the PDF variations (1.645 for a 90 % CL Hessian set)", positive=True),
+    Param("z_fit", bool, True, "the Z validation fit of the dimuon (q_T, |y|) distribution"),
+)
 _MW_PARAMETERS = (
     Param("unblind", bool, False, "show the true m_W of the data universe (only an explicit true unblinds)"),
     Param("n_random_starts", int, 3, "fits from random starting points (10 in the paper)", minimum=0),
@@ -75,7 +84,10 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("02_calibration", "Muon momentum calibration with J/psi", ("01_selection",),
             ("wmnb/muonscale", "wmnb/engine", "wmnb/fit", "wmnb/plotting.py", "wmnb/corrections.py"),
             ("pull_mean", "pull_width", "mz_minus_truth", "mz_err"), _CALIBRATION_PARAMETERS),
-    Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration"),
+    Chapter("06_theory", "Theory corrections", ("00_universe", "01_selection", "02_calibration"),
+            ("wmnb/theory", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
+            ("qt_truth_covered", "z_qt_gof_pvalue", "lam_tung_max_dev"), _THEORY_PARAMETERS),
+    Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration", "06_theory"),
             ("wmnb/mw", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"),
             ("mw", "mw_err", "stat_err", "blinded"), _MW_PARAMETERS),
 )

@@ -101,7 +101,61 @@ def efficiency_scale_factors(step: str, eta_edges: Any, pt_edges: Any, *, purpos
     return out
 
 
+Source = Literal["data", "closure", "simulation"]
+
+
+def _physics_for(source: str, purpose: str) -> dict[str, Any]:
+    """The ``physics`` block of a card for a theory comparison; the data universe's W mass and
+    width are replaced by the simulation's, so nothing derived from it carries the blinded m_W."""
+    if source not in ("data", "closure", "simulation"):
+        raise ValueError(f"source must be 'data', 'closure' or 'simulation', got {source!r}")
+    if not purpose:
+        raise ValueError("say why the truth is read (purpose=...)")
+    name = "nominal" if source == "simulation" else source
+    phys = dict(_card(name)["physics"])
+    if source == "data":
+        sim = _card("nominal")["physics"]
+        phys["mw_mev"], phys["gw_mev"] = sim["mw_mev"], sim["gw_mev"]
+    return phys
+
+
+def qt_shape(source: Source, boson: str, qt_edges: Any, absy_edges: Any, *, purpose: str) -> Any:
+    """The true q_T fractions of ``boson`` (``wplus``, ``wminus``, ``z``) in (|y|, q_T) bins of
+    a universe (rows: |y| bins, normalised to 1 each), the data's beyond-family q_T smearing
+    included: :func:`wmnb.universe.theorychecks.qt_shape`.  ``purpose`` is recorded."""
+    import numpy as np
+
+    from .universe.theorychecks import qt_shape as shape
+
+    out = np.asarray(shape(_physics_for(source, purpose), boson, np.asarray(qt_edges, float),
+                           np.asarray(absy_edges, float)))
+    READS.append((source, f"qt_shape:{boson}", purpose))
+    return out / out.sum(axis=1, keepdims=True)
+
+
+def angular_coefficients(source: Source, boson: str, qt: Any, y: Any, *, purpose: str) -> Any:
+    """The true A0..A4 (shape (5, N)) of ``boson`` at generator-level (q_T, y) points of a
+    universe (:func:`wmnb.universe.physics.angular_coefficients`, standard Collins-Soper frame).
+    ``purpose`` is recorded."""
+    import numpy as np
+
+    from .universe import physics as ph
+
+    tp = ph.theory_point(_physics_for(source, purpose), boson)
+    READS.append((source, f"angular_coefficients:{boson}", purpose))
+    return ph.angular_coefficients(np.asarray(qt, float), np.asarray(y, float), tp)
+
+
+def pdf_shift(source: Source, *, purpose: str) -> Any:
+    """The universe's position in PDF-eigenvector space (σ units; 0 for the simulation)."""
+    import numpy as np
+
+    READS.append((source, "pdf_shift", purpose))
+    return np.asarray(_physics_for(source, purpose)["pdf"]["shift"], float)
+
+
 #: (universe, key, purpose) of every read in this process, for the record
 READS: list[tuple[str, str, str]] = []
 
-__all__ = ["BLINDED", "BlindedTruth", "READS", "compare", "efficiency_scale_factors", "simulation"]
+__all__ = ["BLINDED", "BlindedTruth", "READS", "angular_coefficients", "compare", "efficiency_scale_factors", "pdf_shift",
+           "qt_shape", "simulation"]

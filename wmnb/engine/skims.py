@@ -397,3 +397,24 @@ def skim_index(profile: str) -> dict[str, Any]:
 __all__ = ["skims_dir", "skim_path", "read_skim", "read_skim_file", "read_cutflow", "list_skim_samples",
            "write_skim", "run_selections", "make_skims", "sample_plan", "skim_index", "NanoAODError",
            "Cutflow"]
+
+
+def mc_lumi_scale(profile: str, selection: str = "w", reference: str | None = None) -> float:
+    """Factor taking a selection's skimmed MC weights to the luminosity of the profile's data.
+
+    Chapter 01 normalises simulation to the full ``lumi_pb`` of the manifest, while the data of
+    a profile correspond to ``lumi_pb × events_scale``.  The skim's recorded ``norm`` tells which
+    convention a skim follows, so this keeps working if chapter 01 starts to fold the scale in.
+    """
+    reference = reference or ("wplus_munu" if selection == "w" else "z_mumu")
+    man = load_manifest(profile)
+    scale = float(man.get("events_scale", 1.0))
+    info = man["mc"][reference]
+    norm = float(read_cutflow(profile, selection, reference)["norm"])
+    full = float(info["xsec_pb"]) * float(man["lumi_pb"]) / float(info["sumw"])
+    if np.isclose(norm, full, rtol=1e-3):
+        return scale
+    if np.isclose(norm, full * scale, rtol=1e-3):
+        return 1.0
+    raise ValueError(f"profile {profile!r}: the {selection} skim's MC norm {norm} matches neither xsec*lumi/sumw = {full} "
+                     f"nor that times events_scale = {full * scale}; check chapters 00/01")

@@ -39,26 +39,10 @@ def _read_skim(profile: str, sample: str) -> dict[str, np.ndarray]:
 
 
 def mc_lumi_scale(profile: str) -> float:
-    """Factor taking the skims' MC weights to the luminosity of the profile's data.
+    """Factor taking the W skims' MC weights to the data luminosity (:func:`wmnb.engine.skims.mc_lumi_scale`)."""
+    from wmnb.engine.skims import mc_lumi_scale as scale
 
-    Chapter 01 normalises simulation to the full ``lumi_pb`` of the manifest, while the data of
-    a profile correspond to ``lumi_pb × events_scale``.  The skim's recorded ``norm`` tells which
-    convention a skim follows, so this keeps working if chapter 01 starts to fold the scale in.
-    """
-    from wmnb.engine import read_cutflow
-    from wmnb.engine.skims import load_manifest
-
-    man = load_manifest(profile)
-    scale = float(man.get("events_scale", 1.0))
-    info = man["mc"]["wplus_munu"]
-    norm = float(read_cutflow(profile, "w", "wplus_munu")["norm"])
-    full = float(info["xsec_pb"]) * float(man["lumi_pb"]) / float(info["sumw"])
-    if np.isclose(norm, full, rtol=1e-3):
-        return scale
-    if np.isclose(norm, full * scale, rtol=1e-3):
-        return 1.0
-    raise ValueError(f"profile {profile!r}: the W skim's MC norm {norm} matches neither xsec*lumi/sumw = {full} "
-                     f"nor that times events_scale = {full * scale}; check chapters 00/01")
+    return scale(profile, "w")
 
 
 def load_skims(profile: str, chunk_rows: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -12,15 +12,16 @@ group              what                                                         
 ``lumi``           luminosity, log-normal 1.2 % on every simulated process          1
 ``normalisation``  process cross sections (:attr:`MwConfig.norm_kappas`); the W   one per process
                    production cross section (W⁺, W⁻, W→τν together) carries
-                   :attr:`MwConfig.w_xsec_kappa` until chapter 06 provides the theory
-                   model of the W rate (the paper's nominal fit has no free W norm)
+                   :attr:`MwConfig.w_xsec_kappa` (chapter 06's q_T correction is a
+                   shape and leaves the rate; the paper's fit has no free W norm)
 ``binByBinStat``   MC statistics, Barlow–Beeston-lite scaled by 1.25 (in the fitter) one per bin
 =================  ============================================================  ===============
 
 Scale variations are decorrelated across q_T bins by applying the LHE weight only to events of
-one generator q_T bin.  They are *not* yet decorrelated across helicity components: that needs
-the angular-coefficient tables of chapter 06, which will publish its ``angularCoeffs``
-variations through the correction hook below (no edit of this chapter needed).
+one generator q_T bin.  When chapter 06 has run, its published theory correction *supersedes*
+the built-in ``pdf`` and ``scales`` groups (its manifest says so and the template builder drops
+them): the fit then carries its ``pTV`` (q_T prediction), ``angularCoeffs`` (μR/μF per A_i in
+q_T bins, A1/A3 handles), ``pdf`` and ``EW`` nuisances instead, through the hook below.
 
 **The hook.**  Every other chapter contributes through :mod:`wmnb.corrections`:
 ``weight`` corrections multiply the event weight, and each of their ``WeightSet.variations``

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: bin edges: a sequence of floats or an array
+Edges = Sequence[float] | np.ndarray
+
 #: names of the harmonic coefficients, in the order of :func:`harmonic_polynomials`
 COEFFICIENTS = ("A0", "A1", "A2", "A3", "A4", "A5", "A6", "A7")
 #: A_i = SCALE_i <P_i> + OFFSET_i (A0 = 4 - 10<cos^2> = 20/3 <P0> + 2/3, A2 = 10<sin^2 cos2phi> = 20<P2>)
@@ -104,7 +107,7 @@ class AngularMoments:
         return (self.coeffs - np.asarray(reference, dtype=float)) / self.errors()
 
 
-def _check_edges(edges: Sequence[float], what: str) -> np.ndarray:
+def _check_edges(edges: Edges, what: str) -> np.ndarray:
     e = np.asarray(edges, dtype=float)
     if e.ndim != 1 or e.size < 2 or not np.all(np.isfinite(e)) or not np.all(np.diff(e) > 0) or e[0] < 0:
         raise MomentsInputError(f"{what} must be at least two increasing, finite, non-negative edges; got {edges!r}")
@@ -112,7 +115,7 @@ def _check_edges(edges: Sequence[float], what: str) -> np.ndarray:
 
 
 def angular_moments(qt: np.ndarray, y: np.ndarray, cos_theta: np.ndarray, phi: np.ndarray,
-                    weights: np.ndarray | None, qt_edges: Sequence[float], absy_edges: Sequence[float],
+                    weights: np.ndarray | None, qt_edges: Edges, absy_edges: Edges,
                     norm: float = 1.0, min_events: int = 10) -> AngularMoments:
     """A0..A7 and σ_UL in (q_T, |y|) bins from the angles of weighted events (arrays of one
     length); events outside the edges are ignored."""
@@ -156,14 +159,18 @@ def angular_moments(qt: np.ndarray, y: np.ndarray, cos_theta: np.ndarray, phi: n
                           sigma_err=(norm * np.sqrt(sw2)).reshape(nq, ny), n_events=count.reshape(nq, ny))
 
 
-def read_generator_events(files: Sequence[str | Path], max_events: int | None = None) -> dict[str, np.ndarray]:
+def read_generator_events(files: Sequence[str | Path], max_events: int | None = None,
+                          weight_branches: Sequence[str] = (), extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """The :data:`GEN_BRANCHES` of generator-level files as numpy arrays (float64), optionally
-    only the first ``max_events``.  A missing file or branch fails naming it."""
+    only the first ``max_events``; ``weight_branches`` (e.g. ``LHEScaleWeight``) are read too,
+    as 2-D arrays (events × members), ``extra`` scalar branches (e.g. ``GenV_mass``) as 1-D ones.
+    A missing file or branch fails naming it."""
     import uproot
 
     if not files:
         raise MomentsInputError("read_generator_events: no files given (the manifest's mc_gen entry of chapter 00)")
-    parts: dict[str, list[np.ndarray]] = {b: [] for b in GEN_BRANCHES}
+    branches = (*GEN_BRANCHES, *extra, *weight_branches)
+    parts: dict[str, list[np.ndarray]] = {b: [] for b in branches}
     n = 0
     for path in map(Path, files):
         if max_events is not None and n >= max_events:
@@ -174,19 +181,32 @@ def read_generator_events(files: Sequence[str | Path], max_events: int | None = 
             if "Events" not in fh:
                 raise MomentsInputError(f"{path}: no 'Events' tree; is this a generator-level sample of chapter 00?")
             tree = fh["Events"]
-            missing = [b for b in GEN_BRANCHES if b not in tree]
+            missing = [b for b in branches if b not in tree]
             if missing:
-                raise MomentsInputError(f"{path}: missing branch(es) {missing}; the angular moments need "
-                                        f"{list(GEN_BRANCHES)} (the mc_gen samples of universe schema 2)")
+                raise MomentsInputError(f"{path}: missing branch(es) {missing}; the theory chapter needs "
+                                        f"{list(branches)} (the mc_gen samples of universe schema 2)")
             stop = None if max_events is None else max_events - n
-            arrays = tree.arrays(list(GEN_BRANCHES), entry_stop=stop, library="np")
-        for b in GEN_BRANCHES:
+            arrays = tree.arrays(list(branches), entry_stop=stop, library="np")
+        for b in (*GEN_BRANCHES, *extra):
             parts[b].append(np.asarray(arrays[b], dtype=float))
+        for b in weight_branches:
+            parts[b].append(_stacked(arrays[b], b, path))
         n += len(arrays[GEN_BRANCHES[0]])
     return {b: np.concatenate(v) for b, v in parts.items()}
 
 
-def moments_from_files(files: Sequence[str | Path], qt_edges: Sequence[float], absy_edges: Sequence[float],
+def _stacked(values: np.ndarray, branch: str, path: Path) -> np.ndarray:
+    """A jagged weight branch as (events, members); every event must have the same length."""
+    if values.dtype != object:
+        return np.asarray(values, dtype=float).reshape(len(values), -1)
+    lengths = {len(v) for v in values}
+    if len(lengths) > 1 or lengths == {0}:
+        raise MomentsInputError(f"{path}: branch {branch} has {sorted(lengths)} members per event; a fixed, "
+                                "non-zero number is needed")
+    return np.stack(list(values)).astype(float) if len(values) else np.zeros((0, 0))
+
+
+def moments_from_files(files: Sequence[str | Path], qt_edges: Edges, absy_edges: Edges,
                        norm: float = 1.0, max_events: int | None = None, min_events: int = 10) -> AngularMoments:
     """:func:`angular_moments` of the events of generator-level files (GenV angles, genWeight)."""
     ev = read_generator_events(files, max_events)
