@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +403,11 @@ def data_theory_weights(events: Mapping[str, Mapping[str, np.ndarray]], qt_edges
     return out
 
 
+def _rows(columns: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """The ``rows`` of every per-event array (scalars kept)."""
+    return {k: (v[rows] if np.ndim(v) else v) for k, v in columns.items()}
+
+
 def mw_bias(profile: str, events: Mapping[str, Mapping[str, np.ndarray]], correction: TheoryCorrection,
             max_events: int | None = None) -> Any:
     """:func:`wmnb.theory.mwbias.generator_mw_bias` of the data universe's theory, the W events
@@ -411,13 +416,12 @@ def mw_bias(profile: str, events: Mapping[str, Mapping[str, np.ndarray]], correc
     from ..engine.skims import effective_lumi_pb, load_manifest
     from .mwbias import final_muons, generator_mw_bias
 
-    t = correction.tables
     files = generator_files(profile)
     w_events = {b: events[b] for b in ("wplus", "wminus")}
     muons = {b: final_muons(files[b][0], max_events) for b in w_events}
     n = {b: min(len(muons[b]["pt"]), len(w_events[b]["genWeight"])) for b in w_events}
-    w_events = {b: {k: (v[: n[b]] if np.ndim(v) else v) for k, v in ev.items()} for b, ev in w_events.items()}
-    muons = {b: {k: v[: n[b]] for k, v in mu.items()} for b, mu in muons.items()}
+    w_events = {b: _rows(ev, np.arange(n[b])) for b, ev in w_events.items()}
+    muons = {b: _rows(mu, np.arange(n[b])) for b, mu in muons.items()}
     manifest = load_manifest(profile)
     lumi = effective_lumi_pb(manifest)
     expected = {}
@@ -427,9 +431,21 @@ def mw_bias(profile: str, events: Mapping[str, Mapping[str, np.ndarray]], correc
         # cross section x luminosity x acceptance (the events read may be part of the sample)
         xsec = float(manifest["mc_gen"][GEN_SAMPLES[b]]["xsec_pb"])
         expected[b] = xsec * lumi * float(w[acc].sum() / w.sum())
-    weights = data_theory_weights(w_events, t.qt_edges, t.absy_edges)
+    # the truth is analytic: fine bins whatever the profile's reweighting binning
+    fine = TheoryConfig()
+    weights = data_theory_weights(w_events, fine.qt_edges, fine.absy_edges)
     phys = truth.simulation("physics")
-    return generator_mw_bias(w_events, muons, weights, correction, expected, phys["mw_mev"] / 1e3, phys["gw_mev"] / 1e3)
+    mass, width = phys["mw_mev"] / 1e3, phys["gw_mev"] / 1e3
+    result = generator_mw_bias(w_events, muons, weights, correction, expected, mass, width)
+    # the simulation's own statistical error of the bias: the fixed-nuisance fit on two halves
+    halves = []
+    for parity in (0, 1):
+        pick = {b: np.arange(n[b]) % 2 == parity for b in w_events}
+        halves.append(generator_mw_bias({b: _rows(ev, pick[b]) for b, ev in w_events.items()},
+                                        {b: _rows(mu, pick[b]) for b, mu in muons.items()},
+                                        {b: weights[b][pick[b]] for b in w_events}, correction, expected, mass, width,
+                                        groups=()).fixed)
+    return replace(result, mc_error=abs(halves[0] - halves[1]) / 2.0)
 
 
 # ---------------------------------------------------------------- Z validation fit
@@ -458,6 +474,7 @@ class ZInputs:
     signal: Any
     backgrounds: dict[str, Any]
     lumi: float
+    correction: TheoryCorrection
 
 
 def z_inputs(profile: str, correction: TheoryCorrection) -> ZInputs:
@@ -473,7 +490,7 @@ def z_inputs(profile: str, correction: TheoryCorrection) -> ZInputs:
     corrections = [*published, correction]
     run = lambda sample: run_pipeline("z", sample, read_skim(profile, "z", sample), corrections=corrections)  # noqa: E731
     backgrounds = {s: run(s) for s in list_skim_samples(profile, "z") if s not in ("data", "closure", "z_mumu")}
-    return ZInputs(run("data"), run("z_mumu"), backgrounds, mc_lumi_scale(profile, "z"))
+    return ZInputs(run("data"), run("z_mumu"), backgrounds, mc_lumi_scale(profile, "z"), correction)
 
 
 def _z_hist(cols: Mapping[str, np.ndarray], weight: np.ndarray, qe: np.ndarray, ye: np.ndarray) -> np.ndarray:
@@ -552,16 +569,21 @@ MASS_EDGES = np.linspace(70.0, 100.0, 61)
 
 def fsr_strength_fit(inputs: ZInputs, edges: np.ndarray = MASS_EDGES) -> FsrFit:
     """Measure the FSR strength of the data relative to the simulation: a fit of m_μμ (the
-    radiative tail below the peak) with the ``EW`` nuisance and the momentum-scale variations
-    of chapter 02 (the peak's position and width), the normalisation free."""
-    from .ew import FSR_STRENGTH_PRIOR, NUISANCE
+    radiative tail below the peak) with the ``EW`` nuisance (its prior: the correction's
+    ``fsr_strength_err`` around ``fsr_strength``) and the momentum-scale variations of chapter 02
+    (the peak's position and width), the normalisation free.  The chapter then calibrates the
+    simulation with it: the measured ratio enters the nominal weight and its error the ``EW``
+    variation of every fit (a measurement on the Z, applied to W and Z alike: the FSR strength
+    is one QED parameter of the universe)."""
+    from .ew import NUISANCE
 
     res, model, observed, keep, _ = _z_template_fit(inputs, lambda c, w: _mass_hist(c, w, edges),
                                                     ("EW", "muonScale"))
     if NUISANCE not in res.pulls:
         raise ValueError("FSR strength fit: the simulation has no FSR variation (the correction's fsr_emission is empty)")
     theta, err = res.pulls[NUISANCE]
-    return FsrFit(1.0 + FSR_STRENGTH_PRIOR * theta, FSR_STRENGTH_PRIOR * err, edges, _expand(observed[keep], keep),
+    t = inputs.correction.tables
+    return FsrFit(t.fsr_strength + t.fsr_strength_err * theta, t.fsr_strength_err * err, edges, _expand(observed[keep], keep),
                   _expand(np.asarray(model.expected()), keep), _expand(np.asarray(res.postfit_yields.total), keep),
                   res.gof())
 

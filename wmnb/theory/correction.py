@@ -35,6 +35,7 @@ import numpy as np
 
 from ..conventions import LHE_PDF_CENTRAL, lhe_pdf_index, lhe_pdf_pairs
 from ..corrections import Correction, Manifest, SampleInfo, Variation, publish
+from .ew import FSR_STRENGTH_PRIOR
 from .moments import harmonic_polynomials
 
 CORRECTION_NAME = "theory"
@@ -75,6 +76,10 @@ class TheoryTables:
     pdf_cl_scale: float = 1.0
     provenance: dict[str, Any] = field(default_factory=dict)
     fsr_emission: dict[str, float] = field(default_factory=dict)   # boson -> fraction of its muons that radiated
+    #: FSR strength of the data relative to the simulation (applied in the nominal weight once
+    #: measured on the Z, :func:`wmnb.theory.chapter.fsr_strength_fit`) and its 1σ uncertainty
+    fsr_strength: float = 1.0
+    fsr_strength_err: float = FSR_STRENGTH_PRIOR
 
     def nuisance_counts(self, n_pdf: int) -> dict[str, int]:
         """Nuisances by group (``n_pdf``: Hessian eigenvectors of the simulation)."""
@@ -97,6 +102,8 @@ class TheoryTables:
                 h.attrs["pdf_cl_scale"] = self.pdf_cl_scale
                 h.attrs["provenance"] = json.dumps(self.provenance, default=str)
                 h.attrs["fsr_emission"] = json.dumps(self.fsr_emission)
+                h.attrs["fsr_strength"] = self.fsr_strength
+                h.attrs["fsr_strength_err"] = self.fsr_strength_err
                 for key in ("qt_edges", "absy_edges", "hel_qt_edges", "hel_absy_edges"):
                     h[key] = getattr(self, key)
                 for b, arr in self.qt_nominal.items():
@@ -137,7 +144,8 @@ class TheoryTables:
                 ang_shift[b] = {k: g[k][()] for k in g if k != "nominal"}
             return cls(h["qt_edges"][()], h["absy_edges"][()], h["hel_qt_edges"][()], h["hel_absy_edges"][()],
                        qt_nom, qt_var, ang_nom, ang_shift, float(h.attrs["pdf_cl_scale"]),
-                       json.loads(h.attrs["provenance"]), json.loads(h.attrs.get("fsr_emission", "{}")))
+                       json.loads(h.attrs["provenance"]), json.loads(h.attrs.get("fsr_emission", "{}")),
+                       float(h.attrs.get("fsr_strength", 1.0)), float(h.attrs.get("fsr_strength_err", FSR_STRENGTH_PRIOR)))
 
 
 def qt_reweighting(predicted: np.ndarray, simulated: np.ndarray, min_events: float = 1.0,
@@ -216,6 +224,10 @@ class TheoryCorrection(Correction):
             sel = ev["pdg"] == pdg
             if boson in self.tables.qt_nominal and sel.any():
                 out[sel] = self.tables.qt_nominal[boson][ev["iy"][sel], ev["iq"][sel]]
+        if self.tables.fsr_strength != 1.0:
+            fsr = self._fsr_factors(columns, sample, ev, (self.tables.fsr_strength - 1.0,))
+            if fsr is not None:
+                out *= fsr[0]
         return out
 
     def iter_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> Iterator[Variation]:
@@ -275,10 +287,11 @@ class TheoryCorrection(Correction):
                                 rows=rows)
 
 
-    def _ew_variation(self, columns: Mapping[str, np.ndarray], sample: SampleInfo,
-                      ev: dict[str, np.ndarray]) -> Variation | None:
-        """The FSR-strength variation (muon decays only: W→μν, Z→μμ), a factor per generator-
-        matched muon of the selection."""
+    def _fsr_factors(self, columns: Mapping[str, np.ndarray], sample: SampleInfo, ev: dict[str, np.ndarray],
+                     deltas: tuple[float, ...]) -> list[np.ndarray] | None:
+        """Per event, the product over the selection's generator-matched muons of the factors
+        that scale the emission probability by ``1 + delta`` (muon decays only: W→μν, Z→μμ);
+        None where the sample or the columns have no such muons."""
         if not self.tables.fsr_emission or sample.name not in FSR_SAMPLES:
             return None
         from . import ew
@@ -289,13 +302,24 @@ class TheoryCorrection(Correction):
         p = np.zeros(ev["pdg"].size)
         for pdg, boson in PDGID_BOSON.items():
             p[ev["pdg"] == pdg] = self.tables.fsr_emission.get(boson, 0.0)
-        up, down = np.ones(p.size), np.ones(p.size)
+        out = [np.ones(p.size) for _ in deltas]
         for prefix in prefixes:
             emitted = ew.radiated(columns, prefix)
-            for arr, sign in ((up, 1.0), (down, -1.0)):
-                d = sign * ew.FSR_STRENGTH_PRIOR
-                arr *= np.where(emitted, 1.0 + d, (1.0 - (1.0 + d) * p) / np.maximum(1.0 - p, 1e-12))
-        return Variation(ew.NUISANCE, ew.GROUP, up, down)
+            for arr, d in zip(out, deltas):
+                arr *= ew.fsr_factors(emitted, p, d)
+        return out
+
+    def _ew_variation(self, columns: Mapping[str, np.ndarray], sample: SampleInfo,
+                      ev: dict[str, np.ndarray]) -> Variation | None:
+        """The FSR-strength variation: ±``fsr_strength_err`` around the nominal strength."""
+        from . import ew
+
+        t = self.tables
+        d0 = t.fsr_strength - 1.0
+        f = self._fsr_factors(columns, sample, ev, (d0, d0 + t.fsr_strength_err, d0 - t.fsr_strength_err))
+        if f is None:
+            return None
+        return Variation(ew.NUISANCE, ew.GROUP, f[1] / f[0], f[2] / f[0])
 
 
 def pdf_variations(pdf: np.ndarray, cl_scale: float = 1.0, sample: str = "?") -> Iterator[Variation]:

@@ -109,8 +109,11 @@ def emission_fraction(pdgid: np.ndarray, mother: np.ndarray, counts: np.ndarray)
     return n_gamma / n_mu
 
 
-def fsr_factors(emitted: np.ndarray, p: float, delta: float) -> np.ndarray:
-    """Per-muon weight factors scaling the emission probability ``p`` by ``1 + delta``."""
-    if not 0.0 <= p < 1.0 or (1.0 + delta) * p >= 1.0:
-        raise ValueError(f"FSR emission fraction {p} with a variation {delta} leaves no non-radiating muons")
+def fsr_factors(emitted: np.ndarray, p: float | np.ndarray, delta: float) -> np.ndarray:
+    """Per-muon weight factors scaling the emission probability ``p`` (a number or one per muon)
+    by ``1 + delta``: ``1 + delta`` for a muon that radiated, ``(1 − (1 + delta) p) / (1 − p)``
+    for one that did not, so the expected count stays."""
+    p = np.asarray(p, dtype=float)
+    if np.any(p < 0.0) or np.any(p >= 1.0) or np.any((1.0 + delta) * p >= 1.0):
+        raise ValueError(f"FSR emission fraction up to {np.max(p)} with a variation {delta} leaves no non-radiating muons")
     return np.where(emitted, 1.0 + delta, (1.0 - (1.0 + delta) * p) / (1.0 - p))

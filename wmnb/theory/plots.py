@@ -78,9 +78,12 @@ def plot_nuisance_effects(pred: QtPrediction, boson: str = "wplus", absy: float 
     return fig
 
 
-def plot_qt_closure(closure: QtClosure, boson: str = "wplus", absy_bins: tuple[int, ...] = (0, 4, 8)) -> Figure:
+def plot_qt_closure(closure: QtClosure, boson: str = "wplus", absy_bins: tuple[int, ...] | None = None) -> Figure:
     """Data universe's true q_T spectrum and the simulation over the central prediction, with the
-    prediction's 1σ band, in a few |y| bins."""
+    prediction's 1σ band, in a few |y| bins (default: the first, a middle and the last)."""
+    n_y = closure.absy_edges.size - 1
+    if absy_bins is None:
+        absy_bins = tuple(dict.fromkeys((0, n_y // 2, n_y - 1)))
     qe = closure.qt_edges[:-1]
     x = _centres(qe)
     fig, axes = plt.subplots(1, len(absy_bins), figsize=(8 * len(absy_bins), 6.5), sharey=True)
