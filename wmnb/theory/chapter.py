@@ -277,11 +277,34 @@ class AngularClosure:
     covered: dict[str, float]             # A0..A4 -> fraction of populated bins (all bosons) inside the band
 
 
-def angular_closure(events: Mapping[str, Mapping[str, np.ndarray]], tables: TheoryTables) -> AngularClosure:
+def pdf_moment_shifts(profile: str, tables: TheoryTables, max_events: int | None = 500_000) -> dict[str, np.ndarray]:
+    """boson -> (n_qt, n_y, 8): the quadrature sum over the Hessian eigenvectors of half the
+    up-down change of A_i (moments of the first ``max_events`` generator events under each
+    ``LHEPdfWeight`` member), divided by the correction's ``pdf_cl_scale``."""
+    from ..conventions import LHE_PDF_CENTRAL, lhe_pdf_index, lhe_pdf_pairs
+
+    out = {}
+    for boson, (files, _) in generator_files(profile).items():
+        ev = read_generator_events(files, max_events, weight_branches=("LHEPdfWeight",))
+        pdf = ev["LHEPdfWeight"]
+        central = np.where(pdf[:, LHE_PDF_CENTRAL] != 0, pdf[:, LHE_PDF_CENTRAL], 1.0)
+        args = (ev["GenV_pt"], ev["GenV_y"], ev["GenV_cosThetaCS"], ev["GenV_phiCS"])
+        var = np.zeros((tables.hel_qt_edges.size - 1, tables.hel_absy_edges.size - 1, 8))
+        for k in range(lhe_pdf_pairs(pdf.shape[1])):
+            up, down = (angular_moments(*args, ev["genWeight"] * pdf[:, lhe_pdf_index(k, u)] / central,
+                                        tables.hel_qt_edges, tables.hel_absy_edges).coeffs for u in (True, False))
+            var += np.nan_to_num(0.5 * (up - down) / tables.pdf_cl_scale) ** 2
+        out[boson] = np.sqrt(var)
+    return out
+
+
+def angular_closure(events: Mapping[str, Mapping[str, np.ndarray]], tables: TheoryTables,
+                    pdf_shifts: Mapping[str, np.ndarray] | None = None) -> AngularClosure:
     """Per bin of the decorrelation binning, the data universe's true A_i minus the simulation's
     (both the cards' functions averaged over the simulation's events there, through the truth
     gate) against the 1σ band of the angular nuisances (half the μR and μF up-down differences
-    and the A1/A3 handles, in quadrature)."""
+    and the A1/A3 handles, in quadrature), with the PDF eigenvectors' A_i changes
+    (:func:`pdf_moment_shifts`) added in quadrature when given."""
     from .. import truth
     from .correction import A13_HANDLE
 
@@ -304,6 +327,8 @@ def angular_closure(events: Mapping[str, Mapping[str, np.ndarray]], tables: Theo
         var = sum((0.5 * (sh[f"{s}Up"] - sh[f"{s}Down"])[..., :5]) ** 2 for s in SCALE_VARIATIONS)
         nom = tables.angular_nominal[boson][..., :5]
         var = var + np.where(np.isin(np.arange(5), (1, 3)), (A13_HANDLE * nom) ** 2, 0.0)
+        if pdf_shifts is not None and boson in pdf_shifts:
+            var = var + pdf_shifts[boson][..., :5] ** 2
         band[boson] = np.sqrt(var)
         populated = (sw > 0).reshape(qe.size - 1, ye.size - 1)[..., None] & np.ones(5, bool)
         inside += np.sum((np.abs(diff[boson]) <= band[boson]) & populated, axis=(0, 1))
@@ -611,7 +636,7 @@ def headline(gen: GeneratorAnalysis, closure: QtClosure, zfit: ZFit | None, coun
             "n_nuisances": dict(counts), "qt_truth_covered": closure.covered}
 
 
-__all__ = ["CHAPTER", "data_theory_weights", "mw_bias", "FsrFit", "ZInputs", "fsr_strength_fit", "z_inputs", "AngularClosure", "GeneratorAnalysis", "angular_closure", "QtClosure", "TablesResult", "TheoryConfig", "ZFit", "build_tables",
+__all__ = ["CHAPTER", "pdf_moment_shifts", "data_theory_weights", "mw_bias", "FsrFit", "ZInputs", "fsr_strength_fit", "z_inputs", "AngularClosure", "GeneratorAnalysis", "angular_closure", "QtClosure", "TablesResult", "TheoryConfig", "ZFit", "build_tables",
            "fsr_emission_fractions", "generator_analysis", "generator_files", "headline", "pdf_eigenvectors", "load_generator_events", "nuisance_counts",
            "prediction", "prediction_band", "qt_closure", "scale_moments", "theta_reproducing", "z_validation_fit",
            "BOSON_CLASS", "NUISANCES", "nuisances_for"]

@@ -149,15 +149,15 @@ def plot_z_fit(zfit: ZFit, closure: QtClosure | None = None) -> Figure:
 
 
 def plot_angular_closure(closure: AngularClosure, boson: str = "wplus", absy_bin: int = 3) -> Figure:
-    """A_i of the data universe minus the simulation's (truth, bin averages) against the angular
-    nuisances' 1σ band, in one |y| bin."""
+    """A_i of the data universe minus the simulation's (truth, bin averages) against the 1σ band
+    of the angular (and, if given to the closure, PDF) nuisances, in one |y| bin."""
     qe = closure.qt_edges.copy()
     qe[-1] = min(qe[-1], 2 * qe[-2] - qe[-3])             # a drawable last bin
     x = _centres(qe)
     fig, axes = plt.subplots(1, 5, figsize=(30, 6))
     for i, ax in enumerate(axes):
         b = closure.band[boson][:, absy_bin, i]
-        ax.fill_between(x, -b, b, step="mid", color="C0", alpha=0.3, label=r"angular nuisances $\pm 1\sigma$")
+        ax.fill_between(x, -b, b, step="mid", color="C0", alpha=0.3, label=r"angular + PDF nuisances $\pm 1\sigma$")
         ax.step(x, closure.difference[boson][:, absy_bin, i], where="mid", color="C3", label="data universe − simulation")
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xlabel(r"$q_T$ [GeV]")
