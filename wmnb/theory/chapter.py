@@ -7,26 +7,23 @@ after the measurement, for the comparison panels and the closure numbers.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..conventions import LHE_SCALE_NOMINAL, LHE_SCALE_PAIRS
-from .correction import (BOSON_CLASS, SCALE_VARIATIONS, TheoryCorrection, TheoryTables, qt_reweighting)
+from .correction import SCALE_VARIATIONS, TheoryCorrection, TheoryTables, qt_reweighting
 from .moments import AngularMoments, angular_moments, read_generator_events
-from .prediction import NUISANCES, Edges, PredictionInputs, QtPrediction, nuisances_for
+from .prediction import NUISANCES, Edges, PredictionInputs, QtPrediction
 
 CHAPTER = "06_theory"
 GEN_SAMPLES = {"wplus": "wplus_munu", "wminus": "wminus_munu", "z": "z_mumu"}
 #: the helicity-fit binning of PHYSICS.md, used for the generator-level A_i analysis
 MOMENT_QT_EDGES = (0.0, 3.0, 6.0, 9.7, 12.4, 16.0, 21.4, 29.5, 60.0)
 MOMENT_ABSY_EDGES = (0.0, 0.4, 0.8, 1.2, 1.6, 2.0, 2.4, 3.0)
-#: the paper's nominal impacts on m_W of the theory groups (MeV), for the closing table
-PAPER_IMPACTS = {"pTV": 2.0, "angularCoeffs": 3.3, "pdf": 4.4, "EW": 2.0}
 #: log-normal normalisation uncertainty of the small backgrounds of the Z validation fit
 BACKGROUND_KAPPA = 1.10
 
@@ -146,16 +143,38 @@ def prediction() -> QtPrediction:
 
 # ---------------------------------------------------------------- tables
 
+def _moments(ev: Mapping[str, np.ndarray], weight: np.ndarray, qt_edges: Edges, absy_edges: Edges,
+             **kw: Any) -> AngularMoments:
+    """:func:`angular_moments` of generator events (their GenV kinematics and angles) with ``weight``."""
+    return angular_moments(ev["GenV_pt"], ev["GenV_y"], ev["GenV_cosThetaCS"], ev["GenV_phiCS"], weight,
+                           qt_edges, absy_edges, **kw)
+
+
+def _bin_means(ev: Mapping[str, np.ndarray], values: np.ndarray, qe: np.ndarray, ye: np.ndarray,
+               clip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of genWeight, genWeight-weighted mean of each row of ``values`` (k, N)) per (q_T, |y|)
+    bin, shaped (n_qt, n_y) and (n_qt, n_y, k); events outside the edges are put into the edge
+    bins with ``clip``, else left out."""
+    qt, ay = np.asarray(ev["GenV_pt"], float), np.abs(np.asarray(ev["GenV_y"], float))
+    iq, iy = np.searchsorted(qe, qt, side="right") - 1, np.searchsorted(ye, ay, side="right") - 1
+    if clip:
+        iq, iy = np.clip(iq, 0, qe.size - 2), np.clip(iy, 0, ye.size - 2)
+    inside = (iq >= 0) & (iq < qe.size - 1) & (iy >= 0) & (iy < ye.size - 1)
+    cell = (iq * (ye.size - 1) + iy)[inside]
+    w = np.asarray(ev["genWeight"], float)[inside]
+    sw = np.bincount(cell, w, minlength=(qe.size - 1) * (ye.size - 1))
+    means = np.stack([np.bincount(cell, w * v[inside], minlength=sw.size) / np.where(sw > 0, sw, 1.0)
+                      for v in values], axis=-1)
+    return sw.reshape(qe.size - 1, ye.size - 1), means.reshape(qe.size - 1, ye.size - 1, len(values))
+
 @dataclass
 class TablesResult:
     """The correction tables and what was measured on the way."""
 
     tables: TheoryTables
     simulated: dict[str, np.ndarray]            # boson -> (n_y, n_qt) weighted counts
-    predicted: dict[str, np.ndarray]            # boson -> central prediction's fractions
     central_chi2: dict[str, tuple[float, int]]  # boson -> chi2, ndf of the central factor against 1
     n_empty: dict[str, int]
-    runtime_s: float = 0.0
 
 
 def scale_moments(ev: Mapping[str, np.ndarray], qt_edges: Edges, absy_edges: Edges,
@@ -166,14 +185,13 @@ def scale_moments(ev: Mapping[str, np.ndarray], qt_edges: Edges, absy_edges: Edg
                        "weight_branches=('LHEScaleWeight',))")
     sc = np.asarray(ev["LHEScaleWeight"], dtype=float)
     nominal = np.where(sc[:, LHE_SCALE_NOMINAL] != 0, sc[:, LHE_SCALE_NOMINAL], 1.0)
-    args = (ev["GenV_pt"], ev["GenV_y"], ev["GenV_cosThetaCS"], ev["GenV_phiCS"])
-    base = angular_moments(*args, ev["genWeight"], qt_edges, absy_edges, min_events=min_events)
+    base = _moments(ev, ev["genWeight"], qt_edges, absy_edges, min_events=min_events)
     varied = {}
     for scale in SCALE_VARIATIONS:
         iu, idn = LHE_SCALE_PAIRS[scale]
         for d, idx in (("Up", iu), ("Down", idn)):
-            varied[f"{scale}{d}"] = angular_moments(*args, ev["genWeight"] * sc[:, idx] / nominal, qt_edges, absy_edges,
-                                                    min_events=min_events)
+            varied[f"{scale}{d}"] = _moments(ev, ev["genWeight"] * sc[:, idx] / nominal, qt_edges, absy_edges,
+                                             min_events=min_events)
     return base, varied
 
 
@@ -181,10 +199,9 @@ def build_tables(events: Mapping[str, Mapping[str, np.ndarray]], pred: QtPredict
                  provenance: Mapping[str, Any] | None = None,
                  fsr_emission: Mapping[str, float] | None = None) -> TablesResult:
     """The :class:`TheoryTables` from generator events of each boson and the prediction."""
-    t0 = time.perf_counter()
     qe, ye = config.qt_edges, config.absy_edges
     hq, hy = np.asarray(config.hel_qt_edges, float), np.asarray(config.hel_absy_edges, float)
-    nominal, variations, sims, preds, chi2, n_empty = {}, {}, {}, {}, {}, {}
+    nominal, variations, sims, chi2, n_empty = {}, {}, {}, {}, {}
     ang_nom, ang_shift = {}, {}
     for boson, ev in events.items():
         qt = np.minimum(np.asarray(ev["GenV_pt"], float), qe[-1] * (1 - 1e-12))
@@ -205,10 +222,10 @@ def build_tables(events: Mapping[str, Mapping[str, np.ndarray]], pred: QtPredict
         base, varied = scale_moments(ev, hq, hy)
         ang_nom[boson] = np.nan_to_num(base.coeffs)
         ang_shift[boson] = {k: np.nan_to_num(m.coeffs - base.coeffs) for k, m in varied.items()}
-        sims[boson], preds[boson], n_empty[boson] = sim, central, int(empty.sum())
+        sims[boson], n_empty[boson] = sim, int(empty.sum())
     tables = TheoryTables(qe, ye, hq, hy, nominal, variations, ang_nom, ang_shift, config.pdf_cl_scale,
                           dict(provenance or {}), dict(fsr_emission or {}))
-    return TablesResult(tables, sims, preds, chi2, n_empty, time.perf_counter() - t0)
+    return TablesResult(tables, sims, chi2, n_empty)
 
 
 # ---------------------------------------------------------------- generator-level analysis
@@ -223,7 +240,6 @@ class GeneratorAnalysis:
     pull_mean: dict[str, float]
     lam_tung_max_dev: float                      # max |A0 - A2| over the bins
     lam_tung_max_sig: float                      # its significance
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def generator_analysis(events: Mapping[str, Mapping[str, np.ndarray]],
@@ -238,18 +254,10 @@ def generator_analysis(events: Mapping[str, Mapping[str, np.ndarray]],
     lt_dev, lt_sig = 0.0, 0.0
     qe, ye = np.asarray(qt_edges, float), np.asarray(absy_edges, float)
     for boson, ev in events.items():
-        m = angular_moments(ev["GenV_pt"], ev["GenV_y"], ev["GenV_cosThetaCS"], ev["GenV_phiCS"], ev["genWeight"],
-                            qe, ye, norm=float(ev.get("norm", 1.0)), min_events=min_events)
+        m = _moments(ev, ev["genWeight"], qe, ye, norm=float(ev.get("norm", 1.0)), min_events=min_events)
         card = truth.angular_coefficients("simulation", boson, ev["GenV_pt"], ev["GenV_y"],
                                           purpose="chapter 06: generator-level A_i against the simulation's card")
-        iq = np.searchsorted(qe, ev["GenV_pt"], side="right") - 1
-        iy = np.searchsorted(ye, np.abs(ev["GenV_y"]), side="right") - 1
-        inside = (iq >= 0) & (iq < qe.size - 1) & (iy >= 0) & (iy < ye.size - 1)
-        cell = (iq * (ye.size - 1) + iy)[inside]
-        w = np.asarray(ev["genWeight"], float)[inside]
-        sw = np.bincount(cell, w, minlength=(qe.size - 1) * (ye.size - 1))
-        ref = np.stack([np.bincount(cell, w * card[i][inside], minlength=sw.size) / np.where(sw > 0, sw, 1.0)
-                        for i in range(5)], axis=-1).reshape(qe.size - 1, ye.size - 1, 5)
+        _, ref = _bin_means(ev, card, qe, ye, clip=False)
         moments[boson], truths[boson] = m, ref
         p = m.pulls(np.concatenate([ref, np.zeros(ref.shape[:2] + (3,))], axis=-1))
         for i in range(5):
@@ -288,11 +296,10 @@ def pdf_moment_shifts(profile: str, tables: TheoryTables, max_events: int | None
         ev = read_generator_events(files, max_events, weight_branches=("LHEPdfWeight",))
         pdf = ev["LHEPdfWeight"]
         central = np.where(pdf[:, LHE_PDF_CENTRAL] != 0, pdf[:, LHE_PDF_CENTRAL], 1.0)
-        args = (ev["GenV_pt"], ev["GenV_y"], ev["GenV_cosThetaCS"], ev["GenV_phiCS"])
         var = np.zeros((tables.hel_qt_edges.size - 1, tables.hel_absy_edges.size - 1, 8))
         for k in range(lhe_pdf_pairs(pdf.shape[1])):
-            up, down = (angular_moments(*args, ev["genWeight"] * pdf[:, lhe_pdf_index(k, u)] / central,
-                                        tables.hel_qt_edges, tables.hel_absy_edges).coeffs for u in (True, False))
+            up, down = (_moments(ev, ev["genWeight"] * pdf[:, lhe_pdf_index(k, u)] / central,
+                                 tables.hel_qt_edges, tables.hel_absy_edges).coeffs for u in (True, False))
             var += np.nan_to_num(0.5 * (up - down) / tables.pdf_cl_scale) ** 2
         out[boson] = np.sqrt(var)
     return out
@@ -313,16 +320,10 @@ def angular_closure(events: Mapping[str, Mapping[str, np.ndarray]], tables: Theo
     inside, total = np.zeros(5), np.zeros(5)
     for boson, ev in events.items():
         qt, y = np.asarray(ev["GenV_pt"], float), np.asarray(ev["GenV_y"], float)
-        w = np.asarray(ev["genWeight"], float)
-        a_data = truth.angular_coefficients("data", boson, qt, y, purpose="chapter 06: A_i closure of the angular band")
-        a_sim = truth.angular_coefficients("simulation", boson, qt, y, purpose="chapter 06: A_i closure of the angular band")
-        iq = np.clip(np.searchsorted(qe, qt, side="right") - 1, 0, qe.size - 2)
-        iy = np.clip(np.searchsorted(ye, np.abs(y), side="right") - 1, 0, ye.size - 2)
-        cell = iq * (ye.size - 1) + iy
-        sw = np.bincount(cell, w, minlength=(qe.size - 1) * (ye.size - 1))
-        safe = np.where(sw > 0, sw, 1.0)
-        d = np.stack([np.bincount(cell, w * (a_data[i] - a_sim[i]), minlength=sw.size) / safe for i in range(5)], -1)
-        diff[boson] = d.reshape(qe.size - 1, ye.size - 1, 5)
+        why = "chapter 06: A_i closure of the angular band"
+        a_data = truth.angular_coefficients("data", boson, qt, y, purpose=why)
+        a_sim = truth.angular_coefficients("simulation", boson, qt, y, purpose=why)
+        sw, diff[boson] = _bin_means(ev, a_data - a_sim, qe, ye, clip=True)
         sh = tables.angular_shift[boson]
         var = sum((0.5 * (sh[f"{s}Up"] - sh[f"{s}Down"])[..., :5]) ** 2 for s in SCALE_VARIATIONS)
         nom = tables.angular_nominal[boson][..., :5]
@@ -330,7 +331,7 @@ def angular_closure(events: Mapping[str, Mapping[str, np.ndarray]], tables: Theo
         if pdf_shifts is not None and boson in pdf_shifts:
             var = var + pdf_shifts[boson][..., :5] ** 2
         band[boson] = np.sqrt(var)
-        populated = (sw > 0).reshape(qe.size - 1, ye.size - 1)[..., None] & np.ones(5, bool)
+        populated = (sw > 0)[..., None] & np.ones(5, bool)
         inside += np.sum((np.abs(diff[boson]) <= band[boson]) & populated, axis=(0, 1))
         total += populated.sum(axis=(0, 1))
     return AngularClosure(qe, ye, diff, band, {f"A{i}": float(inside[i] / max(total[i], 1)) for i in range(5)})
@@ -439,7 +440,7 @@ def mw_bias(profile: str, events: Mapping[str, Mapping[str, np.ndarray]], correc
     normalised to the profile's expected data."""
     from .. import truth
     from ..engine.skims import effective_lumi_pb, load_manifest
-    from .mwbias import final_muons, generator_mw_bias
+    from .mwbias import final_muons, generator_mw_bias, in_acceptance
 
     files = generator_files(profile)
     w_events = {b: events[b] for b in ("wplus", "wminus")}
@@ -451,8 +452,8 @@ def mw_bias(profile: str, events: Mapping[str, Mapping[str, np.ndarray]], correc
     lumi = effective_lumi_pb(manifest)
     expected = {}
     for b, ev in w_events.items():
-        mu, w = muons[b], np.asarray(ev["genWeight"], float)
-        acc = (mu["pt"] > 26.0) & (mu["pt"] < 56.0) & (np.abs(mu["eta"]) < 2.4)
+        w = np.asarray(ev["genWeight"], float)
+        acc = in_acceptance(muons[b])
         # cross section x luminosity x acceptance (the events read may be part of the sample)
         xsec = float(manifest["mc_gen"][GEN_SAMPLES[b]]["xsec_pb"])
         expected[b] = xsec * lumi * float(w[acc].sum() / w.sum())
@@ -621,11 +622,6 @@ def _expand(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- summary
 
-def nuisance_counts(tables: TheoryTables, n_pdf: int) -> dict[str, int]:
-    """Nuisances by group that the correction gives the fits."""
-    return tables.nuisance_counts(n_pdf)
-
-
 def headline(gen: GeneratorAnalysis, closure: QtClosure, zfit: ZFit | None, counts: Mapping[str, int],
              angular: AngularClosure | None = None) -> dict[str, Any]:
     """The summary keys of the chapter."""
@@ -636,7 +632,8 @@ def headline(gen: GeneratorAnalysis, closure: QtClosure, zfit: ZFit | None, coun
             "n_nuisances": dict(counts), "qt_truth_covered": closure.covered}
 
 
-__all__ = ["CHAPTER", "pdf_moment_shifts", "data_theory_weights", "mw_bias", "FsrFit", "ZInputs", "fsr_strength_fit", "z_inputs", "AngularClosure", "GeneratorAnalysis", "angular_closure", "QtClosure", "TablesResult", "TheoryConfig", "ZFit", "build_tables",
-           "fsr_emission_fractions", "generator_analysis", "generator_files", "headline", "pdf_eigenvectors", "load_generator_events", "nuisance_counts",
-           "prediction", "prediction_band", "qt_closure", "scale_moments", "theta_reproducing", "z_validation_fit",
-           "BOSON_CLASS", "NUISANCES", "nuisances_for"]
+__all__ = ["CHAPTER", "NUISANCES", "AngularClosure", "FsrFit", "GeneratorAnalysis", "QtClosure", "TablesResult",
+           "TheoryConfig", "ZFit", "ZInputs", "angular_closure", "build_tables", "data_theory_weights",
+           "fsr_emission_fractions", "fsr_strength_fit", "generator_analysis", "generator_files", "headline",
+           "load_generator_events", "mw_bias", "pdf_eigenvectors", "pdf_moment_shifts", "prediction",
+           "prediction_band", "qt_closure", "scale_moments", "theta_reproducing", "z_inputs", "z_validation_fit"]

@@ -180,6 +180,13 @@ def qt_reweighting(predicted: np.ndarray, simulated: np.ndarray, min_events: flo
     return factor, empty
 
 
+def _per_row(ev: Mapping[str, np.ndarray], rows_of: Mapping[str, np.ndarray], tables: Mapping[str, np.ndarray]
+             ) -> np.ndarray:
+    """For the rows of each boson of ``tables`` in turn, that boson's table at their (q_T, |y|)
+    bins of the helicity binning (in the order the rows are concatenated)."""
+    return np.concatenate([tab[ev["hq"][rows_of[b]], ev["hy"][rows_of[b]]] for b, tab in tables.items()])
+
+
 def _bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin index of each value (values beyond the last edge go to the last bin, below 0 to 0)."""
     return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, edges.size - 2)
@@ -260,32 +267,27 @@ class TheoryCorrection(Correction):
         rows_of = {b: np.flatnonzero(ev["pdg"] == pdg) for pdg, b in PDGID_BOSON.items() if b in t.angular_nominal}
         for cls in dict.fromkeys(BOSON_CLASS[b] for b in rows_of):
             bosons = [b for b in rows_of if BOSON_CLASS[b] == cls]
-            rows = np.concatenate([rows_of[b] for b in bosons]) if bosons else np.zeros(0, np.int64)
+            rows = np.concatenate([rows_of[b] for b in bosons])
             if rows.size == 0:
                 continue
             polys = harmonic_polynomials(ev["cos"][rows], ev["phi"][rows])           # (8, m)
-            a_nom = np.concatenate([t.angular_nominal[b][ev["hq"][rows_of[b]], ev["hy"][rows_of[b]]] for b in bosons])
-            denom = 1.0 + ev["cos"][rows] ** 2 + np.einsum("mi,im->m", np.nan_to_num(a_nom), polys)
-            denom = np.where(denom > 1e-6, denom, 1e-6)
+            a_nom = np.nan_to_num(_per_row(ev, rows_of, {b: t.angular_nominal[b] for b in bosons}))
+            denom = np.maximum(1.0 + ev["cos"][rows] ** 2 + np.einsum("mi,im->m", a_nom, polys), 1e-6)
             hq = ev["hq"][rows]
             for i in SCALE_COEFFICIENTS:
                 for scale in SCALE_VARIATIONS:
-                    shifts = {d: np.concatenate([t.angular_shift[b][f"{scale}{d}"][ev["hq"][rows_of[b]],
-                                                                                   ev["hy"][rows_of[b]], i]
-                                                 for b in bosons]) for d in ("Up", "Down")}
+                    up, down = (np.nan_to_num(_per_row(ev, rows_of, {b: t.angular_shift[b][f"{scale}{d}"][..., i]
+                                                                    for b in bosons})) for d in ("Up", "Down"))
                     for j in range(t.hel_qt_edges.size - 1):
                         inbin = hq == j
-                        if not inbin.any():
-                            continue
-                        p = polys[i, inbin] / denom[inbin]
-                        yield Variation(f"A{i}_{scale}_{cls}_qT{j}", "angularCoeffs",
-                                        1.0 + np.nan_to_num(shifts["Up"][inbin]) * p,
-                                        1.0 + np.nan_to_num(shifts["Down"][inbin]) * p, rows=rows[inbin])
+                        if inbin.any():
+                            p = polys[i, inbin] / denom[inbin]
+                            yield Variation(f"A{i}_{scale}_{cls}_qT{j}", "angularCoeffs", 1.0 + up[inbin] * p,
+                                            1.0 + down[inbin] * p, rows=rows[inbin])
             for i in (1, 3):
-                p = np.nan_to_num(a_nom[:, i]) * polys[i] / denom
+                p = a_nom[:, i] * polys[i] / denom
                 yield Variation(f"A{i}_handle_{cls}", "angularCoeffs", 1.0 + A13_HANDLE * p, 1.0 - A13_HANDLE * p,
                                 rows=rows)
-
 
     def _fsr_factors(self, columns: Mapping[str, np.ndarray], sample: SampleInfo, ev: dict[str, np.ndarray],
                      deltas: tuple[float, ...]) -> list[np.ndarray] | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..conventions import breit_wigner_mass_density
+from ..conventions import breit_wigner, width_for_mass
 from ..corrections import SampleInfo
 from .correction import TheoryCorrection
 
@@ -73,9 +73,15 @@ def _hist(muons: Mapping[str, np.ndarray], weight: np.ndarray) -> np.ndarray:
     return h.ravel()
 
 
+def in_acceptance(muons: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Final muons inside the template range (26 < p_T < 56 GeV, |η| < 2.4)."""
+    return (muons["pt"] > PT_EDGES[0]) & (muons["pt"] < PT_EDGES[-1]) & (np.abs(muons["eta"]) < ETA_EDGES[-1])
+
+
 def _mass_factor(m: np.ndarray, m0: float, g0: float, shift: float) -> np.ndarray:
+    """Event weights moving the line shape from (M0, Γ0) to M0 + shift (Γ ∝ M³)."""
     m1 = m0 + shift
-    return breit_wigner_mass_density(m, m1, g0 * (m1 / m0) ** 3) / breit_wigner_mass_density(m, m0, g0)
+    return breit_wigner(m, m1, width_for_mass(m1, m0, g0)) / breit_wigner(m, m0, g0)
 
 
 def generator_mw_bias(events: Mapping[str, Mapping[str, np.ndarray]], muons: Mapping[str, Mapping[str, np.ndarray]],
@@ -94,18 +100,16 @@ def generator_mw_bias(events: Mapping[str, Mapping[str, np.ndarray]], muons: Map
     shapes: dict[str, dict[str, Any]] = {}
     for boson in ("wplus", "wminus"):
         ev, mu = events[boson], muons[boson]
-        acc = (mu["pt"] > PT_EDGES[0]) & (mu["pt"] < PT_EDGES[-1]) & (np.abs(mu["eta"]) < ETA_EDGES[-1])
+        acc = in_acceptance(mu)
         cols = {"gen_pdgid": np.full(acc.sum(), 24 if boson == "wplus" else -24), "gen_qt": ev["GenV_pt"][acc],
                 "gen_y": ev["GenV_y"][acc], "gen_cos_cs": ev["GenV_cosThetaCS"][acc], "gen_phi_cs": ev["GenV_phiCS"][acc]}
         m = {k: v[acc] for k, v in mu.items()}
         info = SampleInfo(f"{boson}_munu", False, "gen")
         w = np.asarray(ev["genWeight"], float)[acc] * correction.nominal_factor(cols, info)
-        h0 = _hist(m, w)
-        scale = expected_events[boson] / h0.sum()
-        w = w * scale
+        w = w * (expected_events[boson] / w.sum())           # every accepted event lands in the histogram
         nominal.append(_hist(m, w))
-        target = w * np.asarray(target_weights[boson], float)[acc]
-        data.append(_hist(m, target) * (nominal[-1].sum() / max(_hist(m, target).sum(), 1e-300)))
+        target = _hist(m, w * np.asarray(target_weights[boson], float)[acc])
+        data.append(target * (nominal[-1].sum() / max(target.sum(), 1e-300)))
         gm = np.asarray(ev["GenV_mass"], float)[acc]
         for out, shift in ((up, MASS_STEP), (down, -MASS_STEP)):
             h = _hist(m, w * _mass_factor(gm, mass, width, shift))

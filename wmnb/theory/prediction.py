@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -250,29 +250,15 @@ def _check_boson(boson: str) -> None:
         raise PredictionError(f"unknown boson {boson!r}; expected one of {BOSONS}")
 
 
-@dataclass(frozen=True)
-class _Hankel:
-    """Simpson weights times J0 on the (resummed q nodes × b grid)."""
-
-    kernel: np.ndarray
-
-    @classmethod
-    def build(cls) -> _Hankel:
-        from scipy.special import j0
-
-        w = np.full(B_GRID.size, 2.0)
-        w[1::2] = 4.0
-        w[0] = w[-1] = 1.0
-        return cls(j0(np.outer(_Q_FINE, B_GRID)) * (B_GRID * w * DB / 3.0)[None, :])
-
-
-_HANKEL: list[_Hankel] = []
-
-
+@lru_cache(maxsize=1)
 def _kernel() -> np.ndarray:
-    if not _HANKEL:
-        _HANKEL.append(_Hankel.build())
-    return _HANKEL[0].kernel
+    """Simpson weights times J0 on the (resummed q nodes × b grid): the Hankel transform."""
+    from scipy.special import j0
+
+    w = np.full(B_GRID.size, 2.0)
+    w[1::2] = 4.0
+    w[0] = w[-1] = 1.0
+    return j0(np.outer(_Q_FINE, B_GRID)) * (B_GRID * w * DB / 3.0)[None, :]
 
 
 class QtPrediction:
