@@ -54,6 +54,14 @@ _CALIBRATION_PARAMETERS = (
     Param("min_mc", float, 30.0, "simulated events needed to fit a J/psi bin", positive=True),
     Param("min_data_closure", int, 30, "data events needed to fit a Z closure bin", minimum=1),
 )
+_EFFICIENCY_PARAMETERS = (
+    Param("n_eta", int, 48, "eta bins of the reco, tracking, ID and trigger steps (48 in the paper)", minimum=1, maximum=48),
+    Param("n_eta_isolation", int, 8, "eta bins of the isolation step (its probes rarely fail)", minimum=1, maximum=48),
+    Param("upar_edges", list, [-30.0, 0.0, 15.0, 100.0], "GeV: u_par bin edges of the trigger and isolation steps "
+          "(None: no u_par bins)", nullable=True),
+    Param("min_template_events", float, 50.0, "simulated probes a bin needs for its own signal template "
+          "(else its pT bin's over all eta)", positive=True),
+)
 _THEORY_PARAMETERS = (
     Param("qt_step", float, 1.0, "GeV: q_T bins of the reweighting to the prediction (1 GeV in the paper)", positive=True),
     Param("qt_max", float, 100.0, "GeV: fine q_T bins up to here, then 150, 200, 400 GeV", positive=True),
@@ -84,10 +92,13 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("02_calibration", "Muon momentum calibration with J/psi", ("01_selection",),
             ("wmnb/muonscale", "wmnb/engine", "wmnb/fit", "wmnb/plotting.py", "wmnb/corrections.py"),
             ("pull_mean", "pull_width", "mz_minus_truth", "mz_err"), _CALIBRATION_PARAMETERS),
+    Chapter("03_efficiencies", "Muon efficiencies by tag and probe", ("01_selection", "02_calibration"),
+            ("wmnb/efficiency", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
+            ("sf_pull_mean", "sf_pull_width", "n_nuisances", "fit_time_s"), _EFFICIENCY_PARAMETERS),
     Chapter("06_theory", "Theory corrections", ("00_universe", "01_selection", "02_calibration"),
             ("wmnb/theory", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
             ("qt_truth_covered", "z_qt_gof_pvalue", "lam_tung_max_dev"), _THEORY_PARAMETERS),
-    Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration", "06_theory"),
+    Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration", "03_efficiencies", "06_theory"),
             ("wmnb/mw", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"),
             ("mw", "mw_err", "stat_err", "blinded"), _MW_PARAMETERS),
 )

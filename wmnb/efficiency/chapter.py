@@ -1,0 +1,273 @@
+"""Chapter 03 end to end: tag-and-probe inputs, all fits, scale factors, closure, the artefact.
+
+Inputs: chapter 01's ``tnp`` skims of data and of the simulated Z→μμ, through the correction
+pipeline with chapters 01–02's corrections (pileup weights, momentum scale), and of the closure
+universe (pseudo-data with the simulation's detector, where the truth scale factor is exactly 1)
+with the uncorrected simulation (a pure-detector closure).  The truth is read only through
+:func:`wmnb.truth.efficiency_scale_factors`, after the measurement, for the closure pulls and the
+"measured vs truth" panels.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..chapters import CHAPTERS
+from . import tnpfit
+from .binning import ISOLATION_STEPS, PT_EDGES, STEPS, TRUTH_STEPS, StepBinning, step_binnings
+from .measure import MODELS, StepMeasurement, StepTemplates, fit_step, spectra, templates, with_upar
+from .scalefactors import StepScaleFactors, scale_factors, slice_of
+
+CHAPTER = "03_efficiencies"
+DEPENDS_ON = ("01_selection", "02_calibration")
+DATA_SETS = ("data", "closure")
+SIGNAL_SAMPLE = "z_mumu"
+#: the simulated Z without any correction: the templates of the closure universe's fits (the
+#: closure set has the simulation's detector and pileup, so the data's momentum correction and
+#: the pileup weights do not apply to it: a pure-detector closure)
+RAW_SIGNAL = "z_mumu (uncorrected)"
+
+
+@dataclass(frozen=True)
+class EfficiencyConfig:
+    """Sizes and choices of the chapter (profile parameters of the notebook)."""
+
+    n_eta: int = 48
+    n_eta_isolation: int = 8
+    upar_edges: tuple[float, ...] | None = (-30.0, 0.0, 15.0, 100.0)
+    pt_edges: tuple[float, ...] = PT_EDGES
+    min_template_events: float = 50.0
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, Any]) -> EfficiencyConfig:
+        kw: dict[str, Any] = {k: params[k] for k in ("n_eta", "n_eta_isolation", "min_template_events") if k in params}
+        if "upar_edges" in params:
+            kw["upar_edges"] = None if params["upar_edges"] is None else tuple(float(x) for x in params["upar_edges"])
+        if "pt_edges" in params and params["pt_edges"] is not None:
+            kw["pt_edges"] = tuple(float(x) for x in params["pt_edges"])
+        return cls(**kw)
+
+    def binnings(self) -> dict[str, StepBinning]:
+        n = {s: (self.n_eta_isolation if s in ISOLATION_STEPS else self.n_eta) for s in STEPS}
+        return step_binnings(n, self.upar_edges, self.pt_edges)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def load_probes(profile: str) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Corrected tnp columns (with ``upar``) and weights of data and the simulated Z, and the
+    uncorrected closure set and simulated Z (:data:`RAW_SIGNAL`) for the closure test."""
+    from ..corrections import discover
+    from ..engine import read_skim
+    from ..engine.pipeline import run_pipeline
+
+    later = tuple(c.id for c in CHAPTERS if c.id not in DEPENDS_ON)
+    corr = discover(profile, from_chapters=DEPENDS_ON, exclude_chapters=later)
+    out = {}
+    for sample, key, corrections in (("data", "data", corr), (SIGNAL_SAMPLE, SIGNAL_SAMPLE, corr),
+                                     ("closure", "closure", []), (SIGNAL_SAMPLE, RAW_SIGNAL, [])):
+        cols = read_skim(profile, "tnp", sample)
+        need = ["probe_eta", "probe_pt", "probe_charge", "probe_phi", "tag_pt", "tag_phi", "mass",
+                "probe_pass_trk", "probe_pass_sta", "probe_pass_glb", "probe_pass_id", "probe_pass_trig", "probe_pass_iso"]
+        if sample == SIGNAL_SAMPLE:
+            need += ["probe_gen_pt", "probe_gen_eta", "probe_gen_upar"]
+        missing = [c for c in need if c not in cols]
+        if missing:
+            raise KeyError(f"chapter 03: the tnp skim of {sample!r} lacks the columns {missing}; rerun chapter 01")
+        res = run_pipeline("tnp", sample, cols, corrections=corrections, final_cuts=None)
+        out[key] = (with_upar(res.columns), res.weight)
+    return out
+
+
+@dataclass
+class EfficiencyMeasurement:
+    """Everything the chapter measured, per step."""
+
+    binnings: dict[str, StepBinning]
+    templates: dict[str, StepTemplates]
+    closure_templates: dict[str, StepTemplates]
+    data: dict[str, StepMeasurement]
+    closure: dict[str, StepMeasurement]
+    scale_factors: dict[str, StepScaleFactors]
+    fit_time_s: float
+    n_fits: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_failed_fits(self) -> int:
+        """Bins whose first fit failed the quality rule (refitted or counted), over all fits."""
+        return int(sum(int(np.sum((r.status >= 2) & (r.status <= 3))) for m in (*self.data.values(), *self.closure.values())
+                       for r in m.results.values()))
+
+    def status_counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for step, m in self.data.items():
+            st = m.results["nominal"].status
+            out[step] = {tnpfit.STATUS[k]: int(np.sum(st == k)) for k in tnpfit.STATUS}
+        return out
+
+
+def measure_all(probes: Mapping[str, tuple[dict[str, np.ndarray], np.ndarray]], cfg: EfficiencyConfig,
+                progress: Any = None) -> EfficiencyMeasurement:
+    """Every step: spectra, templates, the fits of all models on data and the nominal on the
+    closure set (with the uncorrected simulation's templates), and the scale factors with their
+    smoothing."""
+    bins = cfg.binnings()
+    mc_cols, mc_w = probes[SIGNAL_SAMPLE]
+    raw_cols, raw_w = probes[RAW_SIGNAL]
+    tm, tm_raw, dm, cm, sfs = {}, {}, {}, {}, {}
+    n_fits = 0
+    fit_time = 0.0
+    for step, bn in bins.items():
+        tm[step] = templates(bn, mc_cols, mc_w, cfg.min_template_events)
+        tm_raw[step] = templates(bn, raw_cols, raw_w, cfg.min_template_events)
+        sp_data = spectra(bn, probes["data"][0])
+        sp_clos = spectra(bn, probes["closure"][0])
+        t0 = time.perf_counter()
+        dm[step] = fit_step(sp_data, tm[step], tuple(MODELS))
+        cm[step] = fit_step(sp_clos, tm_raw[step], ("nominal",))
+        fit_time += time.perf_counter() - t0
+        n_fits += bn.n_bins * (len(MODELS) + 1)
+        sfs[step] = scale_factors(dm[step], tm[step])
+        if progress is not None:
+            progress(step)
+    return EfficiencyMeasurement(bins, tm, tm_raw, dm, cm, sfs, fit_time, n_fits)
+
+
+@dataclass(frozen=True)
+class StepClosure:
+    """Pulls of the measured scale factors against the truth of one step and data set."""
+
+    step: str
+    universe: str
+    sf_true: np.ndarray
+    eff_true_data: np.ndarray
+    eff_true_mc: np.ndarray
+    pulls: np.ndarray
+    lr_pulls: np.ndarray
+    mc_pulls: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        return float(np.nanmean(self.pulls)) if np.isfinite(self.pulls).any() else float("nan")
+
+    @property
+    def width(self) -> float:
+        return float(np.nanstd(self.pulls)) if np.isfinite(self.pulls).any() else float("nan")
+
+
+def truth_for(step: str, tmpl: StepTemplates, universe: str, purpose: str) -> Any:
+    """The truth efficiencies and scale factor of the step per bin, averaged over the simulated
+    probes of each bin (read through the truth gate)."""
+    from .. import truth
+
+    bn = tmpl.binning
+    pr = dict(tmpl.probes)
+    if len(bn.charges) == 1:
+        pr["bin_charge"] = np.ones_like(pr["charge"])
+        charges: tuple[int, ...] = (1,)
+    else:
+        charges = (-1, 1)
+    return truth.efficiency_scale_factors(step, bn.eta_edges, bn.pt_edges, purpose=purpose, universe=universe,  # type: ignore[arg-type]
+                                          charges=charges, upar_edges=bn.upar_edges, probes=pr)
+
+
+def closure(meas: EfficiencyMeasurement, step: str, universe: str) -> StepClosure:
+    """SF pulls against the truth: the data's error taken at the truth from the likelihood ratio
+    (:func:`wmnb.efficiency.tnpfit.likelihood_ratio_pulls`: σ = |ε − ε_true| / |pull_LR|), the
+    simulation's counting error added in quadrature; bins measured by counting or empty are
+    left out.  The universe defines no truth for ``isolation_notrig``: its data pulls are NaN;
+    on the closure universe its truth SF is exactly 1 and the pull uses the fit's error."""
+    tmpl = (meas.templates if universe == "data" else meas.closure_templates)[step]
+    m = (meas.data if universe == "data" else meas.closure)[step]
+    res, inp = m.results["nominal"], m.inputs["nominal"]
+    usable = res.status <= 2
+    nan = np.full(res.eff.shape, np.nan)
+    if step not in TRUTH_STEPS:
+        if universe == "data":
+            return StepClosure(step, universe, nan, nan, nan, nan, nan, nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sf = res.eff / tmpl.eff
+            sig = np.sqrt((res.eff_err / tmpl.eff) ** 2 + (sf * tmpl.eff_err / tmpl.eff) ** 2)
+            pulls = np.where(usable, (sf - 1.0) / sig, np.nan)
+        return StepClosure(step, universe, np.ones_like(sf), nan, nan, pulls, nan, nan)
+    tr = truth_for(step, tmpl, universe, f"chapter 03: {step} scale-factor closure ({universe})")
+    e_true = tr.eff_data.ravel()
+    lr = tnpfit.likelihood_ratio_pulls(inp, res, np.nan_to_num(e_true, nan=0.5))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma_eq = np.where(np.abs(lr) > 1e-6, np.abs(res.eff - e_true) / np.abs(lr), res.eff_err)
+        sf = res.eff / tmpl.eff
+        sigma_sf = np.sqrt((sigma_eq / tmpl.eff) ** 2 + (sf * tmpl.eff_err / tmpl.eff) ** 2)
+        sf_true = e_true / tr.eff_mc.ravel() if universe == "data" else np.ones_like(e_true)
+        pulls = (sf - sf_true) / sigma_sf
+        mc_pulls = (tmpl.eff - tr.eff_mc.ravel()) / tmpl.eff_err
+    usable &= np.isfinite(pulls)
+    return StepClosure(step, universe, sf_true, e_true, tr.eff_mc.ravel(), np.where(usable, pulls, np.nan),
+                       np.where(usable, lr, np.nan), mc_pulls)
+
+
+def smoothing_closure(meas: EfficiencyMeasurement, step: str) -> np.ndarray:
+    """(smoothed SF − truth SF) / smoothing band at every bin centre of the data's step: the
+    truth at the bin centres (generator = reconstructed pT there), the band from the slice's
+    eigen-variations.  A smoothing whose order is too low for the truth's pT dependence shows
+    here, not in the per-bin pulls.  NaN for a step without a truth (``isolation_notrig``)."""
+    from .. import truth
+
+    s = meas.scale_factors[step]
+    bn = s.binning
+    if step not in TRUTH_STEPS:
+        return np.full(bn.n_bins, np.nan)
+    charges: tuple[int, ...] = bn.charges if len(bn.charges) == 2 else (1,)
+    tr = truth.efficiency_scale_factors(step, bn.eta_edges, bn.pt_edges, charges=charges, upar_edges=bn.upar_edges,
+                                        purpose=f"chapter 03: {step} smoothing closure")
+    fit = s.smooth["nominal"]
+    grids = np.meshgrid(*[np.arange(n) for n in bn.shape], indexing="ij")
+    c = bn.centres()
+    sl = slice_of(bn, c["eta"][grids[0].ravel()], np.asarray(bn.charges)[grids[2].ravel()])
+    pt = c["pt"][grids[1].ravel()]
+    up = c["upar"][grids[3].ravel()] if bn.upar_edges is not None else None
+    nom = fit.evaluate(sl, pt, up)
+    shifts = fit.eigen_shifts()
+    band = np.sqrt(sum((fit.evaluate(sl, pt, up, fit.coeffs + shifts[:, k]) - nom) ** 2 for k in range(fit.n_params)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (nom - tr.sf.ravel()) / band
+
+
+def nuisance_counts(meas: EfficiencyMeasurement) -> dict[str, int]:
+    """Statistical (eigen) and systematic nuisances per step as the correction declares them."""
+    out = {}
+    for step, s in meas.scale_factors.items():
+        bn = s.binning
+        out[f"stat_{step}"] = bn.n_slices * s.smooth["nominal"].n_params
+        out[f"syst_{step}"] = (len(s.smooth) - 1) * (1 + bn.eta_edges.size - 1)
+    out["prefire"] = 1
+    return out
+
+
+def headline(meas: EfficiencyMeasurement, closures: Mapping[tuple[str, str], StepClosure]) -> dict[str, Any]:
+    """The summary keys the issue names, and a few more (data pulls for the steps with a truth)."""
+    counts = nuisance_counts(meas)
+    return {
+        "sf_pull_mean": {s: closures[(s, "data")].mean for s in TRUTH_STEPS},
+        "sf_pull_width": {s: closures[(s, "data")].width for s in TRUTH_STEPS},
+        "closure_sf_pull_mean": {s: closures[(s, "closure")].mean for s in STEPS},
+        "closure_sf_pull_width": {s: closures[(s, "closure")].width for s in STEPS},
+        "n_fits": meas.n_fits,
+        "n_failed_fits": meas.n_failed_fits,
+        "n_nuisances": int(sum(counts.values())),
+        "nuisance_counts": counts,
+        "smoothing_orders": {s: [sf.order_pt.chosen, sf.order_upar.chosen if sf.order_upar else 0]
+                             for s, sf in meas.scale_factors.items()},
+        "fit_status": meas.status_counts(),
+        "fit_time_s": meas.fit_time_s,
+    }
+
+
+__all__ = ["CHAPTER", "DATA_SETS", "DEPENDS_ON", "RAW_SIGNAL", "STEPS", "TRUTH_STEPS", "EfficiencyConfig",
+           "EfficiencyMeasurement", "StepClosure", "closure", "headline", "load_probes", "measure_all",
+           "nuisance_counts", "smoothing_closure", "truth_for"]

@@ -1,0 +1,255 @@
+"""From tag-and-probe pairs to efficiencies: histograms, signal templates, resolution, all fits.
+
+For each step (:mod:`wmnb.efficiency.binning`) and data set (data, or the closure universe as
+pseudo-data whose detector is the simulation's):
+
+1. the pass and fail m_μμ spectra of every bin (1 GeV bins in the fit window);
+2. the simulated signal templates of every bin from truth-matched Z→μμ probes (0.25 GeV bins over
+   50–130 GeV; a bin with fewer than ``min_template_events`` effective events takes the
+   template of its pT bin over all eta), and the simulation's efficiency by counting them;
+3. the data/simulation resolution difference per eta bin of the step — a Gaussian (shift, width)
+   found on a grid of (shift, width) by the batched pass/fail fit of the eta bin's summed
+   spectra, refined by a quadratic through the 3×3 neighbourhood of the best point;
+4. every bin's fit (:func:`wmnb.efficiency.tnpfit.measure_efficiencies`) with the nominal model
+   (template ⊗ Gaussian + exponential) and the alternatives (Breit–Wigner ⊗ Gaussian signal;
+   linear background).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..conventions import Z_MASS_PDG, Z_WIDTH_PDG, breit_wigner
+from . import tnpfit
+from .binning import TEMPLATE_EDGES, StepBinning, probe_upar, step_masks
+
+#: the fit models: name -> (signal, background)
+MODELS: dict[str, tuple[str, str]] = {
+    "nominal": ("template", "exponential"),
+    "alt_signal": ("breit_wigner", "exponential"),
+    "alt_background": ("template", "linear"),
+}
+#: the (shift, width) grids of the resolution difference (GeV): the simulated template already
+#: holds the resolution; the Breit–Wigner needs all of it
+RESOLUTION_GRID = {
+    "template": (np.arange(-0.6, 0.61, 0.2), np.array([0.05, 0.3, 0.55, 0.8, 1.05, 1.3, 1.55])),
+    "breit_wigner": (np.arange(-0.9, 0.91, 0.3), np.arange(0.8, 3.21, 0.4)),
+}
+
+
+@dataclass
+class StepSpectra:
+    """One data set's spectra of a step: ``n_pass``, ``n_fail`` ``(B, M)`` and the eta bin of
+    every bin (``group``)."""
+
+    binning: StepBinning
+    n_pass: np.ndarray
+    n_fail: np.ndarray
+
+    @property
+    def group(self) -> np.ndarray:
+        return np.unravel_index(np.arange(self.binning.n_bins), self.binning.shape)[0]
+
+
+@dataclass
+class StepTemplates:
+    """The simulation's side of a step: fine signal templates per bin and category (``(B, K)``,
+    a bin with too few simulated probes takes its pT bin's template over all eta), the
+    truth-matched efficiency by counting with its error, the probe counts, and which bins
+    (``fallback``: pass, fail) took the fallback template."""
+
+    binning: StepBinning
+    t_pass: np.ndarray
+    t_fail: np.ndarray
+    eff: np.ndarray
+    eff_err: np.ndarray
+    n_eff: np.ndarray
+    fallback: np.ndarray
+    probes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _flat(binning: StepBinning, cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    up = cols["upar"] if binning.upar_edges is not None else None
+    return binning.index(np.asarray(cols["probe_eta"]), np.asarray(cols["probe_pt"]),
+                         np.asarray(cols["probe_charge"]), up)
+
+
+def spectra(binning: StepBinning, cols: Mapping[str, np.ndarray]) -> StepSpectra:
+    """Pass and fail spectra of the step's probes (data: unit weights)."""
+    probe, passing = step_masks(cols, binning.step)
+    b = _flat(binning, cols)
+    m = np.searchsorted(binning.mass_edges, np.asarray(cols["mass"], np.float64), side="right") - 1
+    nm = binning.mass_edges.size - 1
+    ok = probe & (b >= 0) & (m >= 0) & (m < nm)
+    out = []
+    for sel in (passing & ok, probe & ~passing & ok):
+        out.append(np.bincount(b[sel] * nm + m[sel], minlength=binning.n_bins * nm).reshape(binning.n_bins, nm).astype(float))
+    return StepSpectra(binning, out[0], out[1])
+
+
+def templates(binning: StepBinning, cols: Mapping[str, np.ndarray], weight: np.ndarray,
+              min_template_events: float = 50.0) -> StepTemplates:
+    """Signal templates and counting efficiencies of truth-matched simulated probes."""
+    probe, passing = step_masks(cols, binning.step)
+    matched = np.isfinite(np.asarray(cols["probe_gen_pt"], np.float64))
+    b = _flat(binning, cols)
+    k = np.searchsorted(TEMPLATE_EDGES, np.asarray(cols["mass"], np.float64), side="right") - 1
+    nk = TEMPLATE_EDGES.size - 1
+    ok = probe & matched & (b >= 0) & (k >= 0) & (k < nk)
+    w = np.asarray(weight, np.float64)
+    nb = binning.n_bins
+    t, sums, sums2 = [], [], []
+    for sel in (passing & ok, probe & ~passing & ok):
+        h = np.bincount(b[sel] * nk + k[sel], w[sel], minlength=nb * nk).reshape(nb, nk)
+        h2 = np.bincount(b[sel], w[sel] ** 2, minlength=nb)
+        t.append(h)
+        sums.append(h.sum(1))
+        sums2.append(h2)
+    # a category with too few simulated probes (the failing probes, mostly) takes the shape of
+    # all the bin's probes (its resolution, which depends on eta) times the fail/pass shape
+    # ratio of its pT (u_par, charge) bin over all eta (what failing does to the mass shape,
+    # which depends on pT); the ratio on 2 GeV bins, so it carries no fine-bin noise
+    others = np.ravel_multi_index(np.unravel_index(np.arange(nb), binning.shape)[1:], binning.shape[1:]) \
+        if len(binning.shape) > 1 else np.zeros(nb, np.int64)
+    n_other = int(np.prod(binning.shape[1:]))
+    both = t[0] + t[1]
+    coarse = 8                                       # 8 x 0.25 GeV
+    o_hist = [np.zeros((n_other, nk)) for _ in range(2)]
+    for c in range(2):
+        np.add.at(o_hist[c], others, t[c])
+    o_both = o_hist[0] + o_hist[1]
+    fallback = np.zeros((2, nb), bool)
+    for c in range(2):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_eff = np.where(sums2[c] > 0, sums[c] ** 2 / sums2[c], 0.0)
+            num = o_hist[c].reshape(n_other, -1, coarse).sum(-1)
+            den = o_both.reshape(n_other, -1, coarse).sum(-1)
+            ratio = np.repeat(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), coarse, axis=1)
+        low = n_eff < min_template_events
+        t[c][low] = both[low] * ratio[others[low]]
+        fallback[c] = low
+    sp, sf = sums
+    tot = sp + sf
+    with np.errstate(divide="ignore", invalid="ignore"):
+        eff = np.where(tot > 0, sp / tot, np.nan)
+        var = (sums2[0] * (1 - eff) ** 2 + sums2[1] * eff**2) / tot**2
+    n_eff_all = np.where(sums2[0] + sums2[1] > 0, tot**2 / np.maximum(sums2[0] + sums2[1], 1e-300), 0.0)
+    # a bin without failing simulated probes: the binomial error of one failing effective event
+    var = np.where(np.isfinite(var) & (var > 0), var, 1.0 / np.maximum(n_eff_all, 1.0) ** 2)
+    sel = probe & matched & (b >= 0)
+    probes = {"eta": np.asarray(cols["probe_gen_eta"], np.float64)[sel],
+              "pt": np.asarray(cols["probe_gen_pt"], np.float64)[sel],
+              "charge": np.asarray(cols["probe_charge"], np.float64)[sel],
+              "upar": np.asarray(cols["probe_gen_upar"], np.float64)[sel],
+              "pt_reco": np.asarray(cols["probe_pt"], np.float64)[sel], "weight": w[sel],
+              "bin_eta": np.asarray(cols["probe_eta"], np.float64)[sel],
+              "bin_upar": np.asarray(cols["upar"], np.float64)[sel]}
+    return StepTemplates(binning, t[0], t[1], eff, np.sqrt(var), n_eff_all, fallback, probes)
+
+
+def with_upar(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The columns plus ``upar`` (:func:`wmnb.efficiency.binning.probe_upar`)."""
+    out = dict(cols)
+    out["upar"] = probe_upar(cols)
+    return out
+
+
+def _source(signal: str, fine: np.ndarray) -> np.ndarray:
+    if signal == "template":
+        return fine
+    centres = 0.5 * (TEMPLATE_EDGES[1:] + TEMPLATE_EDGES[:-1])
+    bw = breit_wigner(centres, Z_MASS_PDG, Z_WIDTH_PDG)
+    return np.broadcast_to(bw / bw.sum(), fine.shape)
+
+
+def _smeared(src: np.ndarray, groups: np.ndarray, shift: np.ndarray, sigma: np.ndarray,
+             target: np.ndarray) -> np.ndarray:
+    """Rows of ``src`` smeared with the (shift, sigma) of their group, normalised in the window."""
+    out = np.empty((src.shape[0], target.size - 1))
+    for g in np.unique(groups):
+        rows = groups == g
+        kern = tnpfit.smear_kernel(TEMPLATE_EDGES, target, shift[g], sigma[g])
+        out[rows] = src[rows] @ kern
+    return tnpfit.normalised(out)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Per eta bin of a step: the fitted Gaussian shift and width (GeV) of one signal model."""
+
+    shift: np.ndarray
+    sigma: np.ndarray
+
+
+def fit_resolution(spec: StepSpectra, tmpl: StepTemplates, signal: str, background: str) -> Resolution:
+    """Step 3 of the module docstring for every eta bin of the step at once."""
+    bn = spec.binning
+    ng = bn.eta_edges.size - 1
+    group = spec.group
+    sums = []
+    for arr in (spec.n_pass, spec.n_fail, tmpl.t_pass, tmpl.t_fail):
+        summed = np.zeros((ng, arr.shape[1]))
+        np.add.at(summed, group, arr)
+        sums.append(summed)
+    gp, gf, sp, sf = sums
+    sp, sf = _source(signal, sp), _source(signal, sf)
+    shifts, sigmas = RESOLUTION_GRID[signal]
+    grid = [(a, s) for a in shifts for s in sigmas]
+    rows_p, rows_f = [], []
+    for mu, sg in grid:
+        kern = tnpfit.smear_kernel(TEMPLATE_EDGES, bn.mass_edges, mu, sg)
+        rows_p.append(tnpfit.normalised(sp @ kern))
+        rows_f.append(tnpfit.normalised(sf @ kern))
+    n = len(grid)
+    data = tnpfit.PassFailInput(bn.mass_edges, np.tile(gp, (n, 1)), np.tile(gf, (n, 1)),
+                                np.concatenate(rows_p), np.concatenate(rows_f))
+    nll = tnpfit.fit_pass_fail(data, background).nll.reshape(len(shifts), len(sigmas), ng)
+    shift_out, sigma_out = np.empty(ng), np.empty(ng)
+    for g in range(ng):
+        z = nll[:, :, g]
+        i, j = np.unravel_index(np.argmin(z), z.shape)
+        ci, cj = int(np.clip(i, 1, len(shifts) - 2)), int(np.clip(j, 1, len(sigmas) - 2))
+        best = (shifts[i], sigmas[j])
+        # quadratic through the 3x3 neighbourhood: its minimum if it is one and lies inside
+        xs, ys = np.meshgrid(shifts[ci - 1:ci + 2], sigmas[cj - 1:cj + 2], indexing="ij")
+        a = np.stack([np.ones(9), xs.ravel(), ys.ravel(), xs.ravel() ** 2, xs.ravel() * ys.ravel(), ys.ravel() ** 2], 1)
+        c = np.linalg.lstsq(a, z[ci - 1:ci + 2, cj - 1:cj + 2].ravel(), rcond=None)[0]
+        h = np.array([[2 * c[3], c[4]], [c[4], 2 * c[5]]])
+        if np.all(np.linalg.eigvalsh(h) > 0):
+            x = np.linalg.solve(h, -c[1:3])
+            if xs.min() <= x[0] <= xs.max() and ys.min() <= x[1] <= ys.max():
+                best = (float(x[0]), float(x[1]))
+        shift_out[g], sigma_out[g] = best
+    return Resolution(shift_out, sigma_out)
+
+
+@dataclass
+class StepMeasurement:
+    """All fits of one step on one data set: per model the resolution and the fit results."""
+
+    step: str
+    resolution: dict[str, Resolution]
+    results: dict[str, tnpfit.PassFailResult]
+    inputs: dict[str, tnpfit.PassFailInput]
+
+
+def fit_step(spec: StepSpectra, tmpl: StepTemplates, models: tuple[str, ...] = tuple(MODELS)) -> StepMeasurement:
+    """Steps 3 and 4 of the module docstring for the given models."""
+    res, fits, inputs = {}, {}, {}
+    group = spec.group
+    for name in models:
+        signal, background = MODELS[name]
+        reso = fit_resolution(spec, tmpl, signal, background)
+        tp = _smeared(_source(signal, tmpl.t_pass), group, reso.shift, reso.sigma, spec.binning.mass_edges)
+        tf = _smeared(_source(signal, tmpl.t_fail), group, reso.shift, reso.sigma, spec.binning.mass_edges)
+        data = tnpfit.PassFailInput(spec.binning.mass_edges, spec.n_pass, spec.n_fail, tp, tf)
+        res[name] = reso
+        fits[name] = tnpfit.measure_efficiencies(data, background)
+        inputs[name] = data
+    return StepMeasurement(spec.binning.step, res, fits, inputs)
+
+
+__all__ = ["MODELS", "RESOLUTION_GRID", "Resolution", "StepMeasurement", "StepSpectra", "StepTemplates",
+           "fit_resolution", "fit_step", "spectra", "templates", "with_upar"]
