@@ -95,7 +95,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("03_efficiencies", "Muon efficiencies by tag and probe", ("01_selection", "02_calibration"),
             ("wmnb/efficiency", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
             ("sf_pull_mean", "sf_pull_width", "n_nuisances", "fit_time_s"), _EFFICIENCY_PARAMETERS),
-    Chapter("06_theory", "Theory corrections", ("00_universe", "01_selection", "02_calibration"),
+    Chapter("06_theory", "Theory corrections", ("00_universe", "01_selection", "02_calibration", "03_efficiencies"),
             ("wmnb/theory", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
             ("qt_truth_covered", "z_qt_gof_pvalue", "lam_tung_max_dev"), _THEORY_PARAMETERS),
     Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration", "03_efficiencies", "06_theory"),

@@ -21,6 +21,7 @@ from . import tnpfit
 from .binning import ISOLATION_STEPS, PT_EDGES, STEPS, TRUTH_STEPS, StepBinning, step_binnings
 from .measure import MODELS, StepMeasurement, StepTemplates, fit_step, spectra, templates, with_upar
 from .scalefactors import StepScaleFactors, scale_factors, slice_of
+from .tables import SF_CLIP
 
 CHAPTER = "03_efficiencies"
 DEPENDS_ON = ("01_selection", "02_calibration")
@@ -30,6 +31,11 @@ SIGNAL_SAMPLE = "z_mumu"
 #: closure set has the simulation's detector and pileup, so the data's momentum correction and
 #: the pileup weights do not apply to it: a pure-detector closure)
 RAW_SIGNAL = "z_mumu (uncorrected)"
+#: a bin enters the pull distributions when it expects at least this many failing probes (its
+#: fitted signal yield times the simulation's inefficiency: no truth involved); below, a pull of
+#: a few Poisson counts is discrete, not Gaussian (an isolation bin expecting 0.5 failing probes
+#: observes 0 or 1), and a width of "1" means nothing there
+MIN_EXPECTED_FAILS = 3.0
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,11 @@ class StepClosure:
     mc_pulls: np.ndarray
 
     @property
+    def n_used(self) -> int:
+        """Bins in the pull distribution."""
+        return int(np.isfinite(self.pulls).sum())
+
+    @property
     def mean(self) -> float:
         return float(np.nanmean(self.pulls)) if np.isfinite(self.pulls).any() else float("nan")
 
@@ -180,13 +191,13 @@ def truth_for(step: str, tmpl: StepTemplates, universe: str, purpose: str) -> An
 def closure(meas: EfficiencyMeasurement, step: str, universe: str) -> StepClosure:
     """SF pulls against the truth: the data's error taken at the truth from the likelihood ratio
     (:func:`wmnb.efficiency.tnpfit.likelihood_ratio_pulls`: σ = |ε − ε_true| / |pull_LR|), the
-    simulation's counting error added in quadrature; bins measured by counting or empty are
-    left out.  The universe defines no truth for ``isolation_notrig``: its data pulls are NaN;
+    simulation's counting error added in quadrature; bins measured by counting or empty, and
+    bins expecting fewer than :data:`MIN_EXPECTED_FAILS` failing probes, are left out.  The universe defines no truth for ``isolation_notrig``: its data pulls are NaN;
     on the closure universe its truth SF is exactly 1 and the pull uses the fit's error."""
     tmpl = (meas.templates if universe == "data" else meas.closure_templates)[step]
     m = (meas.data if universe == "data" else meas.closure)[step]
     res, inp = m.results["nominal"], m.inputs["nominal"]
-    usable = res.status <= 2
+    usable = (res.status <= 2) & (res.values[:, 0] * (1.0 - np.nan_to_num(tmpl.eff, nan=1.0)) >= MIN_EXPECTED_FAILS)
     nan = np.full(res.eff.shape, np.nan)
     if step not in TRUTH_STEPS:
         if universe == "data":
@@ -211,20 +222,18 @@ def closure(meas: EfficiencyMeasurement, step: str, universe: str) -> StepClosur
                        np.where(usable, lr, np.nan), mc_pulls)
 
 
-def smoothing_closure(meas: EfficiencyMeasurement, step: str) -> np.ndarray:
-    """(smoothed SF − truth SF) / smoothing band at every bin centre of the data's step: the
-    truth at the bin centres (generator = reconstructed pT there), the band from the slice's
-    eigen-variations.  A smoothing whose order is too low for the truth's pT dependence shows
-    here, not in the per-bin pulls.  NaN for a step without a truth (``isolation_notrig``)."""
-    from .. import truth
-
+def smoothing_closure(meas: EfficiencyMeasurement, closure_: StepClosure) -> np.ndarray:
+    """(smoothed SF at the bin centre − truth SF of the bin) / smoothing band, at every bin with
+    a measurement (status fit, bound or refit): the truth averaged over the bin's probes, which
+    is what the smoothing was fitted to (a wide u_par bin's truth at its centre is not: the
+    recoil leak is not linear in u_par); the band from the slice's eigen-variations.  A
+    smoothing whose order is too low for the truth's pT dependence shows here, not in the
+    per-bin pulls.  NaN for a step without a truth (``isolation_notrig``)."""
+    step = closure_.step
     s = meas.scale_factors[step]
     bn = s.binning
     if step not in TRUTH_STEPS:
         return np.full(bn.n_bins, np.nan)
-    charges: tuple[int, ...] = bn.charges if len(bn.charges) == 2 else (1,)
-    tr = truth.efficiency_scale_factors(step, bn.eta_edges, bn.pt_edges, charges=charges, upar_edges=bn.upar_edges,
-                                        purpose=f"chapter 03: {step} smoothing closure")
     fit = s.smooth["nominal"]
     grids = np.meshgrid(*[np.arange(n) for n in bn.shape], indexing="ij")
     c = bn.centres()
@@ -234,8 +243,9 @@ def smoothing_closure(meas: EfficiencyMeasurement, step: str) -> np.ndarray:
     nom = fit.evaluate(sl, pt, up)
     shifts = fit.eigen_shifts()
     band = np.sqrt(sum((fit.evaluate(sl, pt, up, fit.coeffs + shifts[:, k]) - nom) ** 2 for k in range(fit.n_params)))
+    measured = s.status["nominal"] <= 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (nom - tr.sf.ravel()) / band
+        return np.where(measured, (nom - closure_.sf_true) / band, np.nan)
 
 
 def nuisance_counts(meas: EfficiencyMeasurement) -> dict[str, int]:
@@ -257,6 +267,8 @@ def headline(meas: EfficiencyMeasurement, closures: Mapping[tuple[str, str], Ste
         "sf_pull_width": {s: closures[(s, "data")].width for s in TRUTH_STEPS},
         "closure_sf_pull_mean": {s: closures[(s, "closure")].mean for s in STEPS},
         "closure_sf_pull_width": {s: closures[(s, "closure")].width for s in STEPS},
+        "sf_pull_bins": {s: closures[(s, "data")].n_used for s in TRUTH_STEPS},
+        "closure_sf_pull_bins": {s: closures[(s, "closure")].n_used for s in STEPS},
         "n_fits": meas.n_fits,
         "n_failed_fits": meas.n_failed_fits,
         "n_nuisances": int(sum(counts.values())),
@@ -264,10 +276,16 @@ def headline(meas: EfficiencyMeasurement, closures: Mapping[tuple[str, str], Ste
         "smoothing_orders": {s: [sf.order_pt.chosen, sf.order_upar.chosen if sf.order_upar else 0]
                              for s, sf in meas.scale_factors.items()},
         "fit_status": meas.status_counts(),
+        # the smoothed SF over the measured bins, and the bins (measured or not) where the
+        # artefact's clip acts
+        "sf_range": {s: [float(np.nanmin(sf.smoothed()[sf.status["nominal"] <= 2])),
+                         float(np.nanmax(sf.smoothed()[sf.status["nominal"] <= 2]))] for s, sf in meas.scale_factors.items()},
+        "n_bins_clipped": {s: int(np.sum((sf.smoothed() < SF_CLIP[0]) | (sf.smoothed() > SF_CLIP[1])))
+                           for s, sf in meas.scale_factors.items()},
         "fit_time_s": meas.fit_time_s,
     }
 
 
 __all__ = ["CHAPTER", "DATA_SETS", "DEPENDS_ON", "RAW_SIGNAL", "STEPS", "TRUTH_STEPS", "EfficiencyConfig",
-           "EfficiencyMeasurement", "StepClosure", "closure", "headline", "load_probes", "measure_all",
+           "EfficiencyMeasurement", "MIN_EXPECTED_FAILS", "StepClosure", "closure", "headline", "load_probes", "measure_all",
            "nuisance_counts", "smoothing_closure", "truth_for"]

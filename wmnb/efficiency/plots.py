@@ -172,6 +172,11 @@ def plot_fits(meas: EfficiencyMeasurement, step: str, bins: Sequence[int]) -> An
 def plot_pulls(closures: Mapping[tuple[str, str], StepClosure], universe: str = "data") -> Any:
     """SF pull distributions per step against the truth, with a unit Gaussian."""
     steps = [s for s, u in closures if u == universe and np.isfinite(closures[(s, u)].pulls).any()]
+    if not steps:
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.text(0.5, 0.5, f"no bin of the {universe} expects enough failing probes for a pull", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
     fig, axes = plt.subplots(1, len(steps), figsize=(3.3 * len(steps), 3.2), squeeze=False, sharey=False)
     x = np.linspace(-4, 4, 200)
     for ax, step in zip(axes[0], steps):

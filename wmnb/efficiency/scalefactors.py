@@ -21,7 +21,11 @@ from .smoothing import OrderTest, SmoothFit, choose_order, fit_slices
 
 #: maximum pT order of the smoothing per step (the paper's), and of u_par
 MAX_ORDER_PT = {"reco": 3, "tracking": 2, "id": 3, "trigger": 3, "isolation": 3, "isolation_notrig": 3}
-MAX_ORDER_UPAR = 2
+MAX_ORDER_UPAR = 1     # linear in u_par: 3 u_par bins on the default profile
+#: the lowest pT the smoothing of a step uses: the trigger's threshold turn-on at 24 GeV (in the
+#: 24-26 GeV bin) is a step no cubic follows, and the W and W-like selections start at 26 GeV;
+#: below, the smoothed trigger SF is the one at 26 GeV (the bin stays measured and shown)
+SMOOTHING_PT_MIN = {"trigger": 26.0}
 #: efficiencies are capped below 1 in the failing-probe scale factor
 EFF_CAP = 0.9995
 
@@ -82,21 +86,30 @@ def _sf(eff: np.ndarray, err: np.ndarray, eff_mc: np.ndarray, err_mc: np.ndarray
     return np.where(bad, np.nan, sf), np.where(bad, np.nan, sf_err)
 
 
-def smoothing_errors(res: Any, eff_mc: np.ndarray) -> np.ndarray:
+def smoothing_errors(res: Any, tmpl: StepTemplates) -> np.ndarray:
     """The data efficiency errors the smoothing weights use: the fit's error rescaled from the
-    binomial error at the fitted ε to the one at the simulation's ε, σ · √(ε_MC(1−ε_MC)) /
-    √(ε(1−ε)).  Inverse-variance weights with the fit's own errors favour bins that fluctuated
-    towards ε = 1 (fewer failing probes, smaller error) and bias the smoothed scale factor up;
-    the rescaled error keeps the background dilution of each fit and drops that correlation.
-    Bins on a bound or counted take the step's median dilution."""
+    binomial error at the fitted ε to the one at a reference ε independent of the data, σ ·
+    √(ε_ref(1−ε_ref)) / √(ε(1−ε)).  Inverse-variance weights with the fit's own errors favour
+    bins that fluctuated towards ε = 1 (fewer failing probes, smaller error) and bias the
+    smoothed scale factor up; the rescaled error keeps the background dilution of each fit and
+    drops that correlation.  ε_ref is the simulation's efficiency of the bin's (pT, charge,
+    u_par) bin over all eta (a corner bin's own simulated ε, from a handful of probes, can be 1
+    and would give a vanishing error); the rescaled error is never below half the fit's.  Bins
+    on a bound or counted take the step's median dilution."""
+    bn = tmpl.binning
     eff, err, n = res.eff, res.eff_err, np.maximum(res.values[:, 0], 1.0)
+    shape = bn.shape
+    w = np.nan_to_num(tmpl.n_eff).reshape(shape)
+    e_mc = np.nan_to_num(np.asarray(tmpl.eff, float)).reshape(shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = np.broadcast_to((w * e_mc).sum(axis=0, keepdims=True) / w.sum(axis=0, keepdims=True), shape).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
         binom_fit = np.sqrt(eff * (1.0 - eff) / n)
         dilution = np.where((res.status == 0) & (binom_fit > 0), err / binom_fit, np.nan)
     typical = np.nanmedian(dilution) if np.isfinite(dilution).any() else 1.0
     dilution = np.where(np.isfinite(dilution), dilution, typical)
-    e = np.clip(np.asarray(eff_mc, float), 1e-4, 1.0 - 1e-4)
-    out = dilution * np.sqrt(e * (1.0 - e) / n)
+    e = np.clip(np.where(np.isfinite(ref), ref, 0.9), 1e-3, 1.0 - 1e-3)
+    out = np.maximum(dilution * np.sqrt(e * (1.0 - e) / n), 0.5 * err)
     return np.where(np.isfinite(err) & (res.status < 4), out, np.nan)
 
 
@@ -109,9 +122,15 @@ def scale_factors(meas: StepMeasurement, tmpl: StepTemplates, max_order_pt: int 
     for model, res in meas.results.items():
         eff[model], err[model], status[model] = res.eff.copy(), res.eff_err.copy(), res.status.copy()
         sf[model], sf_err[model] = _sf(res.eff, res.eff_err, tmpl.eff, tmpl.eff_err)
-        w_err[model] = _sf(res.eff, smoothing_errors(res, tmpl.eff), tmpl.eff, tmpl.eff_err)[1]
+        w_err[model] = _sf(res.eff, smoothing_errors(res, tmpl), tmpl.eff, tmpl.eff_err)[1]
     c = bn.centres()
-    pt_range = (float(bn.pt_edges[0]), float(bn.pt_edges[-1]))
+    pt_lo = max(float(bn.pt_edges[0]), SMOOTHING_PT_MIN.get(bn.step, -np.inf))
+    pt_range = (pt_lo, float(bn.pt_edges[-1]))
+    below = np.asarray(c["pt"]) < pt_lo
+    if below.any():
+        grid_pt = np.meshgrid(*[np.arange(n) for n in bn.shape], indexing="ij")[1].ravel()
+        for d in w_err.values():
+            d[below[grid_pt]] = np.nan          # left out of the fits (NaN errors)
     v, e = to_slices(bn, sf["nominal"]), to_slices(bn, w_err["nominal"])
     up, up_range = (c["upar"], UPAR_RANGE) if bn.upar_edges is not None else (None, None)
     if up is not None:
@@ -132,5 +151,5 @@ def scale_factors(meas: StepMeasurement, tmpl: StepTemplates, max_order_pt: int 
     return StepScaleFactors(bn, eff, err, status, tmpl.eff, tmpl.eff_err, sf, sf_err, smooth, order_pt, order_u)
 
 
-__all__ = ["EFF_CAP", "MAX_ORDER_PT", "MAX_ORDER_UPAR", "StepScaleFactors", "failing_scale_factor", "scale_factors",
+__all__ = ["EFF_CAP", "MAX_ORDER_PT", "MAX_ORDER_UPAR", "SMOOTHING_PT_MIN", "StepScaleFactors", "failing_scale_factor", "scale_factors",
            "slice_of", "smoothing_errors", "to_slices"]

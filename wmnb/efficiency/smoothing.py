@@ -1,8 +1,8 @@
 """Smoothing of the scale factors in pT (and u_∥) per eta-charge slice, with eigen-variations.
 
 Per slice the binned scale factors are fitted by weighted least squares with Legendre polynomials
-of x = 2 (pT − pT_lo)/(pT_hi − pT_lo) − 1 (and of the same map of u_∥ for the 2-D trigger and
-isolation): SF(pT[, u]) = Σ_ij c_ij P_i(x) P_j(y).  No smoothing across eta.  The statistical
+of x = 2 (pT − pT_lo)/(pT_hi − pT_lo) − 1 (and of the same map y of u_∥ for the 2-D trigger and
+isolation): SF(pT[, u]) = Σ_i c_i P_i(x) + Σ_{j≥1} d_j P_j(y) (see :func:`design`).  No smoothing across eta.  The statistical
 uncertainty of each slice becomes its eigenvector variations: c ± √λ_k v_k for the eigenpairs of
 the coefficients' covariance, one nuisance each.
 
@@ -28,12 +28,15 @@ def to_unit(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def design(x: np.ndarray, order: int, y: np.ndarray | None = None, order_y: int = 0) -> np.ndarray:
-    """Columns P_i(x) P_j(y), i ≤ order, j ≤ order_y (j slowest), shape (len(x), (order+1)(order_y+1))."""
+    """Columns P_i(x) for i ≤ order, then P_j(y) for 1 ≤ j ≤ order_y: shape (len(x), order + 1 +
+    order_y).  Additive in pT and u_∥, without cross terms: the Z probes leave the corners of
+    the (pT, u_∥) plane nearly empty (high pT with u_∥ < 0, low pT with large u_∥), where cross
+    terms run away (measured: a cubic × linear tensor gave SF < 0 in 54 trigger bins)."""
     px = legendre.legvander(np.asarray(x, float), order)
     if y is None or order_y == 0:
-        return px if y is None else px * 1.0
+        return px
     py = legendre.legvander(np.asarray(y, float), order_y)
-    return (py[:, :, None] * px[:, None, :]).reshape(len(x), -1)
+    return np.concatenate([px, py[:, 1:]], axis=1)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,10 @@ from .scalefactors import StepScaleFactors
 from .smoothing import SmoothFit
 
 ARTEFACT = "muon_efficiencies.json"
+#: the formulas clip the smoothed scale factor to this range: a polynomial that runs away in a
+#: corner without measurements (a sparse u_par bin) must not give negative weights; the chapter
+#: reports the range before clipping (``sf_range``)
+SF_CLIP = (0.5, 1.5)
 ALT_MODELS = ("alt_signal", "alt_background")
 SCHEMA_DESCRIPTION = "wmnb chapter 03: muon efficiency scale factors by tag and probe"
 
@@ -40,7 +44,10 @@ SCHEMA_DESCRIPTION = "wmnb chapter 03: muon efficiency scale factors by tag and 
 def _power_coefficients(fit: SmoothFit, coeffs: np.ndarray) -> np.ndarray:
     """Legendre coefficients of one slice → power-series coefficients A[j, i] of Y^j X^i."""
     npt, nu = fit.order_pt + 1, fit.order_upar + 1
-    c = np.asarray(coeffs, float).reshape(nu, npt)
+    flat = np.asarray(coeffs, float)
+    c = np.zeros((nu, npt))            # the additive form of smoothing.design in the tensor layout
+    c[0] = flat[:npt]
+    c[1:, 0] = flat[npt:]
     lp = np.zeros((npt, npt))
     for i in range(npt):
         p = legendre.leg2poly(np.eye(npt)[i])
@@ -65,11 +72,12 @@ def _expression(fit: SmoothFit) -> str:
         return out
 
     inner = [horner([f"[{j * npt + i}]" for i in range(npt)], x) for j in range(nu)]
+    lo_sf, hi_sf = SF_CLIP
     if nu == 1:
-        return inner[0]
+        return f"max(min({inner[0]},{hi_sf:g}),{lo_sf:g})"
     ulo, uhi = fit.upar_range  # type: ignore[misc]
     y = f"((min(max(y,{ulo:.6g}),{uhi:.6g})-{0.5 * (ulo + uhi):.6g})/{0.5 * (uhi - ulo):.6g})"
-    return horner([f"({t})" for t in inner], y)
+    return f"max(min({horner([f'({t})' for t in inner], y)},{hi_sf:g}),{lo_sf:g})"
 
 
 def _formula(fit: SmoothFit, coeffs: np.ndarray, two_d: bool) -> dict[str, Any]:
@@ -234,4 +242,4 @@ def load_tables(path: str | Path) -> EfficiencyTables:
     return EfficiencyTables(path)
 
 
-__all__ = ["ALT_MODELS", "ARTEFACT", "EfficiencyTables", "StepTable", "load_tables", "write_tables"]
+__all__ = ["ALT_MODELS", "ARTEFACT", "SF_CLIP", "EfficiencyTables", "StepTable", "load_tables", "write_tables"]

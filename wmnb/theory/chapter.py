@@ -2,7 +2,7 @@
 
 Inputs: the inclusive generator-level samples of chapter 00 (``mc_gen``: W⁺, W⁻, Z with
 ``GenV_*``, ``genWeight``, ``LHEScaleWeight``), the Z skims of chapter 01 and the corrections of
-chapters 01-02 for the Z validation fit.  The truth is read only through :mod:`wmnb.truth`,
+chapters 01-03 for the Z validation fit.  The truth is read only through :mod:`wmnb.truth`,
 after the measurement, for the comparison panels and the closure numbers.
 """
 from __future__ import annotations
