@@ -218,6 +218,22 @@ def test_correction_weights_and_local_variations(artefact):
     assert "prefire" in names
 
 
+def test_isolation_failing_factor_uses_the_failing_probe_scale_factor(artefact):
+    path, _ = artefact
+    corr = MuonEfficiencyCorrection(tables.load_tables(path))
+    cols = _w_columns(100, 6)
+    info = SampleInfo("wplus_munu", False, "w", ("mu",))
+    f = corr.isolation_failing_factor(cols, info)
+    upar = cols["gen_qt"] * np.cos(cols["gen_phi"] - cols["mu_phi"])
+    sf = corr.tables.sf("isolation", cols["mu_eta"], cols["mu_pt"], cols["mu_charge"], upar)
+    eff = corr.tables.eff_mc("isolation", cols["mu_eta"], cols["mu_pt"], cols["mu_charge"], upar)
+    assert np.allclose(f * sf, (1 - sf * eff) / (1 - eff))
+    # a passing SF below 1 means more failing probes in data: the failing factor rises above 1
+    assert np.all((f * sf > 1) == (sf < 1))
+    with pytest.raises(ValueError, match="W selection"):
+        corr.isolation_failing_factor(cols, SampleInfo("z_mumu", False, "z", ("mup", "mum")))
+
+
 def test_wlike_second_muon_takes_the_non_triggering_isolation(artefact):
     path, _ = artefact
     corr = MuonEfficiencyCorrection(tables.load_tables(path))

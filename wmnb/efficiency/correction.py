@@ -182,6 +182,22 @@ class MuonEfficiencyCorrection(Correction):
             yield Variation("prefire", PREFIRE_GROUP, np.asarray(columns["prefire_up"], np.float64),
                             np.asarray(columns["prefire_dn"], np.float64))
 
+    def isolation_failing_factor(self, columns: Mapping[str, np.ndarray], sample: SampleInfo) -> np.ndarray:
+        """The factor that turns :meth:`nominal_factor` into the weight of an event whose
+        (triggering) muon *fails* the isolation, as the nonprompt chapter's isolation-failing
+        sidebands need: the isolation SF replaced by the failing-probe SF (1 − SF ε)/(1 − ε)
+        with the simulation's isolation efficiency ε, capped at 0.9995
+        (:func:`wmnb.efficiency.scalefactors.failing_scale_factor`).  W selection only."""
+        from .scalefactors import failing_scale_factor
+
+        if sample.selection != "w":
+            raise ValueError(f"{CORRECTION_NAME}: the isolation-failing factor is defined for the W selection, "
+                             f"not {sample.selection!r}")
+        mu = self._muons(columns, sample)["mu"]
+        sf = self._sf("isolation", mu)
+        eff = self.tables.eff_mc("isolation", mu["eta"], mu["pt"], mu["charge"], mu["upar"])
+        return failing_scale_factor(sf, eff) / sf
+
     def nuisance_counts(self, selection: str | None = None) -> dict[str, int]:
         """Nuisances per kind (stat per step, syst per step, prefire) this correction declares
         (for the steps that ``selection``'s muons carry, if given)."""
