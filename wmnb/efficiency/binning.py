@@ -36,6 +36,16 @@ UPAR_RANGE = (-30.0, 100.0)
 
 
 @dataclass(frozen=True)
+class BinCentres:
+    """Per flat bin: eta, pT, charge and u_par (None without u_par bins) at its centre."""
+
+    eta: np.ndarray
+    pt: np.ndarray
+    charge: np.ndarray
+    upar: np.ndarray | None
+
+
+@dataclass(frozen=True)
 class StepBinning:
     """Bins of one step: eta × pT × charge [× u_par], and the fitted mass window's bins."""
 
@@ -78,6 +88,13 @@ class StepBinning:
             idx.append(iu)
         flat = np.ravel_multi_index(tuple(idx), self.shape)
         return np.where(ok, flat, -1)
+
+    def bin_centres(self) -> BinCentres:
+        """The centre of every bin, flat in :meth:`index` order."""
+        grids = [g.ravel() for g in np.meshgrid(*[np.arange(n) for n in self.shape], indexing="ij")]
+        c = self.centres()
+        return BinCentres(c["eta"][grids[0]], c["pt"][grids[1]], np.asarray(self.charges)[grids[2]],
+                          c["upar"][grids[3]] if self.upar_edges is not None else None)
 
     def centres(self) -> dict[str, np.ndarray]:
         out = {"eta": 0.5 * (self.eta_edges[1:] + self.eta_edges[:-1]), "pt": 0.5 * (self.pt_edges[1:] + self.pt_edges[:-1])}
@@ -133,5 +150,5 @@ def probe_upar(cols: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 __all__ = ["CHARGE_STEPS", "ISOLATION_STEPS", "MASS_WINDOW", "PT_EDGES", "STEPS", "TEMPLATE_EDGES", "TRACKING_MASS_WINDOW",
-           "TRACKING_PT_EDGES", "TRUTH_STEPS", "UPAR_RANGE", "UPAR_STEPS", "StepBinning", "probe_upar", "step_binnings",
+           "TRACKING_PT_EDGES", "TRUTH_STEPS", "UPAR_RANGE", "UPAR_STEPS", "BinCentres", "StepBinning", "probe_upar", "step_binnings",
            "step_masks"]

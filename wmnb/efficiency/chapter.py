@@ -235,33 +235,20 @@ def smoothing_closure(meas: EfficiencyMeasurement, closure_: StepClosure) -> np.
     if step not in TRUTH_STEPS:
         return np.full(bn.n_bins, np.nan)
     fit = s.smooth["nominal"]
-    grids = np.meshgrid(*[np.arange(n) for n in bn.shape], indexing="ij")
-    c = bn.centres()
-    sl = slice_of(bn, c["eta"][grids[0].ravel()], np.asarray(bn.charges)[grids[2].ravel()])
-    pt = c["pt"][grids[1].ravel()]
-    up = c["upar"][grids[3].ravel()] if bn.upar_edges is not None else None
-    nom = fit.evaluate(sl, pt, up)
-    shifts = fit.eigen_shifts()
-    band = np.sqrt(sum((fit.evaluate(sl, pt, up, fit.coeffs + shifts[:, k]) - nom) ** 2 for k in range(fit.n_params)))
+    c = bn.bin_centres()
+    sl = slice_of(bn, c.eta, c.charge)
+    nom = fit.evaluate(sl, c.pt, c.upar)
+    band = fit.band(sl, c.pt, c.upar)
     measured = s.status["nominal"] <= 2
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(measured, (nom - closure_.sf_true) / band, np.nan)
 
 
-def nuisance_counts(meas: EfficiencyMeasurement) -> dict[str, int]:
-    """Statistical (eigen) and systematic nuisances per step as the correction declares them."""
-    out = {}
-    for step, s in meas.scale_factors.items():
-        bn = s.binning
-        out[f"stat_{step}"] = bn.n_slices * s.smooth["nominal"].n_params
-        out[f"syst_{step}"] = (len(s.smooth) - 1) * (1 + bn.eta_edges.size - 1)
-    out["prefire"] = 1
-    return out
-
-
-def headline(meas: EfficiencyMeasurement, closures: Mapping[tuple[str, str], StepClosure]) -> dict[str, Any]:
-    """The summary keys the issue names, and a few more (data pulls for the steps with a truth)."""
-    counts = nuisance_counts(meas)
+def headline(meas: EfficiencyMeasurement, closures: Mapping[tuple[str, str], StepClosure],
+             counts: Mapping[str, int]) -> dict[str, Any]:
+    """The summary keys the issue names, and a few more (data pulls for the steps with a truth);
+    ``counts``: the nuisances the published correction declares
+    (:meth:`wmnb.efficiency.correction.MuonEfficiencyCorrection.nuisance_counts`)."""
     return {
         "sf_pull_mean": {s: closures[(s, "data")].mean for s in TRUTH_STEPS},
         "sf_pull_width": {s: closures[(s, "data")].width for s in TRUTH_STEPS},
@@ -272,7 +259,7 @@ def headline(meas: EfficiencyMeasurement, closures: Mapping[tuple[str, str], Ste
         "n_fits": meas.n_fits,
         "n_failed_fits": meas.n_failed_fits,
         "n_nuisances": int(sum(counts.values())),
-        "nuisance_counts": counts,
+        "nuisance_counts": dict(counts),
         "smoothing_orders": {s: [sf.order_pt.chosen, sf.order_upar.chosen if sf.order_upar else 0]
                              for s, sf in meas.scale_factors.items()},
         "fit_status": meas.status_counts(),
@@ -288,4 +275,4 @@ def headline(meas: EfficiencyMeasurement, closures: Mapping[tuple[str, str], Ste
 
 __all__ = ["CHAPTER", "DATA_SETS", "DEPENDS_ON", "RAW_SIGNAL", "STEPS", "TRUTH_STEPS", "EfficiencyConfig",
            "EfficiencyMeasurement", "MIN_EXPECTED_FAILS", "StepClosure", "closure", "headline", "load_probes", "measure_all",
-           "nuisance_counts", "smoothing_closure", "truth_for"]
+           "smoothing_closure", "truth_for"]

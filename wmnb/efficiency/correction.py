@@ -137,6 +137,16 @@ class MuonEfficiencyCorrection(Correction):
             down = np.where(base != 0, self._step_factor(step, sample, downs, sub) / base, 1.0)
         return up, down
 
+    def _local(self, step: str, sample: SampleInfo, mu: Mapping[str, Mapping[str, np.ndarray]],
+               nom: Mapping[str, np.ndarray], sel: Mapping[str, np.ndarray], name: str, variation: str,
+               scale: float) -> Variation:
+        """A variation on the events whose muons flagged in ``sel`` it touches (none: empty)."""
+        rows = np.flatnonzero(np.any([sel[p] for p in mu], axis=0))
+        if rows.size == 0:
+            return Variation(name, GROUP, np.ones(0), np.ones(0), rows)
+        up, down = self._varied(step, sample, mu, nom, rows, sel, variation, scale)
+        return Variation(name, GROUP, up, down, rows)
+
     def iter_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> Iterator[Variation]:
         muons = self._muons(columns, sample)
         sfs = self._nominal_sfs(muons, sample)
@@ -146,38 +156,25 @@ class MuonEfficiencyCorrection(Correction):
             used = self._users(step, sample, muons)
             if not used:            # a step this selection's muons never carry (the same for every sample)
                 continue
-            ieta = {p: np.clip(np.searchsorted(t.eta_edges, muons[p]["eta"], side="right") - 1, 0, t.eta_edges.size - 2)
+            mu = {p: muons[p] for p in used}
+            nom = {p: sfs[step][p] for p in used}
+            ieta = {p: np.clip(np.searchsorted(t.eta_edges, mu[p]["eta"], side="right") - 1, 0, t.eta_edges.size - 2)
                     for p in used}
+
             # eigen-variations per slice
             for ie in range(t.eta_edges.size - 1):
                 for q in ((-1, 1) if t.charged else (0,)):
-                    sel = {p: (ieta[p] == ie) & ((muons[p]["charge"] == q) if t.charged else True) for p in used}
-                    sel = {p: np.broadcast_to(v, (n,)) for p, v in sel.items()}
-                    rows = np.flatnonzero(np.any([sel[p] for p in used], axis=0)) if used else np.zeros(0, np.int64)
+                    sel = {p: (ieta[p] == ie) & ((mu[p]["charge"] == q) if t.charged else True) for p in used}
                     tag = f"{step}_eta{ie}" + (f"_q{'p' if q > 0 else 'm'}" if t.charged else "")
                     for k in range(t.n_stat):
-                        if rows.size == 0:
-                            yield Variation(f"eff_stat_{tag}_{k}", GROUP, np.ones(0), np.ones(0), rows)
-                            continue
-                        up, down = self._varied(step, sample, {p: muons[p] for p in used}, {p: sfs[step][p] for p in used},
-                                                rows, sel, f"stat{k}", 1.0)
-                        yield Variation(f"eff_stat_{tag}_{k}", GROUP, up, down, rows)
+                        yield self._local(step, sample, mu, nom, sel, f"eff_stat_{tag}_{k}", f"stat{k}", 1.0)
             # the alternative models: correlated and per eta bin, each with half the variance
             for model in t.alternatives:
-                everyone = {p: np.ones(n, bool) for p in used}
-                rows = np.arange(n)
-                up, down = self._varied(step, sample, {p: muons[p] for p in used}, {p: sfs[step][p] for p in used},
-                                        rows, everyone, model, HALF)
+                up, down = self._varied(step, sample, mu, nom, np.arange(n), {p: np.ones(n, bool) for p in used}, model, HALF)
                 yield Variation(f"eff_syst_{step}_{model}_corr", GROUP, up, down)
                 for ie in range(t.eta_edges.size - 1):
-                    sel = {p: ieta[p] == ie for p in used}
-                    r = np.flatnonzero(np.any([sel[p] for p in used], axis=0)) if used else np.zeros(0, np.int64)
-                    if r.size == 0:
-                        yield Variation(f"eff_syst_{step}_{model}_eta{ie}", GROUP, np.ones(0), np.ones(0), r)
-                        continue
-                    up, down = self._varied(step, sample, {p: muons[p] for p in used}, {p: sfs[step][p] for p in used},
-                                            r, sel, model, HALF)
-                    yield Variation(f"eff_syst_{step}_{model}_eta{ie}", GROUP, up, down, r)
+                    yield self._local(step, sample, mu, nom, {p: ieta[p] == ie for p in used},
+                                      f"eff_syst_{step}_{model}_eta{ie}", model, HALF)
         if "prefire_up" in columns:
             yield Variation("prefire", PREFIRE_GROUP, np.asarray(columns["prefire_up"], np.float64),
                             np.asarray(columns["prefire_dn"], np.float64))

@@ -39,7 +39,6 @@ def plot_sf_vs_pt(meas: EfficiencyMeasurement, step: str, closure: StepClosure, 
     fig, axes = plt.subplots(2, len(eta_bins), figsize=(4.2 * len(eta_bins), 6.4), sharex=True,
                              gridspec_kw={"height_ratios": [1, 1]}, squeeze=False)
     fit = s.smooth["nominal"]
-    shifts = fit.eigen_shifts()
     pt_fine = np.linspace(bn.pt_edges[0], bn.pt_edges[-1], 200)
     for j, ie in enumerate(eta_bins):
         def pick(a: np.ndarray, ie: int = ie) -> np.ndarray:
@@ -58,8 +57,7 @@ def plot_sf_vs_pt(meas: EfficiencyMeasurement, step: str, closure: StepClosure, 
         sl = int(slice_of(bn, np.array([c["eta"][ie]]), np.array([charge]))[0])
         up = np.full(pt_fine.size, c["upar"][iu]) if iu is not None else None
         nom = fit.evaluate(np.full(pt_fine.size, sl), pt_fine, up)
-        band = np.sqrt(sum((fit.evaluate(np.full(pt_fine.size, sl), pt_fine, up, fit.coeffs + shifts[:, k]) - nom) ** 2
-                           for k in range(fit.n_params)))
+        band = fit.band(np.full(pt_fine.size, sl), pt_fine, up)
         bx.errorbar(c["pt"], pick(s.sf["nominal"]), pick(s.sf_err["nominal"]), fmt="o", ms=3, color="k", label="measured SF")
         bx.fill_between(pt_fine, nom - band, nom + band, color="tab:orange", alpha=0.35, lw=0)
         bx.plot(pt_fine, nom, color="tab:orange", label=f"smoothed (order {fit.order_pt})")

@@ -69,13 +69,8 @@ class StepScaleFactors:
 
     def smoothed(self, model: str = "nominal") -> np.ndarray:
         """The smoothed SF at every bin centre (flat, like :attr:`sf`)."""
-        bn = self.binning
-        grids = np.meshgrid(*[np.arange(n) for n in bn.shape], indexing="ij")
-        c = bn.centres()
-        eta, pt = c["eta"][grids[0].ravel()], c["pt"][grids[1].ravel()]
-        q = np.asarray(bn.charges)[grids[2].ravel()]
-        up = c["upar"][grids[3].ravel()] if bn.upar_edges is not None else None
-        return self.smooth[model].evaluate(slice_of(bn, eta, q), pt, up)
+        c = self.binning.bin_centres()
+        return self.smooth[model].evaluate(slice_of(self.binning, c.eta, c.charge), c.pt, c.upar)
 
 
 def _sf(eff: np.ndarray, err: np.ndarray, eff_mc: np.ndarray, err_mc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,11 +121,9 @@ def scale_factors(meas: StepMeasurement, tmpl: StepTemplates, max_order_pt: int 
     c = bn.centres()
     pt_lo = max(float(bn.pt_edges[0]), SMOOTHING_PT_MIN.get(bn.step, -np.inf))
     pt_range = (pt_lo, float(bn.pt_edges[-1]))
-    below = np.asarray(c["pt"]) < pt_lo
-    if below.any():
-        grid_pt = np.meshgrid(*[np.arange(n) for n in bn.shape], indexing="ij")[1].ravel()
-        for d in w_err.values():
-            d[below[grid_pt]] = np.nan          # left out of the fits (NaN errors)
+    below = bn.bin_centres().pt < pt_lo
+    for d in w_err.values():
+        d[below] = np.nan                       # left out of the fits (NaN errors)
     v, e = to_slices(bn, sf["nominal"]), to_slices(bn, w_err["nominal"])
     up, up_range = (c["upar"], UPAR_RANGE) if bn.upar_edges is not None else (None, None)
     if up is not None:

@@ -70,6 +70,13 @@ class SmoothFit:
         c = self.coeffs if coeffs is None else coeffs
         return np.einsum("np,np->n", self.basis(pt, upar), c[np.asarray(slices)])
 
+    def band(self, slices: np.ndarray, pt: np.ndarray, upar: np.ndarray | None = None) -> np.ndarray:
+        """The 1σ smoothing band at points of ``slices``: the eigen-variations in quadrature."""
+        nom = self.evaluate(slices, pt, upar)
+        shifts = self.eigen_shifts()
+        return np.sqrt(sum((self.evaluate(slices, pt, upar, self.coeffs + shifts[:, k]) - nom) ** 2
+                           for k in range(self.n_params)))
+
     def eigen_shifts(self) -> np.ndarray:
         """``(S, P, P)``: shift k of slice s is ``shifts[s, k]`` (√λ_k v_k; zero for λ ≤ 0)."""
         w, v = np.linalg.eigh(self.cov)

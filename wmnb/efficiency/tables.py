@@ -187,8 +187,9 @@ class EfficiencyTables:
         path = Path(path)
         where = f"muon-efficiency artefact {path}"
         try:
-            raw = json.loads(path.read_text())
-            self.cset = correctionlib.CorrectionSet.from_string(json.dumps(raw))
+            text = path.read_text()
+            raw = json.loads(text)
+            self.cset = correctionlib.CorrectionSet.from_string(text)
         except (OSError, ValueError, RuntimeError) as err:
             raise ValueError(f"{where} cannot be read ({type(err).__name__}: {err}); rerun chapter 03 "
                              "(`wmnb run --only 03_efficiencies --force`)") from err
@@ -207,7 +208,7 @@ class EfficiencyTables:
             n_stat = sum(1 for k in keys if k.startswith("stat"))
             alts = tuple(k for k in keys if k in ALT_MODELS)
             self.steps[step] = StepTable(step, np.asarray(c["data"]["edges"], float), charged, n_stat, alts,
-                                         bn_upar(raw, step))
+                                         _binned_in_upar(raw, step))
         missing = [s for s in STEPS if s not in self.steps]
         if missing:
             raise ValueError(f"{where} lacks the steps {missing}; rerun chapter 03")
@@ -230,7 +231,7 @@ class EfficiencyTables:
         return np.asarray(self.cset[f"eff_mc_{step}"].evaluate(*args), dtype=np.float64)
 
 
-def bn_upar(raw: Mapping[str, Any], step: str) -> bool:
+def _binned_in_upar(raw: Mapping[str, Any], step: str) -> bool:
     """Whether the file's simulated efficiency of ``step`` is binned in u_par."""
     for c in raw["corrections"]:
         if c["name"] == f"eff_mc_{step}":
