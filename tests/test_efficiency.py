@@ -41,6 +41,82 @@ def test_batched_fit_recovers_efficiency_with_background():
     assert abs(np.nanmean(lr)) < 0.1 and 0.9 < np.nanstd(lr) < 1.1
 
 
+def _few_fail_toys(n_bins: int, seed: int):
+    """Bins like the default profile's ID step: 150-400 probes, 2 % failing, a small background."""
+    rng = np.random.default_rng(seed)
+    peak = np.exp(-0.5 * ((CENTRES - 91.2) / 2.5) ** 2)
+    t = tnpfit.normalised(np.tile(peak, (n_bins, 1)))
+    n = rng.uniform(150, 400, n_bins)
+    eps = np.full(n_bins, 0.98)
+    e, _ = tnpfit.background_shape("exponential", CENTRES, np.full(n_bins, 0.03))
+    bp, bf = 0.02 * n, 0.1 * n * (1 - eps)
+    nu_p = n[:, None] * eps[:, None] * t + bp[:, None] * e
+    nu_f = n[:, None] * (1 - eps[:, None]) * t + bf[:, None] * e
+    return tnpfit.PassFailInput(EDGES, rng.poisson(nu_p).astype(float), rng.poisson(nu_f).astype(float), t, t.copy()), eps
+
+
+def test_pulls_with_the_error_at_the_truth_stay_unbiased_with_few_failing_probes():
+    """With ~6 failing probes per bin the fit's own error makes the pulls lean positive (fewer
+    failing probes: a higher ε and a smaller error, down to almost none near ε = 1); the error
+    expected at the truth does not."""
+    data, eps = _few_fail_toys(3000, 21)
+    res = tnpfit.measure_efficiencies(data)
+    at = tnpfit.pulls_at_truth(data, res, eps)
+    fitted = res.status <= 2
+    assert fitted.mean() > 0.97
+    pull = at.pull[fitted]
+    assert abs(pull.mean()) < 0.1 and 0.9 < pull.std() < 1.1, (pull.mean(), pull.std())
+    own = ((res.eff - eps) / res.eff_err)[res.status == 0]
+    assert own.mean() > 0.5
+    # the expected error is the fit's where the fit sits at the truth (many probes: the same)
+    big, e_big = _toys(200, 22)
+    r = tnpfit.measure_efficiencies(big)
+    a = tnpfit.pulls_at_truth(big, r, r.eff)
+    ok = r.status == 0
+    assert np.allclose(a.error_at_truth[ok], r.eff_err[ok], rtol=2e-3)
+    assert np.allclose(a.likelihood_ratio[ok], 0.0, atol=1e-3)
+
+
+def test_smooth_shape_ratio_carries_a_width_change_without_the_noise():
+    from wmnb.efficiency.measure import smooth_shape_ratio
+
+    fine = 0.5 * (binning.TEMPLATE_EDGES[1:] + binning.TEMPLATE_EDGES[:-1])
+    wide, narrow = (np.exp(-0.5 * ((fine - 91.0) / s) ** 2) / s for s in (4.0, 2.5))
+    rng = np.random.default_rng(4)
+    # the failing probes (wider) over all the bin's probes, which include them
+    num = rng.poisson(300 * wide / wide.sum(), (3, fine.size)).astype(float)
+    den = rng.poisson(20000 * narrow / narrow.sum(), (3, fine.size)).astype(float) + num
+    ratio = smooth_shape_ratio(num, den)
+    truth = 300 * wide / wide.sum() / (20000 * narrow / narrow.sum() + 300 * wide / wide.sum())
+    core = np.abs(fine - 91.0) < 8.0
+    assert np.all(np.abs(ratio[:, core] / truth[core] - 1) < 0.35)
+    # far closer to the truth than the ratio of the bins (whose scatter is the noise it removes)
+    binned = num / np.maximum(den, 1)
+    assert np.std(ratio[:, core] - truth[core]) < 0.25 * np.std(binned[:, core] - truth[core])
+    assert np.all(smooth_shape_ratio(np.zeros((1, fine.size)), den[:1]) == 1.0)
+
+
+def test_upar_overflow_probes_are_averaged_in_the_outer_bins_of_the_truth():
+    bn = binning.step_binnings(1, upar_edges=(-30.0, 0.0, 100.0))["isolation"]
+    up = np.array([-80.0, -10.0, 50.0, 300.0])
+    idx = bn.index(np.zeros(4), np.full(4, 30.0), np.ones(4), up)
+    moved = bn.binned_upar(up)
+    assert np.array_equal(np.searchsorted(bn.upar_edges, moved, side="right") - 1, idx % 2)
+    assert moved[1] == -10.0 and moved[2] == 50.0
+
+
+def test_truth_of_a_pileup_weighted_simulation_takes_the_data_pileup():
+    from wmnb import truth
+
+    kw = dict(purpose="test", universe="data", charges=(1,), upar_edges=[-30.0, 0.0, 100.0])
+    plain = truth.efficiency_scale_factors("isolation", [0.0, 2.4], [25.0, 30.0, 40.0], **kw)
+    weighted = truth.efficiency_scale_factors("isolation", [0.0, 2.4], [25.0, 30.0, 40.0], simulation_pileup="data", **kw)
+    assert np.allclose(plain.eff_data, weighted.eff_data)
+    assert not np.allclose(plain.eff_mc, weighted.eff_mc, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="simulation_pileup"):
+        truth.efficiency_scale_factors("isolation", [0.0, 2.4], [25.0, 30.0], simulation_pileup="mc", **kw)
+
+
 def test_ignoring_the_background_fails_the_closure():
     """The calibration can fail: counting the window without the background model is biased."""
     data, eps = _toys(1500, 8)

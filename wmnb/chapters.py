@@ -59,8 +59,8 @@ _EFFICIENCY_PARAMETERS = (
     Param("n_eta_isolation", int, 8, "eta bins of the isolation step (its probes rarely fail)", minimum=1, maximum=48),
     Param("upar_edges", list, [-30.0, 0.0, 15.0, 100.0], "GeV: u_par bin edges of the trigger and isolation steps "
           "(None: no u_par bins)", nullable=True),
-    Param("min_template_events", float, 50.0, "simulated probes a bin needs for its own signal template "
-          "(else its pT bin's over all eta)", positive=True),
+    Param("min_template_events", float, 1000.0, "simulated probes a pass or fail category needs for its own signal "
+          "template (else the bin's all-probe shape times a smooth ratio)", positive=True),
 )
 _THEORY_PARAMETERS = (
     Param("qt_step", float, 1.0, "GeV: q_T bins of the reweighting to the prediction (1 GeV in the paper)", positive=True),

@@ -73,7 +73,8 @@ def compare(universe: Universe, key: str, *, purpose: str, unblinded: bool = Fal
 
 def efficiency_scale_factors(step: str, eta_edges: Any, pt_edges: Any, *, purpose: str,
                              universe: Universe = "data", charges: tuple[int, ...] = (-1, 1),
-                             upar_edges: Any = None, probes: Mapping[str, Any] | None = None) -> Any:
+                             upar_edges: Any = None, probes: Mapping[str, Any] | None = None,
+                             simulation_pileup: Universe | None = None) -> Any:
     """The truth tag-and-probe efficiencies of ``step`` (``reco``, ``tracking``, ``id``,
     ``trigger``, ``isolation``) in the ``data`` (or ``closure``) universe and in the simulation,
     and their ratio, the truth scale factor, per (eta, pT, charge[, u_par]) bin: a
@@ -86,15 +87,21 @@ def efficiency_scale_factors(step: str, eta_edges: Any, pt_edges: Any, *, purpos
     bin centres, or, given ``probes`` (generator-level ``eta``, ``pt``, ``charge``, ``upar`` of the
     simulated probes, optional ``pt_reco``, ``weight`` and ``bin_*`` values that decide the bins), averaged over
     each bin's probes: the quantity a tag-and-probe measurement in that bin estimates (see
-    :func:`wmnb.universe.efficiency.binned_efficiencies`).  ``purpose`` is recorded in
-    :data:`READS`."""
+    :func:`wmnb.universe.efficiency.binned_efficiencies`).  ``simulation_pileup``: the simulation's
+    efficiencies at that universe's pileup (a simulation with pileup weights to it: the trigger
+    and isolation efficiencies depend on pileup).  ``purpose`` is recorded in :data:`READS`."""
     if universe not in ("data", "closure"):
         raise ValueError(f"universe must be 'data' or 'closure', got {universe!r}")
+    if simulation_pileup not in (None, "data", "closure"):
+        raise ValueError(f"simulation_pileup must be None, 'data' or 'closure', got {simulation_pileup!r}")
     if not purpose:
         raise ValueError("say why the truth is read (purpose=...)")
     from .universe.efficiency import binned_efficiencies
 
-    out = binned_efficiencies(_card(universe)["detector"], _card("nominal")["detector"], step, eta_edges, pt_edges,
+    det_mc = _card("nominal")["detector"]
+    if simulation_pileup is not None:
+        det_mc = {**det_mc, "pileup": _card(simulation_pileup)["detector"]["pileup"]}
+    out = binned_efficiencies(_card(universe)["detector"], det_mc, step, eta_edges, pt_edges,
                               charges=charges, upar_edges=upar_edges,
                               probes=dict(probes) if probes is not None else None)
     READS.append((universe, f"efficiency_scale_factors:{step}", purpose))

@@ -89,6 +89,15 @@ class StepBinning:
         flat = np.ravel_multi_index(tuple(idx), self.shape)
         return np.where(ok, flat, -1)
 
+    def binned_upar(self, upar: np.ndarray) -> np.ndarray:
+        """u_par moved into the binned range the way :meth:`index` counts it (outside the
+        range: into the outer bins), for a consumer that bins by the edges without clipping
+        (the truth gate's probe averages)."""
+        if self.upar_edges is None:
+            return np.asarray(upar, np.float64)
+        e = self.upar_edges
+        return np.clip(np.asarray(upar, np.float64), e[0], np.nextafter(e[-1], -np.inf))
+
     def bin_centres(self) -> BinCentres:
         """The centre of every bin, flat in :meth:`index` order."""
         grids = [g.ravel() for g in np.meshgrid(*[np.arange(n) for n in self.shape], indexing="ij")]

@@ -46,7 +46,7 @@ class EfficiencyConfig:
     n_eta_isolation: int = 8
     upar_edges: tuple[float, ...] | None = (-30.0, 0.0, 15.0, 100.0)
     pt_edges: tuple[float, ...] = PT_EDGES
-    min_template_events: float = 50.0
+    min_template_events: float = 1000.0
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> EfficiencyConfig:
@@ -184,16 +184,21 @@ def truth_for(step: str, tmpl: StepTemplates, universe: str, purpose: str) -> An
         charges: tuple[int, ...] = (1,)
     else:
         charges = (-1, 1)
+    # the data's templates come from the simulation with pileup weights to the data; the closure
+    # universe's from the unweighted simulation (its pileup is the simulation's)
     return truth.efficiency_scale_factors(step, bn.eta_edges, bn.pt_edges, purpose=purpose, universe=universe,  # type: ignore[arg-type]
-                                          charges=charges, upar_edges=bn.upar_edges, probes=pr)
+                                          charges=charges, upar_edges=bn.upar_edges, probes=pr,
+                                          simulation_pileup="data" if universe == "data" else None)
 
 
 def closure(meas: EfficiencyMeasurement, step: str, universe: str) -> StepClosure:
-    """SF pulls against the truth: the data's error taken at the truth from the likelihood ratio
-    (:func:`wmnb.efficiency.tnpfit.likelihood_ratio_pulls`: σ = |ε − ε_true| / |pull_LR|), the
-    simulation's counting error added in quadrature; bins measured by counting or empty, and
-    bins expecting fewer than :data:`MIN_EXPECTED_FAILS` failing probes, are left out.  The universe defines no truth for ``isolation_notrig``: its data pulls are NaN;
-    on the closure universe its truth SF is exactly 1 and the pull uses the fit's error."""
+    """SF pulls against the truth, (SF − SF_true) / σ_SF with the errors expected at the truth
+    (:func:`wmnb.efficiency.tnpfit.pulls_at_truth` for the data's fit, the binomial error of the
+    simulation's effective probe count at its truth efficiency, in quadrature): errors taken from
+    the fit would lean the pulls positive in bins with a few failing probes.  Bins measured by
+    counting or empty, and bins expecting fewer than :data:`MIN_EXPECTED_FAILS` failing probes,
+    are left out.  The universe defines no truth for ``isolation_notrig``: its data pulls are
+    NaN; on the closure universe its truth SF is exactly 1 and the pull uses the fit's error."""
     tmpl = (meas.templates if universe == "data" else meas.closure_templates)[step]
     m = (meas.data if universe == "data" else meas.closure)[step]
     res, inp = m.results["nominal"], m.inputs["nominal"]
@@ -208,18 +213,22 @@ def closure(meas: EfficiencyMeasurement, step: str, universe: str) -> StepClosur
             pulls = np.where(usable, (sf - 1.0) / sig, np.nan)
         return StepClosure(step, universe, np.ones_like(sf), nan, nan, pulls, nan, nan)
     tr = truth_for(step, tmpl, universe, f"chapter 03: {step} scale-factor closure ({universe})")
-    e_true = tr.eff_data.ravel()
-    lr = tnpfit.likelihood_ratio_pulls(inp, res, np.nan_to_num(e_true, nan=0.5))
+    e_true, e_true_mc = tr.eff_data.ravel(), tr.eff_mc.ravel()
+    # the bins are chosen by the failing probes the truth expects, not the measured efficiency:
+    # a cut on a measured efficiency keeps the bins that fluctuated down (low-efficiency
+    # simulation, SF up), a bias of +0.2 in the ID's pull mean with 3-10 failing probes per bin
+    usable = (res.status <= 2) & (res.values[:, 0] * (1.0 - np.nan_to_num(e_true, nan=1.0)) >= MIN_EXPECTED_FAILS)
+    at = tnpfit.pulls_at_truth(inp, res, np.nan_to_num(e_true, nan=0.5))
     with np.errstate(divide="ignore", invalid="ignore"):
-        sigma_eq = np.where(np.abs(lr) > 1e-6, np.abs(res.eff - e_true) / np.abs(lr), res.eff_err)
+        err_mc = np.sqrt(e_true_mc * (1.0 - e_true_mc) / tmpl.n_eff)
         sf = res.eff / tmpl.eff
-        sigma_sf = np.sqrt((sigma_eq / tmpl.eff) ** 2 + (sf * tmpl.eff_err / tmpl.eff) ** 2)
-        sf_true = e_true / tr.eff_mc.ravel() if universe == "data" else np.ones_like(e_true)
+        sf_true = e_true / e_true_mc if universe == "data" else np.ones_like(e_true)
+        sigma_sf = sf_true * np.sqrt((at.error_at_truth / e_true) ** 2 + (err_mc / e_true_mc) ** 2)
         pulls = (sf - sf_true) / sigma_sf
-        mc_pulls = (tmpl.eff - tr.eff_mc.ravel()) / tmpl.eff_err
+        mc_pulls = (tmpl.eff - e_true_mc) / err_mc
     usable &= np.isfinite(pulls)
-    return StepClosure(step, universe, sf_true, e_true, tr.eff_mc.ravel(), np.where(usable, pulls, np.nan),
-                       np.where(usable, lr, np.nan), mc_pulls)
+    return StepClosure(step, universe, sf_true, e_true, e_true_mc, np.where(usable, pulls, np.nan),
+                       np.where(usable, at.likelihood_ratio, np.nan), mc_pulls)
 
 
 def smoothing_closure(meas: EfficiencyMeasurement, closure_: StepClosure) -> np.ndarray:

@@ -5,8 +5,9 @@ pseudo-data whose detector is the simulation's):
 
 1. the pass and fail m_μμ spectra of every bin (1 GeV bins in the fit window);
 2. the simulated signal templates of every bin from truth-matched Z→μμ probes (0.25 GeV bins over
-   50–130 GeV; a bin with fewer than ``min_template_events`` effective events takes the
-   template of its pT bin over all eta), and the simulation's efficiency by counting them;
+   50–130 GeV; a category with fewer than ``min_template_events`` effective events takes its
+   bin's all-probe shape times a smooth ratio from its pT bin over all eta,
+   :func:`smooth_shape_ratio`), and the simulation's efficiency by counting them;
 3. the data/simulation resolution difference per eta bin of the step — a Gaussian (shift, width)
    found on a grid of (shift, width) by the batched pass/fail fit of the eta bin's summed
    spectra, refined by a quadratic through the 3×3 neighbourhood of the best point;
@@ -90,7 +91,7 @@ def spectra(binning: StepBinning, cols: Mapping[str, np.ndarray]) -> StepSpectra
 
 
 def templates(binning: StepBinning, cols: Mapping[str, np.ndarray], weight: np.ndarray,
-              min_template_events: float = 50.0) -> StepTemplates:
+              min_template_events: float = 1000.0) -> StepTemplates:
     """Signal templates and counting efficiencies of truth-matched simulated probes."""
     probe, passing = step_masks(cols, binning.step)
     matched = np.isfinite(np.asarray(cols["probe_gen_pt"], np.float64))
@@ -108,27 +109,27 @@ def templates(binning: StepBinning, cols: Mapping[str, np.ndarray], weight: np.n
         sums.append(h.sum(1))
         sums2.append(h2)
     # a category with too few simulated probes (the failing probes, mostly) takes the shape of
-    # all the bin's probes (its resolution, which depends on eta) times the fail/pass shape
-    # ratio of its pT (u_par, charge) bin over all eta (what failing does to the mass shape,
-    # which depends on pT); the ratio on 2 GeV bins, so it carries no fine-bin noise
+    # all the bin's probes (its resolution, which depends on eta) times a smooth fail/all (pass/all)
+    # shape ratio of its pT (u_par, charge) bin over all eta (what failing does to the mass shape,
+    # which depends on pT): a template with the noise of a few dozen simulated events makes the
+    # fit's smooth background take up signal (in toys of the isolation step's bins, +0.6 on the
+    # pull mean), and a ratio binned in mass would carry the same noise
     others = np.ravel_multi_index(np.unravel_index(np.arange(nb), binning.shape)[1:], binning.shape[1:]) \
         if len(binning.shape) > 1 else np.zeros(nb, np.int64)
     n_other = int(np.prod(binning.shape[1:]))
     both = t[0] + t[1]
-    coarse = 8                                       # 8 x 0.25 GeV
-    o_hist = [np.zeros((n_other, nk)) for _ in range(2)]
-    for c in range(2):
-        np.add.at(o_hist[c], others, t[c])
-    o_both = o_hist[0] + o_hist[1]
+    o_both = np.zeros((n_other, nk))
+    np.add.at(o_both, others, both)
     fallback = np.zeros((2, nb), bool)
     for c in range(2):
         with np.errstate(divide="ignore", invalid="ignore"):
             n_eff = np.where(sums2[c] > 0, sums[c] ** 2 / sums2[c], 0.0)
-            num = o_hist[c].reshape(n_other, -1, coarse).sum(-1)
-            den = o_both.reshape(n_other, -1, coarse).sum(-1)
-            ratio = np.repeat(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), coarse, axis=1)
         low = n_eff < min_template_events
-        t[c][low] = both[low] * ratio[others[low]]
+        if low.any():
+            o_cat = np.zeros((n_other, nk))
+            np.add.at(o_cat, others, t[c])
+            ratio = smooth_shape_ratio(o_cat, o_both)
+            t[c][low] = both[low] * ratio[others[low]]
         fallback[c] = low
     sp, sf = sums
     tot = sp + sf
@@ -145,8 +146,68 @@ def templates(binning: StepBinning, cols: Mapping[str, np.ndarray], weight: np.n
               "upar": np.asarray(cols["probe_gen_upar"], np.float64)[sel],
               "pt_reco": np.asarray(cols["probe_pt"], np.float64)[sel], "weight": w[sel],
               "bin_eta": np.asarray(cols["probe_eta"], np.float64)[sel],
-              "bin_upar": np.asarray(cols["upar"], np.float64)[sel]}
+              "bin_upar": binning.binned_upar(np.asarray(cols["upar"], np.float64)[sel])}
     return StepTemplates(binning, t[0], t[1], eff, np.sqrt(var), n_eff_all, fallback, probes)
+
+
+#: Legendre order in m_μμ of the log of a category's shape ratio (:func:`smooth_shape_ratio`),
+#: the mass bins it is fitted on (GeV) and its iterations
+RATIO_ORDER = 4
+RATIO_BIN = 2.0
+RATIO_ITERATIONS = 60
+
+
+def smooth_shape_ratio(num: np.ndarray, den: np.ndarray, order: int = RATIO_ORDER) -> np.ndarray:
+    """Per row, a smooth ratio R(m) = exp(Σ_j a_j P_j(x)) (Legendre polynomials in x ∈ [-1, 1]
+    over the template range) with ``num`` ≈ R ``den``, by a Poisson likelihood fit of ``num`` to
+    ``den`` R on :data:`RATIO_BIN` GeV bins (Newton's method on all rows at once); evaluated on
+    the fine template bins.  The ratio of two Gaussian peaks of different widths is the
+    exponential of a quadratic, so a few orders carry what failing a step does to the shape (a
+    failing tracking probe's standalone momentum widens it) without the bins' noise.  A row with
+    no ``num`` or ``den`` gets R = 1."""
+    fine_c = 0.5 * (TEMPLATE_EDGES[1:] + TEMPLATE_EDGES[:-1])
+    group = int(round(RATIO_BIN / (TEMPLATE_EDGES[1] - TEMPLATE_EDGES[0])))
+    d = den.reshape(den.shape[0], -1, group).sum(-1)
+    # a mass bin without ``den`` says nothing about the ratio (``den`` holds ``num`` in use)
+    y = np.where(d > 0, num.reshape(num.shape[0], -1, group).sum(-1), 0.0)
+    lo, hi = TEMPLATE_EDGES[0], TEMPLATE_EDGES[-1]
+    to_x = lambda m: 2.0 * (m - lo) / (hi - lo) - 1.0  # noqa: E731
+    coarse_c = fine_c.reshape(-1, group).mean(-1)
+    basis = np.polynomial.legendre.legvander(to_x(coarse_c), order)          # (K, P)
+    fine_basis = np.polynomial.legendre.legvander(to_x(fine_c), order)
+    ok = (y.sum(1) > 0) & (d.sum(1) > 0)
+    a = np.zeros((num.shape[0], order + 1))
+    a[ok, 0] = np.log(y[ok].sum(1) / d[ok].sum(1))
+    # a weak Gaussian prior on the shape coefficients keeps a row whose probes leave some mass
+    # bins empty finite (its log-ratio would run to -inf there); Newton steps with a backtracking
+    # line search on the penalised likelihood, so that no iteration overshoots
+    prior = np.eye(order + 1)
+    prior[0, 0] = 0.0
+    ridge = 1e-6 * np.maximum(y.sum(1), 1.0)[:, None, None] * prior[None] + 1e-9 * np.eye(order + 1)[None]
+
+    def objective(rows: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        eta = np.clip(coef @ basis.T, -50.0, 50.0)
+        return (d[rows] * np.exp(eta) - y[rows] * eta).sum(1) + 0.5 * np.einsum("bp,bpq,bq->b", coef, ridge[rows], coef)
+
+    rows = np.flatnonzero(ok)
+    for _ in range(RATIO_ITERATIONS):
+        if rows.size == 0:
+            break
+        ar = a[rows]
+        mu = d[rows] * np.exp(np.clip(ar @ basis.T, -50.0, 50.0))
+        grad = (mu - y[rows]) @ basis + np.einsum("bpq,bq->bp", ridge[rows], ar)
+        hess = np.einsum("bk,kp,kq->bpq", mu, basis, basis) + ridge[rows]
+        step = np.linalg.solve(hess, grad[..., None])[..., 0]
+        f0 = objective(rows, ar)
+        scale = np.ones(rows.size)
+        for _ in range(20):
+            worse = ~(objective(rows, ar - scale[:, None] * step) <= f0 + 1e-12 * np.abs(f0))
+            if not worse.any():
+                break
+            scale = np.where(worse, 0.5 * scale, scale)
+        a[rows] = ar - scale[:, None] * step
+        rows = rows[np.max(np.abs(scale[:, None] * step), axis=1) > 1e-8]
+    return np.where(ok[:, None], np.exp(np.clip(a @ fine_basis.T, -50.0, 50.0)), 1.0)
 
 
 def with_upar(cols: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -252,4 +313,4 @@ def fit_step(spec: StepSpectra, tmpl: StepTemplates, models: tuple[str, ...] = t
 
 
 __all__ = ["MODELS", "RESOLUTION_GRID", "Resolution", "StepMeasurement", "StepSpectra", "StepTemplates",
-           "fit_resolution", "fit_step", "spectra", "templates", "with_upar"]
+           "fit_resolution", "fit_step", "smooth_shape_ratio", "spectra", "templates", "with_upar"]
