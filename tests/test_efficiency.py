@@ -263,7 +263,10 @@ def _w_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {"mu_eta": rng.uniform(-2.4, 2.4, n), "mu_pt": rng.uniform(26, 56, n), "mu_charge": rng.choice([-1, 1], n),
             "mu_phi": rng.uniform(-3, 3, n), "gen_qt": rng.exponential(8, n), "gen_phi": rng.uniform(-3, 3, n),
-            "prefire_up": np.full(n, 0.99), "prefire_dn": np.full(n, 1.01)}
+            "prefire_up": np.full(n, 0.99), "prefire_dn": np.full(n, 1.01),
+            # the W's other decay lepton: its neutrino (the veto factor's second muon for a Z)
+            "lep2_gen_pt": rng.uniform(20, 50, n), "lep2_gen_eta": rng.uniform(-3, 3, n),
+            "lep2_gen_pdgid": np.full(n, 14), "veto_pass": np.ones(n, bool)}
 
 
 def test_correction_weights_and_local_variations(artefact):
@@ -274,8 +277,8 @@ def test_correction_weights_and_local_variations(artefact):
     assert corr.applies_to(info) and not corr.applies_to(SampleInfo("qcd", False, "w", ("mu",)))
     nom = corr.nominal_factor(cols, info)
     upar = cols["gen_qt"] * np.cos(cols["gen_phi"] - cols["mu_phi"])
-    expect = np.prod([corr.tables.sf(s, cols["mu_eta"], cols["mu_pt"], cols["mu_charge"], upar) for s in binning.TRUTH_STEPS],
-                     axis=0)
+    expect = np.prod([corr.tables.sf(s, cols["mu_eta"], cols["mu_pt"], cols["mu_charge"], upar)
+                      for s in binning.TRUTH_STEPS if s != "veto"], axis=0)
     assert np.allclose(nom, expect)
     variations = list(corr.iter_variations(cols, info))
     names = [v.nuisance for v in variations]
@@ -292,6 +295,36 @@ def test_correction_weights_and_local_variations(artefact):
         total[v.rows] += (v.up - 1) ** 2
     assert np.allclose(total, (corr_syst.up - 1) ** 2, rtol=1e-6)
     assert "prefire" in names
+    # a W event has no second muon: the veto's variations touch no event
+    assert all(v.rows.size == 0 for v in variations if "_veto_" in v.nuisance)
+
+
+def test_z_background_in_the_w_selection_takes_the_veto_failing_factor(artefact):
+    """A Z -> mu mu event selected as a W missed its second muon: the failing-probe loose-ID
+    factor (1 - SF eps)/(1 - eps) at that generator muon, on top of the selected muon's SFs; only
+    muons the veto could have found (pT > 15 GeV, |eta| < 2.4, veto passed) take it, and only
+    their events move with the veto's variations."""
+    path, _ = artefact
+    corr = MuonEfficiencyCorrection(tables.load_tables(path))
+    n = 300
+    cols = _w_columns(n, 5)
+    rng = np.random.default_rng(6)
+    cols["lep2_gen_pdgid"] = np.where(cols["mu_charge"] > 0, 13, -13)        # the opposite-charge muon
+    cols["lep2_gen_pt"] = rng.uniform(5, 50, n)
+    cols["veto_pass"] = rng.random(n) < 0.9
+    z, w = SampleInfo("z_mumu", False, "w", ("mu",)), SampleInfo("wplus_munu", False, "w", ("mu",))
+    ratio = corr.nominal_factor(cols, z) / corr.nominal_factor({**cols, "lep2_gen_pdgid": np.full(n, 14)}, w)
+    active = (cols["lep2_gen_pt"] > 15) & (np.abs(cols["lep2_gen_eta"]) < 2.4) & cols["veto_pass"]
+    q2 = -cols["mu_charge"]
+    sf = corr.tables.sf("veto", cols["lep2_gen_eta"], cols["lep2_gen_pt"], q2, np.zeros(n))
+    eff = corr.tables.eff_mc("veto", cols["lep2_gen_eta"], cols["lep2_gen_pt"], q2, np.zeros(n))
+    expect = np.where(active, scalefactors.failing_scale_factor(sf, eff), 1.0)
+    assert active.sum() > 50 and np.allclose(ratio, expect)
+    veto = [v for v in corr.iter_variations(cols, z) if "_veto_" in v.nuisance]
+    touched = np.unique(np.concatenate([v.rows for v in veto]))
+    assert np.array_equal(touched, np.flatnonzero(active))
+    with pytest.raises(KeyError, match="lep2_gen_pt"):
+        corr.nominal_factor({k: v for k, v in cols.items() if k != "lep2_gen_pt"}, z)
 
 
 def test_isolation_failing_factor_uses_the_failing_probe_scale_factor(artefact):
@@ -322,7 +355,7 @@ def test_wlike_second_muon_takes_the_non_triggering_isolation(artefact):
     t = corr.tables
     up1 = cols["gen_qt"] * np.cos(cols["gen_phi"] - cols["mu_phi"])
     up2 = cols["gen_qt"] * np.cos(cols["gen_phi"] - cols["mu2_phi"])
-    m1 = np.prod([t.sf(s, cols["mu_eta"], cols["mu_pt"], cols["mu_charge"], up1) for s in binning.TRUTH_STEPS], axis=0)
+    m1 = np.prod([t.sf(s, cols["mu_eta"], cols["mu_pt"], cols["mu_charge"], up1) for s in ("reco", "tracking", "id", "trigger", "isolation")], axis=0)
     m2 = np.prod([t.sf(s, cols["mu2_eta"], cols["mu2_pt"], cols["mu2_charge"], up2)
                   for s in ("reco", "tracking", "id", "isolation_notrig")], axis=0)
     assert np.allclose(nom, m1 * m2)

@@ -216,11 +216,15 @@ def _shape(s, ib, pt):
 def test_truth_scale_factors_depend_on_pt_as_the_card_says():
     """The truth scale factors of the reco, tracking and ID steps at 25 and 55 GeV differ by the
     card's pT shapes (an independent evaluation of (1 - depth e^{-(pT-15)/scale})(1 + slope
-    (pT - 40)) in data over simulation), by at least a few per mille in every step; the old
-    universe's flat shapes would give no difference."""
+    (pT - 40)) in data over simulation), by at least a few per mille in every step of the chain;
+    the old universe's flat shapes would give no difference.  The veto's loose ID is a flat
+    number of the cards (the same in data and simulation): its SF is 1 everywhere."""
     eta = [-2.4, -1.2, 0.0, 1.2, 2.4]
     data, nom = load_card("data")["detector"], load_card("nominal")["detector"]
-    for step in E.STEPS:
+    veto = truth.efficiency_scale_factors("veto", eta, [15.0, 20.0, 54.0, 56.0], purpose="test: flat veto")
+    np.testing.assert_allclose(veto.eff_data, data["efficiency"]["loose_id"])
+    np.testing.assert_allclose(veto.sf, data["efficiency"]["loose_id"] / nom["efficiency"]["loose_id"])
+    for step in (s for s in E.STEPS if s != "veto"):
         sf = truth.efficiency_scale_factors(step, eta, [24.0, 26.0, 54.0, 56.0], purpose="test: SF pT dependence").sf
         ratio = sf[:, 0] / sf[:, 2]                                  # (eta, charge)
         assert np.max(np.abs(ratio - 1)) > 2e-3, (step, ratio)

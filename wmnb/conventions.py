@@ -216,7 +216,8 @@ def lhe_pdf_pairs(n_members: int) -> int:
 #: next one.  The reconstruction (standalone) step probes inner tracks and asks for a standalone
 #: muon; tracking probes standalone muons and asks for the global match; ID + impact parameter
 #: probes global muons; the trigger probes ID-passing muons; isolation probes triggering,
-#: ID-passing muons.  The universe's efficiency truth (:mod:`wmnb.universe.efficiency`) is
+#: ID-passing muons; the veto (not a step of the chain: the second muon's) probes inner tracks
+#: and asks for the loose ID.  The universe's efficiency truth (:mod:`wmnb.universe.efficiency`) is
 #: defined for these probes.
 TNP_STEPS: dict[str, tuple[tuple[str, ...], str]] = {
     "reco": (("probe_pass_trk",), "probe_pass_sta"),
@@ -224,6 +225,8 @@ TNP_STEPS: dict[str, tuple[tuple[str, ...], str]] = {
     "id": (("probe_pass_glb",), "probe_pass_id"),
     "trigger": (("probe_pass_glb", "probe_pass_id"), "probe_pass_trig"),
     "isolation": (("probe_pass_glb", "probe_pass_id", "probe_pass_trig"), "probe_pass_iso"),
+    # the W selection's veto on a second muon: the loose ID of a muon with an inner track
+    "veto": (("probe_pass_trk",), "probe_pass_loose"),
 }
 
 

@@ -1,8 +1,9 @@
 """Muon efficiencies by tag and probe (chapter 03).
 
-* :mod:`~wmnb.efficiency.binning` — the steps' bins (48 eta × probe pT × charge [× u_∥]);
+* :mod:`~wmnb.efficiency.binning` — the steps' bins (48 eta × probe pT × charge [× u_∥]): reco,
+  tracking, ID, trigger, isolation (with and without trigger) and the second-muon veto's loose ID;
 * :mod:`~wmnb.efficiency.tnpfit` — all pass/fail m_μμ fits at once (projected Fisher scoring in
-  numpy), the quality rule and its fallbacks, likelihood-ratio pulls, the iminuit reference loop;
+  numpy), the quality rule and its fallbacks, closure pulls at the truth, the iminuit reference loop;
 * :mod:`~wmnb.efficiency.measure` — spectra, simulated signal templates, the resolution
   difference, the fits of every model;
 * :mod:`~wmnb.efficiency.smoothing` and :mod:`~wmnb.efficiency.scalefactors` — SF smoothing in pT

@@ -1,6 +1,7 @@
 """The tag-and-probe binning of every step (PHYSICS.md, "Facts ... Tag and probe").
 
-Probe pT bins 24, 26, …, 44, 47, 50, 55, 60, 65 GeV (tracking: 24, 35, 45, 55, 65); 48 eta bins
+Probe pT bins 24, 26, …, 44, 47, 50, 55, 60, 65 GeV (tracking: 24, 35, 45, 55, 65; the veto's
+loose ID of the second muon, which starts at 15 GeV: 15, 20, 25, 30, 35, 40, 50, 65); 48 eta bins
 (a profile may use fewer); per charge except the isolation; trigger and isolation also in u_∥, the
 dimuon q_T projected on the probe (the W's boson q_T projected on its muon when the scale factors
 are applied).  m_μμ fitted in 60–120 GeV (tracking 50–130) in 1 GeV bins; the simulated signal
@@ -15,20 +16,22 @@ import numpy as np
 
 from ..conventions import TNP_STEPS, tnp_step_masks
 
-#: the steps whose truth the universe defines (the paper's chain, :data:`wmnb.conventions.TNP_STEPS`)
+#: the steps whose truth the universe defines (:data:`wmnb.conventions.TNP_STEPS`: the paper's
+#: chain and the loose ID of the second-muon veto)
 TRUTH_STEPS: tuple[str, ...] = tuple(TNP_STEPS)
 #: plus the isolation of a muon that need not trigger (the second muon of the W-like and dimuon
 #: selections): probes are ID-passing muons, trigger-matched or not
 STEPS: tuple[str, ...] = (*TRUTH_STEPS, "isolation_notrig")
 PT_EDGES = (24.0, 26.0, 28.0, 30.0, 32.0, 34.0, 36.0, 38.0, 40.0, 42.0, 44.0, 47.0, 50.0, 55.0, 60.0, 65.0)
 TRACKING_PT_EDGES = (24.0, 35.0, 45.0, 55.0, 65.0)
+VETO_PT_EDGES = (15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 50.0, 65.0)
 MASS_WINDOW = (60.0, 120.0)
 TRACKING_MASS_WINDOW = (50.0, 130.0)
 #: the simulated signal templates: fine bins over the whole skim window (wider than the fit's)
 TEMPLATE_EDGES = np.arange(50.0, 130.0 + 1e-9, 0.25)
 ETA_MAX = 2.4
 #: steps measured per charge, and versus u_par (PHYSICS.md)
-CHARGE_STEPS = ("reco", "tracking", "id", "trigger")
+CHARGE_STEPS = ("reco", "tracking", "id", "trigger", "veto")
 UPAR_STEPS = ("trigger", "isolation", "isolation_notrig")
 ISOLATION_STEPS = ("isolation", "isolation_notrig")
 #: u_par range of the scale factors (GeV): values outside are counted in the outer bins
@@ -122,7 +125,7 @@ def step_binnings(n_eta: int | Mapping[str, int] = 48, upar_edges: Sequence[floa
         n = int(n_eta[step] if isinstance(n_eta, Mapping) else n_eta)
         if n < 1 or n > 48:
             raise ValueError(f"n_eta of step {step!r} must be 1..48, got {n}")
-        pts = np.asarray(tracking_pt_edges if step == "tracking" else pt_edges, float)
+        pts = np.asarray(tracking_pt_edges if step == "tracking" else VETO_PT_EDGES if step == "veto" else pt_edges, float)
         if pts.ndim != 1 or pts.size < 2 or np.any(np.diff(pts) <= 0):
             raise ValueError(f"pT edges of step {step!r} must increase, got {pts.tolist()}")
         lo, hi = TRACKING_MASS_WINDOW if step == "tracking" else MASS_WINDOW
@@ -139,14 +142,18 @@ def step_binnings(n_eta: int | Mapping[str, int] = 48, upar_edges: Sequence[floa
 
 def step_masks(cols: Mapping[str, np.ndarray], step: str) -> tuple[np.ndarray, np.ndarray]:
     """(probe, passing probe) masks of ``step`` on tnp skim columns: the paper's chain
-    (:func:`wmnb.conventions.tnp_step_masks`) and ``isolation_notrig`` (global, ID-passing
-    probes; passing: isolated)."""
+    (:func:`wmnb.conventions.tnp_step_masks`, which includes the second-muon veto) and
+    ``isolation_notrig`` (global, ID-passing probes; passing: isolated)."""
     if step == "isolation_notrig":
         for k in ("probe_pass_glb", "probe_pass_id", "probe_pass_iso"):
             if k not in cols:
                 raise KeyError(f"tnp columns lack {k!r} (step {step!r}); rerun chapter 01")
         probe = np.asarray(cols["probe_pass_glb"], bool) & np.asarray(cols["probe_pass_id"], bool)
         return probe, probe & np.asarray(cols["probe_pass_iso"], bool)
+    flags, passing = TNP_STEPS[step] if step in TNP_STEPS else ((), "")
+    missing = [k for k in (*flags, passing) if k and k not in cols]
+    if missing:
+        raise KeyError(f"tnp columns lack {missing} (step {step!r}); rerun chapter 01")
     return tnp_step_masks(dict(cols), step)
 
 
@@ -159,5 +166,5 @@ def probe_upar(cols: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 __all__ = ["CHARGE_STEPS", "ISOLATION_STEPS", "MASS_WINDOW", "PT_EDGES", "STEPS", "TEMPLATE_EDGES", "TRACKING_MASS_WINDOW",
-           "TRACKING_PT_EDGES", "TRUTH_STEPS", "UPAR_RANGE", "UPAR_STEPS", "BinCentres", "StepBinning", "probe_upar", "step_binnings",
+           "TRACKING_PT_EDGES", "TRUTH_STEPS", "UPAR_RANGE", "UPAR_STEPS", "VETO_PT_EDGES", "BinCentres", "StepBinning", "probe_upar", "step_binnings",
            "step_masks"]

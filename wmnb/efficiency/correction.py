@@ -10,7 +10,12 @@ W, Z and W-like selections, reading the correctionlib file of chapter 03 through
   simulation's trigger efficiencies ε_i;
 * the isolation: measured on triggering probes for the muon that must trigger (W, the W-like
   template muon), without the trigger requirement (``isolation_notrig``) for the W-like's second
-  muon and the two muons of a dimuon event (:data:`STEPS_OF`).
+  muon and the two muons of a dimuon event (:data:`STEPS_OF`);
+* the second-muon veto of the W selection: an event whose boson's other decay lepton is a muon
+  (generator level, pT > 15 GeV, |eta| < 2.4; the Z → μμ background) and that passed the veto
+  gets the failing-probe factor (1 − SF ε)/(1 − ε) of the loose ID at that generator muon
+  (ε the simulation's loose-ID efficiency of a muon with a track, capped at 0.9995).  The inner
+  track's own reconstruction is not a measured step: it is taken as the simulation's.
 
 Variations (group ``muonEfficiency``), each local to the events it touches:
 
@@ -40,10 +45,15 @@ PROMPT_SAMPLES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", 
 SELECTIONS = ("w", "z", "wlike")
 #: per selection and muon prefix: the steps whose scale factors the muon carries (a dimuon
 #: event's trigger is the event-level "either muon" formula)
+#: the pseudo-muon of the veto factor: the W event's generator-level second muon
+VETO_PREFIX = "lep2"
+#: generator-level cuts of a second muon the veto could have found (the veto's pT and the muon
+#: acceptance)
+VETO_PT, VETO_ETA = 15.0, 2.4
 _TRIGGERING = ("reco", "tracking", "id", "trigger", "isolation")
 _SECOND = ("reco", "tracking", "id", "isolation_notrig")
 STEPS_OF: dict[str, dict[str, tuple[str, ...]]] = {
-    "w": {"mu": _TRIGGERING},
+    "w": {"mu": _TRIGGERING, VETO_PREFIX: ("veto",)},
     "wlike": {"mu": _TRIGGERING, "mu2": _SECOND},
     "z": {"mup": (*_SECOND, "trigger"), "mum": (*_SECOND, "trigger")},
 }
@@ -79,7 +89,27 @@ class MuonEfficiencyCorrection(Correction):
                                f"the columns {missing}; rerun chapter 01")
             out[p] = {"eta": np.asarray(columns[f"{p}_eta"], np.float64), "pt": np.asarray(columns[f"{p}_pt"], np.float64),
                       "charge": np.asarray(columns[f"{p}_charge"], np.int64), "upar": _upar(columns, p)}
+        if VETO_PREFIX in STEPS_OF[sample.selection]:
+            out[VETO_PREFIX] = self._veto_muon(columns, sample)
         return out
+
+    @staticmethod
+    def _veto_muon(columns: Mapping[str, np.ndarray], sample: SampleInfo) -> dict[str, np.ndarray]:
+        """The generator-level second muon of each event (``lep2_gen_*``) with ``active``: a muon
+        in the veto's reach in an event that passed the veto; elsewhere placeholder kinematics."""
+        need = ["lep2_gen_pt", "lep2_gen_eta", "lep2_gen_pdgid"]
+        missing = [k for k in need if k not in columns]
+        if missing:
+            raise KeyError(f"{CORRECTION_NAME}: sample {sample.name!r} (selection {sample.selection!r}) lacks "
+                           f"the columns {missing} (the veto factor's second muon); rerun chapter 01")
+        pt = np.asarray(columns["lep2_gen_pt"], np.float64)
+        eta = np.asarray(columns["lep2_gen_eta"], np.float64)
+        pdg = np.asarray(columns["lep2_gen_pdgid"], np.int64)
+        active = (np.abs(pdg) == 13) & np.isfinite(pt) & np.isfinite(eta) & (pt > VETO_PT) & (np.abs(eta) < VETO_ETA)
+        if "veto_pass" in columns:
+            active &= np.asarray(columns["veto_pass"], bool)
+        return {"eta": np.where(active, eta, 0.0), "pt": np.where(active, pt, 30.0),
+                "charge": np.where(pdg > 0, -1, 1).astype(np.int64), "upar": np.zeros(pt.size), "active": active}
 
     def _sf(self, step: str, mu: Mapping[str, np.ndarray], variation: str = "nominal") -> np.ndarray:
         return self.tables.sf(step, mu["eta"], mu["pt"], mu["charge"], mu["upar"], variation)
@@ -87,6 +117,15 @@ class MuonEfficiencyCorrection(Correction):
     def _step_factor(self, step: str, sample: SampleInfo, sfs: Mapping[str, np.ndarray],
                      muons: Mapping[str, Mapping[str, np.ndarray]]) -> np.ndarray:
         """The event factor of one step from the per-muon scale factors ``sfs`` (prefix → SF)."""
+        if step == "veto":
+            from .scalefactors import failing_scale_factor
+
+            out = np.ones(next(iter(sfs.values())).size)
+            for p in sfs:
+                mu = muons[p]
+                e = self.tables.eff_mc("veto", mu["eta"], mu["pt"], mu["charge"], mu["upar"])
+                out = out * np.where(mu["active"], failing_scale_factor(sfs[p], e), 1.0)
+            return out
         if step != "trigger" or sample.selection != "z":
             return np.prod([sfs[p] for p in sfs], axis=0)
         num, den = 1.0, 1.0
@@ -160,20 +199,20 @@ class MuonEfficiencyCorrection(Correction):
             nom = {p: sfs[step][p] for p in used}
             ieta = {p: np.clip(np.searchsorted(t.eta_edges, mu[p]["eta"], side="right") - 1, 0, t.eta_edges.size - 2)
                     for p in used}
+            active = {p: mu[p].get("active", np.ones(n, bool)) for p in used}
 
             # eigen-variations per slice
             for ie in range(t.eta_edges.size - 1):
                 for q in ((-1, 1) if t.charged else (0,)):
-                    sel = {p: (ieta[p] == ie) & ((mu[p]["charge"] == q) if t.charged else True) for p in used}
+                    sel = {p: (ieta[p] == ie) & ((mu[p]["charge"] == q) if t.charged else True) & active[p] for p in used}
                     tag = f"{step}_eta{ie}" + (f"_q{'p' if q > 0 else 'm'}" if t.charged else "")
                     for k in range(t.n_stat):
                         yield self._local(step, sample, mu, nom, sel, f"eff_stat_{tag}_{k}", f"stat{k}", 1.0)
             # the alternative models: correlated and per eta bin, each with half the variance
             for model in t.alternatives:
-                up, down = self._varied(step, sample, mu, nom, np.arange(n), {p: np.ones(n, bool) for p in used}, model, HALF)
-                yield Variation(f"eff_syst_{step}_{model}_corr", GROUP, up, down)
+                yield self._local(step, sample, mu, nom, active, f"eff_syst_{step}_{model}_corr", model, HALF)
                 for ie in range(t.eta_edges.size - 1):
-                    yield self._local(step, sample, mu, nom, {p: ieta[p] == ie for p in used},
+                    yield self._local(step, sample, mu, nom, {p: (ieta[p] == ie) & active[p] for p in used},
                                       f"eff_syst_{step}_{model}_eta{ie}", model, HALF)
         if "prefire_up" in columns:
             yield Variation("prefire", PREFIRE_GROUP, np.asarray(columns["prefire_up"], np.float64),

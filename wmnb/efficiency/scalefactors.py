@@ -20,7 +20,7 @@ from .measure import StepMeasurement, StepTemplates
 from .smoothing import OrderTest, SmoothFit, choose_order, fit_slices
 
 #: maximum pT order of the smoothing per step (the paper's), and of u_par
-MAX_ORDER_PT = {"reco": 3, "tracking": 2, "id": 3, "trigger": 3, "isolation": 3, "isolation_notrig": 3}
+MAX_ORDER_PT = {"reco": 3, "tracking": 2, "id": 3, "trigger": 3, "isolation": 3, "isolation_notrig": 3, "veto": 3}
 MAX_ORDER_UPAR = 1     # linear in u_par: 3 u_par bins on the default profile
 #: the lowest pT the smoothing of a step uses: the trigger's threshold turn-on at 24 GeV (in the
 #: 24-26 GeV bin) is a step no cubic follows, and the W and W-like selections start at 26 GeV;

@@ -43,7 +43,8 @@ axis (``tkmet_ut_para``, ``_perp``, ``puppimet_ut_para``, ``_perp``), the scalar
     single-muon trigger; tag: tight ID, |dxy| < 0.05, pT > 25 GeV, iso < 0.15, trigger-matched;
     probe: any other reconstructed muon (tracker-only and standalone-only included) with
     pT > 15 GeV, opposite charge, 50 < m < 130 GeV; one row per (tag, probe) pair, with the probe's
-    pass flags of every efficiency step (``probe_pass_sta``, ``_glb``, ``_id``, ``_trig``, ``_iso``).
+    pass flags of every efficiency step (``probe_pass_sta``, ``_glb``, ``_id``, ``_trig``, ``_iso``)
+    and the loose ID of the W selection's second-muon veto (``probe_pass_loose``).
     The probes and passing probes of each step are :data:`wmnb.conventions.TNP_STEPS`
     (:func:`wmnb.conventions.tnp_step_masks`, also importable from here).
     Simulation adds the probe's generator match (``probe_gen_pt``, ``_eta``, ``_phi``, NaN for a
@@ -773,6 +774,7 @@ def select_tnp(chunk: Chunk, norm: float = 1.0, gen: bool = True,
     cols["probe_pass_id"] = mu["mediumId"][ib].astype(bool) & (np.abs(mu["dxy"][ib]) < DXY_MAX)
     cols["probe_pass_trig"] = match[ib]
     cols["probe_pass_iso"] = mu["pfRelIso04_all"][ib] < ISO_MAX
+    cols["probe_pass_loose"] = flag("looseId", True)
     sel_p = p["mass"][inwin]
     cols["mass"] = sel_p.astype(F4)
     cols["pair_pt"] = p["pt"][inwin].astype(F4)

@@ -15,6 +15,8 @@ The steps, in the paper's order, with the probes of the tag-and-probe measuremen
 ``trigger``    single-muon trigger match of an ID-passing muon: L1/HLT muon with its pT turn-on,
                times the HLT isolation;
 ``isolation``  offline relative isolation < 0.15 of a triggering, ID-passing muon.
+``veto``       loose ID of a muon with an inner track (the W selection's veto on a second muon;
+               the card's flat ``loose_id``, probes: tracks).
 
 The reco, tracking, ID and trigger-muon efficiencies are
 
@@ -53,7 +55,7 @@ from scipy.stats import gamma as gamma_dist
 from ..conventions import DXY_MAX, ISO_MAX
 from .card import eta_bin
 
-STEPS = ("reco", "tracking", "id", "trigger", "isolation")
+STEPS = ("reco", "tracking", "id", "trigger", "isolation", "veto")
 #: steps whose efficiency is measured per charge (the isolation is charge-independent)
 CHARGE_STEPS = ("reco", "tracking", "id", "trigger")
 #: steps measured versus u_par as well
@@ -267,7 +269,8 @@ def truth_efficiency(det: dict[str, Any], step: str, eta: Any, pt: Any, charge: 
 
     reco: standalone reconstruction; tracking: TRACK_EFF x global match; id: medium ID x
     P(|dxy| < 0.05); trigger: trigger muon x HLT isolation; isolation: P(offline isolation | HLT
-    isolation).  The plateaus and pT shapes are functions of the generator pT, the trigger
+    isolation); veto: the loose ID of a muon with an inner track (the W selection's second-muon
+    veto).  The plateaus and pT shapes are functions of the generator pT, the trigger
     threshold turn-on and the isolations of the reconstructed one (as in the detector
     simulation), so given both the result is exact.  ``charge`` is ignored for the isolation,
     ``upar`` for the reco, tracking and ID steps."""
@@ -281,6 +284,8 @@ def truth_efficiency(det: dict[str, Any], step: str, eta: Any, pt: Any, charge: 
         return TRACK_EFF * tracking_efficiency(det, pt, eta, charge)
     if step == "id":
         return id_efficiency(det, pt, eta, charge) * dxy_efficiency(det)
+    if step == "veto":
+        return np.full(eta.shape, float(det["efficiency"]["loose_id"]))
     tables = isolation_tables(det)
     if step == "trigger":
         return trigger_muon_efficiency(det, pt, eta, charge, pt_reco) * tables.trigger(pt_reco, upar)

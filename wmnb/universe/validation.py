@@ -186,6 +186,7 @@ TNP_PROCESSES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "
 
 TNP_BRANCHES = ["Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "Muon_tightId", "Muon_mediumId", "Muon_dxy",
                 "Muon_pfRelIso04_all", "Muon_triggerMatch", "Muon_isGlobal", "Muon_isTracker", "Muon_isStandalone",
+                "Muon_looseId",
                 "HLT_IsoMu24", "HLT_IsoTkMu24", "event"]
 TNP_MC_BRANCHES = ["Muon_genPartIdx", "GenPart_pt", "genWeight", "L1PreFiringWeight_Nom"]
 #: the cuts of chapter 01's tnp skim (PHYSICS.md; wmnb.engine.selections): tag pT, probe pT, |dxy|, isolation
@@ -241,7 +242,8 @@ def tnp_pairs(files: Sequence[str | Path], norm: float = 1.0, same_sign: bool = 
                 "probe_pass_trk": flat(a.Muon_isTracker, p),
                 "probe_pass_id": flat(a.Muon_mediumId, p) & (np.abs(flat(a.Muon_dxy, p)) < TNP_DXY),
                 "probe_pass_trig": flat(a.Muon_triggerMatch, p),
-                "probe_pass_iso": flat(a.Muon_pfRelIso04_all, p) < TNP_ISO}
+                "probe_pass_iso": flat(a.Muon_pfRelIso04_all, p) < TNP_ISO,
+                "probe_pass_loose": flat(a.Muon_looseId, p)}
         if is_mc:
             w = ak.to_numpy(a.genWeight * a.L1PreFiringWeight_Nom).astype(np.float64) * norm
             gidx = a.Muon_genPartIdx[p]
