@@ -43,8 +43,6 @@ PREFIRE_GROUP = "prefire"
 #: simulated samples with prompt muons (the multijet sample's muons are nonprompt)
 PROMPT_SAMPLES = ("wplus_munu", "wminus_munu", "z_mumu", "w_taunu", "z_tautau", "ttbar", "diboson")
 SELECTIONS = ("w", "z", "wlike")
-#: per selection and muon prefix: the steps whose scale factors the muon carries (a dimuon
-#: event's trigger is the event-level "either muon" formula)
 #: the pseudo-muon of the veto factor: the W event's generator-level second muon
 VETO_PREFIX = "lep2"
 #: generator-level cuts of a second muon the veto could have found (the veto's pT and the muon
@@ -52,6 +50,8 @@ VETO_PREFIX = "lep2"
 VETO_PT, VETO_ETA = 15.0, 2.4
 _TRIGGERING = ("reco", "tracking", "id", "trigger", "isolation")
 _SECOND = ("reco", "tracking", "id", "isolation_notrig")
+#: per selection and muon prefix: the steps whose scale factors the muon carries (a dimuon
+#: event's trigger is the event-level "either muon" formula)
 STEPS_OF: dict[str, dict[str, tuple[str, ...]]] = {
     "w": {"mu": _TRIGGERING, VETO_PREFIX: ("veto",)},
     "wlike": {"mu": _TRIGGERING, "mu2": _SECOND},
