@@ -51,6 +51,7 @@ every sample, fit process and display group a legend label and one colour (CMS p
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -230,12 +231,21 @@ TNP_STEPS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def tnp_step_masks(cols: dict[str, np.ndarray], step: str) -> tuple[np.ndarray, np.ndarray]:
+def tnp_step_masks(cols: Mapping[str, np.ndarray], step: str) -> tuple[np.ndarray, np.ndarray]:
     """(probe, passing probe) masks of the tag-and-probe ``step`` (:data:`TNP_STEPS`) on ``tnp``
     skim columns; the failing probes are ``probe & ~passing``."""
     if step not in TNP_STEPS:
         raise ValueError(f"unknown tag-and-probe step {step!r}; choose one of {list(TNP_STEPS)}")
-    flags, pass_flag = TNP_STEPS[step]
+    return probe_masks(cols, *TNP_STEPS[step], step=step)
+
+
+def probe_masks(cols: Mapping[str, np.ndarray], flags: tuple[str, ...], pass_flag: str,
+                step: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(probe, passing probe): probes have every flag of ``flags``, passing ones ``pass_flag``
+    too; a missing column is named (``step`` says whose)."""
+    missing = [k for k in (*flags, pass_flag) if k not in cols]
+    if missing:
+        raise KeyError(f"tnp columns lack {missing} (step {step!r}); rerun chapter 01")
     probe = np.ones(len(cols[pass_flag]), bool)
     for f in flags:
         probe &= np.asarray(cols[f], bool)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..conventions import TNP_STEPS, tnp_step_masks
+from ..conventions import TNP_STEPS, probe_masks, tnp_step_masks
 
 #: the steps whose truth the universe defines (:data:`wmnb.conventions.TNP_STEPS`: the paper's
 #: chain and the loose ID of the second-muon veto)
@@ -145,16 +145,8 @@ def step_masks(cols: Mapping[str, np.ndarray], step: str) -> tuple[np.ndarray, n
     (:func:`wmnb.conventions.tnp_step_masks`, which includes the second-muon veto) and
     ``isolation_notrig`` (global, ID-passing probes; passing: isolated)."""
     if step == "isolation_notrig":
-        for k in ("probe_pass_glb", "probe_pass_id", "probe_pass_iso"):
-            if k not in cols:
-                raise KeyError(f"tnp columns lack {k!r} (step {step!r}); rerun chapter 01")
-        probe = np.asarray(cols["probe_pass_glb"], bool) & np.asarray(cols["probe_pass_id"], bool)
-        return probe, probe & np.asarray(cols["probe_pass_iso"], bool)
-    flags, passing = TNP_STEPS[step] if step in TNP_STEPS else ((), "")
-    missing = [k for k in (*flags, passing) if k and k not in cols]
-    if missing:
-        raise KeyError(f"tnp columns lack {missing} (step {step!r}); rerun chapter 01")
-    return tnp_step_masks(dict(cols), step)
+        return probe_masks(cols, ("probe_pass_glb", "probe_pass_id"), "probe_pass_iso", step)
+    return tnp_step_masks(cols, step)
 
 
 def probe_upar(cols: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -202,7 +202,10 @@ def closure(meas: EfficiencyMeasurement, step: str, universe: str) -> StepClosur
     tmpl = (meas.templates if universe == "data" else meas.closure_templates)[step]
     m = (meas.data if universe == "data" else meas.closure)[step]
     res, inp = m.results["nominal"], m.inputs["nominal"]
-    usable = (res.status <= 2) & (res.values[:, 0] * (1.0 - np.nan_to_num(tmpl.eff, nan=1.0)) >= MIN_EXPECTED_FAILS)
+
+    def usable(eff: np.ndarray) -> np.ndarray:
+        return (res.status <= 2) & (res.values[:, 0] * (1.0 - np.nan_to_num(eff, nan=1.0)) >= MIN_EXPECTED_FAILS)
+
     nan = np.full(res.eff.shape, np.nan)
     if step not in TRUTH_STEPS:
         if universe == "data":
@@ -210,14 +213,11 @@ def closure(meas: EfficiencyMeasurement, step: str, universe: str) -> StepClosur
         with np.errstate(divide="ignore", invalid="ignore"):
             sf = res.eff / tmpl.eff
             sig = np.sqrt((res.eff_err / tmpl.eff) ** 2 + (sf * tmpl.eff_err / tmpl.eff) ** 2)
-            pulls = np.where(usable, (sf - 1.0) / sig, np.nan)
+            # without a truth the expected failing probes come from the simulation (truth SF 1)
+            pulls = np.where(usable(tmpl.eff), (sf - 1.0) / sig, np.nan)
         return StepClosure(step, universe, np.ones_like(sf), nan, nan, pulls, nan, nan)
     tr = truth_for(step, tmpl, universe, f"chapter 03: {step} scale-factor closure ({universe})")
     e_true, e_true_mc = tr.eff_data.ravel(), tr.eff_mc.ravel()
-    # the bins are chosen by the failing probes the truth expects, not the measured efficiency:
-    # a cut on a measured efficiency keeps the bins that fluctuated down (low-efficiency
-    # simulation, SF up), a bias of +0.2 in the ID's pull mean with 3-10 failing probes per bin
-    usable = (res.status <= 2) & (res.values[:, 0] * (1.0 - np.nan_to_num(e_true, nan=1.0)) >= MIN_EXPECTED_FAILS)
     at = tnpfit.pulls_at_truth(inp, res, np.nan_to_num(e_true, nan=0.5))
     with np.errstate(divide="ignore", invalid="ignore"):
         err_mc = np.sqrt(e_true_mc * (1.0 - e_true_mc) / tmpl.n_eff)
@@ -226,9 +226,12 @@ def closure(meas: EfficiencyMeasurement, step: str, universe: str) -> StepClosur
         sigma_sf = sf_true * np.sqrt((at.error_at_truth / e_true) ** 2 + (err_mc / e_true_mc) ** 2)
         pulls = (sf - sf_true) / sigma_sf
         mc_pulls = (tmpl.eff - e_true_mc) / err_mc
-    usable &= np.isfinite(pulls)
-    return StepClosure(step, universe, sf_true, e_true, e_true_mc, np.where(usable, pulls, np.nan),
-                       np.where(usable, at.likelihood_ratio, np.nan), mc_pulls)
+    # the bins are chosen by the failing probes the truth expects, not the measured efficiency:
+    # a cut on a measured efficiency keeps the bins that fluctuated down (low-efficiency
+    # simulation, SF up), a bias of +0.2 in the ID's pull mean with 3-10 failing probes per bin
+    used = usable(e_true) & np.isfinite(pulls)
+    return StepClosure(step, universe, sf_true, e_true, e_true_mc, np.where(used, pulls, np.nan),
+                       np.where(used, at.likelihood_ratio, np.nan), mc_pulls)
 
 
 def smoothing_closure(meas: EfficiencyMeasurement, closure_: StepClosure) -> np.ndarray:

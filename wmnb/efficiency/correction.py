@@ -34,6 +34,7 @@ import numpy as np
 
 from ..corrections import Correction, Manifest, SampleInfo, Variation, publish
 from .binning import STEPS
+from .scalefactors import EFF_CAP, failing_scale_factor
 from .tables import ARTEFACT, EfficiencyTables, load_tables
 
 CORRECTION_NAME = "muon_efficiency"
@@ -50,6 +51,9 @@ VETO_PREFIX = "lep2"
 VETO_PT, VETO_ETA = 15.0, 2.4
 _TRIGGERING = ("reco", "tracking", "id", "trigger", "isolation")
 _SECOND = ("reco", "tracking", "id", "isolation_notrig")
+#: per selection: the steps whose event factor needs the simulation's efficiency (a dimuon
+#: event's either-muon trigger, the veto's failing probe)
+EFFICIENCY_STEPS = {"z": ("trigger",), "w": ("veto",)}
 #: per selection and muon prefix: the steps whose scale factors the muon carries (a dimuon
 #: event's trigger is the event-level "either muon" formula)
 STEPS_OF: dict[str, dict[str, tuple[str, ...]]] = {
@@ -91,7 +95,17 @@ class MuonEfficiencyCorrection(Correction):
                       "charge": np.asarray(columns[f"{p}_charge"], np.int64), "upar": _upar(columns, p)}
         if VETO_PREFIX in STEPS_OF[sample.selection]:
             out[VETO_PREFIX] = self._veto_muon(columns, sample)
-        return out
+        return self._with_efficiencies(out, sample)
+
+    def _with_efficiencies(self, muons: dict[str, dict[str, np.ndarray]], sample: SampleInfo
+                           ) -> dict[str, dict[str, np.ndarray]]:
+        """``muons`` with the simulation's efficiencies (``eff_<step>``, capped) that event factors
+        need, looked up once (a variation evaluates the factor three times)."""
+        for step in EFFICIENCY_STEPS.get(sample.selection, ()):
+            for p in self._users(step, sample, muons):
+                mu = muons[p]
+                mu[f"eff_{step}"] = np.minimum(self.tables.eff_mc(step, mu["eta"], mu["pt"], mu["charge"], mu["upar"]), EFF_CAP)
+        return muons
 
     @staticmethod
     def _veto_muon(columns: Mapping[str, np.ndarray], sample: SampleInfo) -> dict[str, np.ndarray]:
@@ -118,21 +132,18 @@ class MuonEfficiencyCorrection(Correction):
                      muons: Mapping[str, Mapping[str, np.ndarray]]) -> np.ndarray:
         """The event factor of one step from the per-muon scale factors ``sfs`` (prefix → SF)."""
         if step == "veto":
-            from .scalefactors import failing_scale_factor
-
             out = np.ones(next(iter(sfs.values())).size)
             for p in sfs:
                 mu = muons[p]
-                e = self.tables.eff_mc("veto", mu["eta"], mu["pt"], mu["charge"], mu["upar"])
-                out = out * np.where(mu["active"], failing_scale_factor(sfs[p], e), 1.0)
+                out = out * np.where(mu["active"], failing_scale_factor(sfs[p], mu["eff_veto"]), 1.0)
             return out
         if step != "trigger" or sample.selection != "z":
             return np.prod([sfs[p] for p in sfs], axis=0)
-        num, den = 1.0, 1.0
+        num: np.ndarray | float = 1.0
+        den: np.ndarray | float = 1.0
         for p in sfs:
-            mu = muons[p]
-            e = np.minimum(self.tables.eff_mc("trigger", mu["eta"], mu["pt"], mu["charge"], mu["upar"]), 0.9995)
-            num = num * (1.0 - np.minimum(sfs[p] * e, 0.9995))
+            e = muons[p]["eff_trigger"]
+            num = num * (1.0 - np.minimum(sfs[p] * e, EFF_CAP))
             den = den * (1.0 - e)
         return np.asarray((1.0 - num) / (1.0 - den))
 
@@ -224,8 +235,6 @@ class MuonEfficiencyCorrection(Correction):
         sidebands need: the isolation SF replaced by the failing-probe SF (1 − SF ε)/(1 − ε)
         with the simulation's isolation efficiency ε, capped at 0.9995
         (:func:`wmnb.efficiency.scalefactors.failing_scale_factor`).  W selection only."""
-        from .scalefactors import failing_scale_factor
-
         if sample.selection != "w":
             raise ValueError(f"{CORRECTION_NAME}: the isolation-failing factor is defined for the W selection, "
                              f"not {sample.selection!r}")

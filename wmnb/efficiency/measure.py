@@ -25,6 +25,7 @@ import numpy as np
 from ..conventions import Z_MASS_PDG, Z_WIDTH_PDG, breit_wigner
 from . import tnpfit
 from .binning import TEMPLATE_EDGES, StepBinning, probe_upar, step_masks
+from .smoothing import design, to_unit
 
 #: the fit models: name -> (signal, background)
 MODELS: dict[str, tuple[str, str]] = {
@@ -170,11 +171,9 @@ def smooth_shape_ratio(num: np.ndarray, den: np.ndarray, order: int = RATIO_ORDE
     d = den.reshape(den.shape[0], -1, group).sum(-1)
     # a mass bin without ``den`` says nothing about the ratio (``den`` holds ``num`` in use)
     y = np.where(d > 0, num.reshape(num.shape[0], -1, group).sum(-1), 0.0)
-    lo, hi = TEMPLATE_EDGES[0], TEMPLATE_EDGES[-1]
-    to_x = lambda m: 2.0 * (m - lo) / (hi - lo) - 1.0  # noqa: E731
-    coarse_c = fine_c.reshape(-1, group).mean(-1)
-    basis = np.polynomial.legendre.legvander(to_x(coarse_c), order)          # (K, P)
-    fine_basis = np.polynomial.legendre.legvander(to_x(fine_c), order)
+    lo, hi = float(TEMPLATE_EDGES[0]), float(TEMPLATE_EDGES[-1])
+    basis = design(to_unit(fine_c.reshape(-1, group).mean(-1), lo, hi), order)          # (K, P)
+    fine_basis = design(to_unit(fine_c, lo, hi), order)
     ok = (y.sum(1) > 0) & (d.sum(1) > 0)
     a = np.zeros((num.shape[0], order + 1))
     a[ok, 0] = np.log(y[ok].sum(1) / d[ok].sum(1))
@@ -185,8 +184,11 @@ def smooth_shape_ratio(num: np.ndarray, den: np.ndarray, order: int = RATIO_ORDE
     prior[0, 0] = 0.0
     ridge = 1e-6 * np.maximum(y.sum(1), 1.0)[:, None, None] * prior[None] + 1e-9 * np.eye(order + 1)[None]
 
+    def log_ratio(coef: np.ndarray) -> np.ndarray:
+        return np.clip(coef @ basis.T, -50.0, 50.0)
+
     def objective(rows: np.ndarray, coef: np.ndarray) -> np.ndarray:
-        eta = np.clip(coef @ basis.T, -50.0, 50.0)
+        eta = log_ratio(coef)
         return (d[rows] * np.exp(eta) - y[rows] * eta).sum(1) + 0.5 * np.einsum("bp,bpq,bq->b", coef, ridge[rows], coef)
 
     rows = np.flatnonzero(ok)
@@ -194,7 +196,7 @@ def smooth_shape_ratio(num: np.ndarray, den: np.ndarray, order: int = RATIO_ORDE
         if rows.size == 0:
             break
         ar = a[rows]
-        mu = d[rows] * np.exp(np.clip(ar @ basis.T, -50.0, 50.0))
+        mu = d[rows] * np.exp(log_ratio(ar))
         grad = (mu - y[rows]) @ basis + np.einsum("bpq,bq->bp", ridge[rows], ar)
         hess = np.einsum("bk,kp,kq->bpq", mu, basis, basis) + ridge[rows]
         step = np.linalg.solve(hess, grad[..., None])[..., 0]

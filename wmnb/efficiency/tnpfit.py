@@ -197,6 +197,27 @@ def _fisher(nu_p: np.ndarray, nu_f: np.ndarray, jp: np.ndarray, jf: np.ndarray) 
     return fisher
 
 
+def _uninformative(fisher: np.ndarray) -> np.ndarray:
+    """Parameters without information ``(B, 6)`` (the slope of a vanished background)."""
+    diag = np.einsum("bpp->bp", fisher)
+    return diag <= 1e-14 * np.maximum(diag.max(axis=1, keepdims=True), 1e-300)
+
+
+def _free_block(fisher: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """The Fisher matrix of the ``free`` parameters, unit rows and columns for the held ones."""
+    return np.where(free[:, :, None] & free[:, None, :], fisher, 0.0) + np.eye(N_PARAMS)[None] * ~free[:, :, None]
+
+
+def _inverse(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of each Fisher matrix from the eigen-decomposition of its unit-diagonal form, and
+    whether it is positive definite (every eigenvalue above 1e-12 of the largest)."""
+    dd = np.sqrt(np.maximum(np.einsum("bpp->bp", f), 1e-300))
+    w, v = np.linalg.eigh(f / dd[:, :, None] / dd[:, None, :])
+    posdef = np.isfinite(w).all(axis=1) & (w.min(axis=1) > 1e-12 * np.abs(w).max(axis=1))
+    inv = np.einsum("bpk,bk,bqk->bpq", v, 1.0 / np.where(w > 0, w, np.inf), v) / dd[:, :, None] / dd[:, None, :]
+    return inv, posdef
+
+
 def _poisson_nll(nu: np.ndarray, k: np.ndarray) -> np.ndarray:
     nu = np.maximum(nu, 1e-300)
     return (nu - k * np.log(nu)).sum(axis=-1)
@@ -245,7 +266,6 @@ def fit_pass_fail(data: PassFailInput, background: str = "exponential", *, start
     lo, hi = bounds(background, nb, total)
     p = np.clip(starting_values(data, background) if start is None else np.array(start, float), lo, hi)
     fix = np.zeros((nb, N_PARAMS), bool) if fixed is None else np.asarray(fixed, bool)
-    eye = np.eye(N_PARAMS)[None]
     def evaluate(d: PassFailInput, q: np.ndarray) -> tuple[np.ndarray, ...]:
         nu_p, nu_f, jp, jf = _expected(d, q, background)
         nll = _poisson_nll(nu_p, d.n_pass) + _poisson_nll(nu_f, d.n_fail)
@@ -265,10 +285,9 @@ def fit_pass_fail(data: PassFailInput, background: str = "exponential", *, start
         fisher = _fisher(nu_p, nu_f, jp, jf)
         active = fx | ((q <= l) & (grad > 0)) | ((q >= h) & (grad < 0))
         # a parameter without information (the slope of a vanished background) is held too
-        diag = np.einsum("bpp->bp", fisher)
-        active |= diag <= 1e-14 * np.maximum(diag.max(axis=1, keepdims=True), 1e-300)
+        active |= _uninformative(fisher)
         free = ~active
-        f = np.where(free[:, :, None] & free[:, None, :], fisher, 0.0) + eye * active[:, :, None]
+        f = _free_block(fisher, free)
         g = np.where(free, grad, 0.0)
         # scale to unit diagonal: yields of 1e4 and slopes of 1e-2 in one matrix
         dd = np.sqrt(np.maximum(np.einsum("bpp->bp", f), 1e-300))
@@ -310,12 +329,7 @@ def fit_pass_fail(data: PassFailInput, background: str = "exponential", *, start
     step, g, f, free = newton(data, p, fix, lo, hi, nu_p, nu_f, jp, jf)
     edm = -0.5 * np.einsum("bp,bp->b", g, step)
     converged = edm < max(tol, 1e-5)
-    # the covariance from the eigen-decomposition of the unit-diagonal Fisher matrix: positive
-    # definite means every eigenvalue above 1e-12 of the largest
-    dd = np.sqrt(np.maximum(np.einsum("bpp->bp", f), 1e-300))
-    w, v = np.linalg.eigh(f / dd[:, :, None] / dd[:, None, :])
-    posdef = np.isfinite(w).all(axis=1) & (w.min(axis=1) > 1e-12 * np.abs(w).max(axis=1))
-    inv = np.einsum("bpk,bk,bqk->bpq", v, 1.0 / np.where(w > 0, w, np.inf), v) / dd[:, :, None] / dd[:, None, :]
+    inv, posdef = _inverse(f)
     cov = np.where(posdef[:, None, None] & free[:, :, None] & free[:, None, :], inv, 0.0)
     errors = np.sqrt(np.maximum(np.einsum("bpp->bp", cov), 0.0))
     chi2 = 2.0 * (nll - _saturated(data.n_pass) - _saturated(data.n_fail))
@@ -462,24 +476,13 @@ def pulls_at_truth(data: PassFailInput, res: PassFailResult, eff_true: np.ndarra
     # an expectation of zero somewhere (ε at 1 and no background) leaves no finite information
     finite = np.isfinite(fisher).all(axis=(1, 2))
     fisher[~finite] = np.eye(N_PARAMS)
-    diag = np.einsum("bpp->bp", fisher)
-    free = ~fixed | (np.arange(N_PARAMS) == 1)[None, :]
-    free &= diag > 1e-14 * np.maximum(diag.max(axis=1, keepdims=True), 1e-300)
-    f = np.where(free[:, :, None] & free[:, None, :], fisher, 0.0) + np.eye(N_PARAMS)[None] * ~free[:, :, None]
-    dd = np.sqrt(np.maximum(np.einsum("bpp->bp", f), 1e-300))
+    free = (~fixed | (np.arange(N_PARAMS) == 1)[None, :]) & ~_uninformative(fisher)
+    inv, _ = _inverse(_free_block(fisher, free))
     with np.errstate(divide="ignore", invalid="ignore"):
-        inv = np.linalg.pinv(f / dd[:, :, None] / dd[:, None, :]) / dd[:, :, None] / dd[:, None, :]
         err = np.where(free[:, 1] & finite, np.sqrt(np.maximum(inv[:, 1, 1], 0.0)), np.nan)
         pull = (res.eff - eff_true) / err
     fitted = res.status <= 2
     return TruthPulls(*(np.where(fitted, a, np.nan) for a in (lr, err, pull)))
-
-
-def likelihood_ratio_pulls(data: PassFailInput, res: PassFailResult, eff_true: np.ndarray,
-                           background: str = "exponential") -> np.ndarray:
-    """Signed √(2 ΔNLL) of the hypothesis ε = ``eff_true`` against the best fit, per bin (the
-    other parameters profiled; :func:`pulls_at_truth`).  NaN where the bin was not fitted."""
-    return pulls_at_truth(data, res, eff_true, background).likelihood_ratio
 
 
 def fit_reference(data: PassFailInput, background: str = "exponential", rows: np.ndarray | None = None,
@@ -513,5 +516,4 @@ def fit_reference(data: PassFailInput, background: str = "exponential", rows: np
 
 __all__ = ["BACKGROUNDS", "MIN_GOF_PVALUE", "N_PARAMS", "PARAMS", "STATUS", "PassFailInput", "PassFailResult",
            "TruthPulls", "background_shape", "bound_errors", "fit_pass_fail", "fit_reference", "jeffreys",
-           "likelihood_ratio_pulls", "measure_efficiencies", "normalised", "pulls_at_truth", "quality", "smear",
-           "smear_kernel"]
+           "measure_efficiencies", "normalised", "pulls_at_truth", "quality", "smear", "smear_kernel"]
