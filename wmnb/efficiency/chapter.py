@@ -275,6 +275,12 @@ def headline(meas: EfficiencyMeasurement, closures: Mapping[tuple[str, str], Ste
         "smoothing_orders": {s: [sf.order_pt.chosen, sf.order_upar.chosen if sf.order_upar else 0]
                              for s, sf in meas.scale_factors.items()},
         "fit_status": meas.status_counts(),
+        # per step of the data's nominal fit: the failing background's turn-on (α, β) in GeV of
+        # each pT bin that took one (fit_turn_on); a step without any is left out
+        "fail_background_turn_on": {s: {f"{m.binning.pt_edges[k]:g}": [float(a), float(b)]
+                                        for k, (a, b) in enumerate(zip(t.position, t.width)) if np.isfinite(a)}
+                                    for s, m in meas.templates.items()
+                                    if (t := meas.data[s].turn_on.get("nominal")) is not None and np.isfinite(t.position).any()},
         # the smoothed SF over the measured bins, and the bins (measured or not) where the
         # artefact's clip acts
         "sf_range": {s: [float(np.nanmin(sf.smoothed()[sf.status["nominal"] <= 2])),

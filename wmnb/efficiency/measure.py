@@ -11,9 +11,11 @@ pseudo-data whose detector is the simulation's):
 3. the data/simulation resolution difference per eta bin of the step — a Gaussian (shift, width)
    found on a grid of (shift, width) by the batched pass/fail fit of the eta bin's summed
    spectra, refined by a quadratic through the 3×3 neighbourhood of the best point;
-4. every bin's fit (:func:`wmnb.efficiency.tnpfit.measure_efficiencies`) with the nominal model
-   (template ⊗ Gaussian + exponential) and the alternatives (Breit–Wigner ⊗ Gaussian signal;
-   linear background).
+4. the failing background's kinematic turn-on per pT bin, where the step needs one (the erf-
+   times-exponential shape, :func:`fit_turn_on`);
+5. every bin's fit (:func:`wmnb.efficiency.tnpfit.measure_efficiencies`) with the nominal model
+   (template ⊗ Gaussian + exponential, times the turn-on for the failing probes) and the
+   alternatives (Breit–Wigner ⊗ Gaussian signal; linear background without a turn-on).
 """
 from __future__ import annotations
 
@@ -21,18 +23,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import chi2 as chi2_dist
 
 from ..conventions import Z_MASS_PDG, Z_WIDTH_PDG, breit_wigner
 from . import tnpfit
 from .binning import TEMPLATE_EDGES, StepBinning, probe_upar, step_masks
 from .smoothing import design, to_unit
 
-#: the fit models: name -> (signal, background)
-MODELS: dict[str, tuple[str, str]] = {
-    "nominal": ("template", "exponential"),
-    "alt_signal": ("breit_wigner", "exponential"),
-    "alt_background": ("template", "linear"),
+#: the fit models: name -> (signal, background, whether the failing background may take a
+#: kinematic turn-on: the erf-times-exponential shape, :func:`fit_turn_on`)
+MODELS: dict[str, tuple[str, str, bool]] = {
+    "nominal": ("template", "exponential", True),
+    "alt_signal": ("breit_wigner", "exponential", True),
+    "alt_background": ("template", "linear", False),
 }
+#: the grid of the failing background's turn-on Φ((m − α) / β) (GeV): positions α, widths β; α
+#: stays 10 GeV below the Z peak, where a turn-on would be a second peak taking the signal
+TURN_ON_GRID = (np.arange(40.0, 80.1, 2.5), np.array([3.0, 6.0, 10.0, 15.0]))
+#: a step's failing background takes the turn-ons when together they improve 2 ΔNLL of its pT
+#: bins' summed spectra by more than this quantile of χ² with 2 degrees of freedom per pT bin
+TURN_ON_CL = 0.99
 #: the (shift, width) grids of the resolution difference (GeV): the simulated template already
 #: holds the resolution; the Breit–Wigner needs all of it
 RESOLUTION_GRID = {
@@ -288,31 +298,90 @@ def fit_resolution(spec: StepSpectra, tmpl: StepTemplates, signal: str, backgrou
     return Resolution(shift_out, sigma_out)
 
 
+@dataclass(frozen=True)
+class TurnOn:
+    """Per pT bin of a step: the failing background's turn-on position α and width β (GeV; α
+    NaN where none is needed) and the 2 ΔNLL it gained on the pT bin's summed spectra."""
+
+    position: np.ndarray
+    width: np.ndarray
+    delta_chi2: np.ndarray
+
+
+def fit_turn_on(data: tnpfit.PassFailInput, pt_bin: np.ndarray, weights: tuple[np.ndarray, np.ndarray],
+                background: str) -> TurnOn:
+    """The failing background's turn-on of every pT bin, from the spectra summed over the pT
+    bin's eta (charge, u_∥) bins: the pass/fail fit of the sums on the grid :data:`TURN_ON_GRID`
+    of Φ((m − α) / β) and without a turn-on, the best point per pT bin (which may be none).
+    The step needs a turn-on when the gains of all its pT bins pass the χ² test at
+    :data:`TURN_ON_CL` with two parameters per pT bin; otherwise no pT bin takes one.
+
+    Why: a probe of pT p_T paired with a tag above the trigger threshold rarely makes a small
+    mass, so the background of the higher pT bins rises from the window's lower edge before it
+    falls — an exponential alone overshoots it at 60 GeV and falls short at 75-85 GeV (the
+    second-muon veto's failing probes, −3 and +3 σ summed over bins).  Per bin the few failing
+    probes cannot fit a turn-on; their pT bin's sum can, and the turn-on is kinematics, the same
+    in eta.  ``weights`` (pass, fail) ``(B,)``: each bin's expected signal, for the summed signal
+    shapes."""
+    k = int(pt_bin.max()) + 1
+    sums = []
+    for arr, w in ((data.n_pass, None), (data.n_fail, None), (data.t_pass, weights[0]), (data.t_fail, weights[1])):
+        out = np.zeros((k, arr.shape[1]))
+        np.add.at(out, pt_bin, arr if w is None else arr * w[:, None])
+        sums.append(out)
+    gp, gf, sp, sf = sums
+    sp, sf = tnpfit.normalised(sp), tnpfit.normalised(sf)
+    pos, wid = (a.ravel() for a in np.meshgrid(*TURN_ON_GRID, indexing="ij"))
+    pos, wid = np.concatenate([[np.nan], pos]), np.concatenate([[1.0], wid])
+    n = pos.size
+    factor = np.concatenate([tnpfit.turn_on(data.centres, np.full(k, a), np.full(k, b)) for a, b in zip(pos, wid)])
+    summed = tnpfit.PassFailInput(data.mass_edges, np.tile(gp, (n, 1)), np.tile(gf, (n, 1)), np.tile(sp, (n, 1)),
+                                  np.tile(sf, (n, 1)), factor)
+    nll = tnpfit.fit_pass_fail(summed, background).nll.reshape(n, k)
+    best = np.argmin(nll[1:], axis=0) + 1
+    gain = np.maximum(2.0 * (nll[0] - nll[best, np.arange(k)]), 0.0)
+    present = np.bincount(pt_bin, data.n_fail.sum(1), minlength=k) > 0
+    needed = bool(np.nansum(gain[present]) > chi2_dist.ppf(TURN_ON_CL, 2 * max(int(present.sum()), 1)))
+    use = needed & present & np.isfinite(gain) & (gain > 0)
+    return TurnOn(np.where(use, pos[best], np.nan), np.where(use, wid[best], np.nan), gain)
+
+
 @dataclass
 class StepMeasurement:
-    """All fits of one step on one data set: per model the resolution and the fit results."""
+    """All fits of one step on one data set: per model the resolution, the failing background's
+    turn-on (None where the model has none) and the fit results."""
 
     step: str
     resolution: dict[str, Resolution]
     results: dict[str, tnpfit.PassFailResult]
     inputs: dict[str, tnpfit.PassFailInput]
+    turn_on: dict[str, TurnOn | None] = field(default_factory=dict)
 
 
 def fit_step(spec: StepSpectra, tmpl: StepTemplates, models: tuple[str, ...] = tuple(MODELS)) -> StepMeasurement:
-    """Steps 3 and 4 of the module docstring for the given models."""
+    """Steps 3-5 of the module docstring for the given models."""
     res, fits, inputs = {}, {}, {}
+    turn: dict[str, TurnOn | None] = {}
     group = spec.group
+    pt_bin = np.unravel_index(np.arange(spec.binning.n_bins), spec.binning.shape)[1]
     for name in models:
-        signal, background = MODELS[name]
+        signal, background, with_turn_on = MODELS[name]
         reso = fit_resolution(spec, tmpl, signal, background)
         tp = _smeared(_source(signal, tmpl.t_pass), group, reso.shift, reso.sigma, spec.binning.mass_edges)
         tf = _smeared(_source(signal, tmpl.t_fail), group, reso.shift, reso.sigma, spec.binning.mass_edges)
         data = tnpfit.PassFailInput(spec.binning.mass_edges, spec.n_pass, spec.n_fail, tp, tf)
+        turn[name] = None
+        if with_turn_on:
+            t = fit_turn_on(data, pt_bin, (tmpl.t_pass.sum(1), tmpl.t_fail.sum(1)), background)
+            data = tnpfit.PassFailInput(data.mass_edges, data.n_pass, data.n_fail, tp, tf,
+                                        tnpfit.turn_on(data.centres, t.position[pt_bin], t.width[pt_bin]))
+            turn[name] = t
         res[name] = reso
         fits[name] = tnpfit.measure_efficiencies(data, background)
         inputs[name] = data
-    return StepMeasurement(spec.binning.step, res, fits, inputs)
+    return StepMeasurement(spec.binning.step, res, fits, inputs, turn)
 
 
-__all__ = ["MODELS", "RESOLUTION_GRID", "Resolution", "StepMeasurement", "StepSpectra", "StepTemplates",
-           "fit_resolution", "fit_step", "smooth_shape_ratio", "spectra", "templates", "with_upar"]
+__all__ = ["MODELS", "RESOLUTION_GRID", "TURN_ON_CL", "TURN_ON_GRID", "Resolution", "StepMeasurement", "StepSpectra",
+           "StepTemplates", "TurnOn", "fit_resolution", "fit_step", "fit_turn_on", "smooth_shape_ratio", "spectra",
+           "templates", "with_upar"]

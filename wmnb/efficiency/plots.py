@@ -10,6 +10,7 @@ import numpy as np
 from ..style import cms_label
 from . import tnpfit
 from .chapter import EfficiencyMeasurement, StepClosure
+from .measure import MODELS
 from .scalefactors import slice_of
 
 
@@ -145,13 +146,12 @@ def plot_fits(meas: EfficiencyMeasurement, step: str, bins: Sequence[int]) -> An
     c = inp.centres
     bn = meas.binnings[step]
     for j, b in enumerate(bins):
-        p = res.values[b:b + 1]
-        ep, _ = tnpfit.background_shape("exponential", c, p[:, 4])
-        ef, _ = tnpfit.background_shape("exponential", c, p[:, 5])
-        n, eps, bp, bf = p[0, :4]
+        rows = np.array([b])
+        sp, bp, sf, bf = tnpfit.components(inp.subset(rows), res.values[rows], MODELS["nominal"][1])
+        eps = res.eff[b]
         idx = np.unravel_index(b, bn.shape)
-        for i, (obs, sig, bkg, lab) in enumerate(((inp.n_pass[b], n * eps * inp.t_pass[b], bp * ep[0], "pass"),
-                                                  (inp.n_fail[b], n * (1 - eps) * inp.t_fail[b], bf * ef[0], "fail"))):
+        for i, (obs, sig, bkg, lab) in enumerate(((inp.n_pass[b], sp[0], bp[0], "pass"),
+                                                  (inp.n_fail[b], sf[0], bf[0], "fail"))):
             ax = axes[i, j]
             ax.errorbar(c, obs, np.sqrt(obs), fmt="o", ms=2.5, color="k", label="data")
             ax.stairs(sig + bkg, inp.mass_edges, color="tab:orange", label="signal + background")
@@ -163,6 +163,44 @@ def plot_fits(meas: EfficiencyMeasurement, step: str, bins: Sequence[int]) -> An
                         transform=axes[0, j].transAxes, fontsize=8, va="top")
     axes[1, 0].legend(fontsize=7, loc="upper left")
     cms_label(axes[0, 0])
+    fig.tight_layout()
+    return fig
+
+
+def plot_failing_sums(meas: EfficiencyMeasurement, step: str) -> Any:
+    """Per pT bin, the failing probes summed over the other bins with the sum of the fitted
+    signal and background (and, in the title, the failing background's turn-on if it took one):
+    where the per-bin fits' background shape is wrong the sums show it."""
+    m = meas.data[step]
+    inp, res = m.inputs["nominal"], m.results["nominal"]
+    bn = meas.binnings[step]
+    turn = m.turn_on.get("nominal")
+    _, _, sf, bf = tnpfit.components(inp, res.values, MODELS["nominal"][1])
+    fitted = res.status <= 2
+    pt_bin = np.unravel_index(np.arange(bn.n_bins), bn.shape)[1]
+    k = bn.pt_edges.size - 1
+    ncol = min(k, 4)
+    fig, axes = plt.subplots(-(-k // ncol), ncol, figsize=(3.6 * ncol, 2.9 * -(-k // ncol)), squeeze=False)
+    for j, ax in enumerate(axes.ravel()):
+        if j >= k:
+            ax.set_axis_off()
+            continue
+        rows = fitted & (pt_bin == j)
+        obs = inp.n_fail[rows].sum(0)
+        sig, bkg = np.nan_to_num(sf[rows]).sum(0), np.nan_to_num(bf[rows]).sum(0)
+        ax.errorbar(inp.centres, obs, np.sqrt(obs), fmt="o", ms=2, color="k", label="failing probes")
+        ax.stairs(sig + bkg, inp.mass_edges, color="tab:orange", label="signal + background")
+        ax.stairs(bkg, inp.mass_edges, color="tab:gray", ls="--", label="background")
+        note = ""
+        if turn is not None and np.isfinite(turn.position[j]):
+            note = f"\nturn-on α {turn.position[j]:g}, β {turn.width[j]:g} GeV"
+        ax.set_title(f"{step}: $p_T$ {bn.pt_edges[j]:g}-{bn.pt_edges[j + 1]:g} GeV{note}", fontsize=8)
+        ax.set_xlabel(r"$m_{\mu\mu}$ [GeV]", fontsize=8)
+        # logarithmic: the background's shape under a peak a hundred times higher
+        ax.set_yscale("log")
+        ax.set_ylim(0.5, max(float(obs.max()), 1.0) * 3.0)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -190,4 +228,4 @@ def plot_pulls(closures: Mapping[tuple[str, str], StepClosure], universe: str = 
     return fig
 
 
-__all__ = ["plot_fits", "plot_pulls", "plot_sf_maps", "plot_sf_vs_pt", "plot_upar"]
+__all__ = ["plot_failing_sums", "plot_fits", "plot_pulls", "plot_sf_maps", "plot_sf_vs_pt", "plot_upar"]

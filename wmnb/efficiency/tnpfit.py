@@ -9,7 +9,8 @@ with the efficiency ``ε`` a parameter shared by both categories, ``T`` the sign
 (normalised to 1 in the fit window: the simulated truth-matched spectrum of the bin convolved with
 the data/simulation resolution difference, :func:`smear`, or the alternative Breit–Wigner) and
 ``E`` a normalised falling background (:data:`BACKGROUNDS`: an exponential, or the alternative
-linear polynomial).  Parameters ``(N, ε, B_pass, B_fail, λ_pass, λ_fail)`` with bounds
+linear polynomial; the failing probes' times a fixed kinematic turn-on where the input carries one,
+:func:`turn_on`: the erf-times-exponential shape).  Parameters ``(N, ε, B_pass, B_fail, λ_pass, λ_fail)`` with bounds
 ``N, B ≥ 0``, ``0 ≤ ε ≤ 1``.
 
 The minimiser is a projected Fisher-scoring (Gauss–Newton for the Poisson likelihood) iteration
@@ -76,42 +77,58 @@ def normalised(t: np.ndarray) -> np.ndarray:
     return t / t.sum(axis=-1, keepdims=True)
 
 
-def background_shape(kind: str, centres: np.ndarray, slope: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def turn_on(centres: np.ndarray, position: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """The background's kinematic turn-on Φ((m − α) / β) per row ``(B, M)`` (the Gaussian
+    cumulative of the erf-times-exponential shape) for positions α and widths β in GeV; a
+    non-finite α (no turn-on) gives 1."""
+    a, b = np.asarray(position, float)[:, None], np.asarray(width, float)[:, None]
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(a), ndtr((centres[None, :] - a) / np.maximum(b, 1e-3)), 1.0)
+
+
+def background_shape(kind: str, centres: np.ndarray, slope: np.ndarray, factor: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised background shape per bin ``(B, M)`` and its derivative in the slope.
 
-    ``exponential``: ∝ exp(−λ (m − m_lo)); ``linear``: ∝ 1 + a x with x ∈ [−1, 1] across the window."""
+    ``exponential``: ∝ exp(−λ (m − m_lo)); ``linear``: ∝ 1 + a x with x ∈ [−1, 1] across the
+    window; either times a fixed ``factor`` ``(B, M)`` (a :func:`turn_on`: the erf-times-
+    exponential shape) if given."""
     slope = np.asarray(slope, float)[:, None]
+    w = np.ones((slope.shape[0], centres.size)) if factor is None else np.asarray(factor, float)
     if kind == "exponential":
         d = centres[None, :] - centres[0]
-        f = np.exp(-slope * d)
+        f = np.exp(-slope * d) * w
         s = f.sum(axis=1, keepdims=True)
         e = f / s
         de = e * (-d + (f * d).sum(axis=1, keepdims=True) / s)
         return e, de
     if kind == "linear":
         x = 2.0 * (centres - centres[0]) / max(centres[-1] - centres[0], 1e-9) - 1.0
-        f = 1.0 + slope * x[None, :]
+        f = (1.0 + slope * x[None, :]) * w
         s = f.sum(axis=1, keepdims=True)
         e = f / s
-        de = (x[None, :] - e * x.sum()) / s
+        de = (x[None, :] * w - e * (x[None, :] * w).sum(axis=1, keepdims=True)) / s
         return e, de
     raise ValueError(f"unknown background model {kind!r}; choose one of {BACKGROUNDS}")
 
 
 @dataclass(frozen=True)
 class PassFailInput:
-    """The spectra of ``B`` bins: observed ``n_pass``, ``n_fail`` ``(B, M)`` on ``mass_edges``
-    and signal shapes ``t_pass``, ``t_fail`` (normalised per row)."""
+    """The spectra of ``B`` bins: observed ``n_pass``, ``n_fail`` ``(B, M)`` on ``mass_edges``,
+    signal shapes ``t_pass``, ``t_fail`` (normalised per row) and, optionally, a fixed turn-on
+    ``fail_turn_on`` ``(B, M)`` multiplying the failing probes' background (:func:`turn_on`)."""
 
     mass_edges: np.ndarray
     n_pass: np.ndarray
     n_fail: np.ndarray
     t_pass: np.ndarray
     t_fail: np.ndarray
+    fail_turn_on: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = self.mass_edges.size - 1
-        for name in ("n_pass", "n_fail", "t_pass", "t_fail"):
+        names = ("n_pass", "n_fail", "t_pass", "t_fail") + (() if self.fail_turn_on is None else ("fail_turn_on",))
+        for name in names:
             a = getattr(self, name)
             if a.ndim != 2 or a.shape[1] != m or a.shape[0] != self.n_pass.shape[0]:
                 raise ValueError(f"{name} must have shape (bins, {m}) like n_pass {self.n_pass.shape}, got {a.shape}")
@@ -127,7 +144,8 @@ class PassFailInput:
         return 0.5 * (self.mass_edges[1:] + self.mass_edges[:-1])
 
     def subset(self, rows: np.ndarray) -> PassFailInput:
-        return PassFailInput(self.mass_edges, self.n_pass[rows], self.n_fail[rows], self.t_pass[rows], self.t_fail[rows])
+        return PassFailInput(self.mass_edges, self.n_pass[rows], self.n_fail[rows], self.t_pass[rows], self.t_fail[rows],
+                             None if self.fail_turn_on is None else self.fail_turn_on[rows])
 
 
 @dataclass
@@ -165,12 +183,20 @@ PASS_IDX = np.array([0, 1, 2, 4])
 FAIL_IDX = np.array([0, 1, 3, 5])
 
 
-def _means(data: PassFailInput, p: np.ndarray, background: str) -> tuple[np.ndarray, np.ndarray]:
-    """ν_pass, ν_fail ``(B, M)``."""
+def components(data: PassFailInput, p: np.ndarray, background: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Expected signal and background ``(B, M)`` of the passing and the failing probes at
+    parameters ``p`` ``(B, 6)``: (signal pass, background pass, signal fail, background fail)."""
     n, eps, bp, bf = (p[:, i][:, None] for i in range(4))
     ep, _ = background_shape(background, data.centres, p[:, 4])
-    ef, _ = background_shape(background, data.centres, p[:, 5])
-    return n * eps * data.t_pass + bp * ep, n * (1.0 - eps) * data.t_fail + bf * ef
+    ef, _ = background_shape(background, data.centres, p[:, 5], data.fail_turn_on)
+    return n * eps * data.t_pass, bp * ep, n * (1.0 - eps) * data.t_fail, bf * ef
+
+
+def _means(data: PassFailInput, p: np.ndarray, background: str) -> tuple[np.ndarray, np.ndarray]:
+    """ν_pass, ν_fail ``(B, M)``."""
+    sp, bp, sf, bf = components(data, p, background)
+    return sp + bp, sf + bf
 
 
 def _expected(data: PassFailInput, p: np.ndarray, background: str
@@ -179,7 +205,7 @@ def _expected(data: PassFailInput, p: np.ndarray, background: str
     :data:`PASS_IDX` and :data:`FAIL_IDX` (the others do not enter)."""
     n, eps, bp, bf = (p[:, i][:, None] for i in range(4))
     ep, dep = background_shape(background, data.centres, p[:, 4])
-    ef, def_ = background_shape(background, data.centres, p[:, 5])
+    ef, def_ = background_shape(background, data.centres, p[:, 5], data.fail_turn_on)
     nu_p = n * eps * data.t_pass + bp * ep
     nu_f = n * (1.0 - eps) * data.t_fail + bf * ef
     jp = np.stack([eps * data.t_pass, n * data.t_pass, ep, bp * dep], axis=-1)
@@ -515,5 +541,5 @@ def fit_reference(data: PassFailInput, background: str = "exponential", rows: np
 
 
 __all__ = ["BACKGROUNDS", "MIN_GOF_PVALUE", "N_PARAMS", "PARAMS", "STATUS", "PassFailInput", "PassFailResult",
-           "TruthPulls", "background_shape", "bound_errors", "fit_pass_fail", "fit_reference", "jeffreys",
-           "measure_efficiencies", "normalised", "pulls_at_truth", "quality", "smear", "smear_kernel"]
+           "TruthPulls", "background_shape", "bound_errors", "components", "fit_pass_fail", "fit_reference", "jeffreys",
+           "measure_efficiencies", "normalised", "pulls_at_truth", "quality", "smear", "smear_kernel", "turn_on"]
