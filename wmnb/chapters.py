@@ -62,6 +62,17 @@ _EFFICIENCY_PARAMETERS = (
     Param("min_template_events", float, 1000.0, "simulated probes a pass or fail category needs for its own signal "
           "template (else the bin's all-probe shape times a smooth ratio)", positive=True),
 )
+_RECOIL_PARAMETERS = (
+    Param("qt_edges", list, [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0, 30.0, 40.0],
+          "GeV: q_T bins of the binned quantiles and of the closure"),
+    Param("qt_max", float, 40.0, "GeV: the recoil models are fitted on Z events below this q_T", positive=True),
+    Param("n_estimators", int, 40, "boosting rounds of each BDT quantile regression", minimum=1),
+    Param("max_depth", int, 4, "depth of the BDTs' trees", minimum=1),
+    Param("learning_rate", float, 0.3, "the BDTs' learning rate", positive=True),
+    Param("subsample", float, 0.5, "share of the events each boosting round's trees grow on", positive=True, maximum=1.0),
+    Param("max_train_events", int, 150_000, "training events per sample (a random subset of the training half)",
+          minimum=100, nullable=True),
+)
 _THEORY_PARAMETERS = (
     Param("qt_step", float, 1.0, "GeV: q_T bins of the reweighting to the prediction (1 GeV in the paper)", positive=True),
     Param("qt_max", float, 100.0, "GeV: fine q_T bins up to here, then 150, 200, 400 GeV", positive=True),
@@ -95,10 +106,15 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("03_efficiencies", "Muon efficiencies by tag and probe", ("01_selection", "02_calibration"),
             ("wmnb/efficiency", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
             ("sf_pull_mean", "sf_pull_width", "n_nuisances", "fit_time_s"), _EFFICIENCY_PARAMETERS),
+    Chapter("04_recoil", "Hadronic recoil calibration", ("01_selection", "02_calibration", "03_efficiencies"),
+            ("wmnb/recoil", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
+            ("response_pull_mean", "resolution_ratio_to_truth", "z_closure_chi2_ndf_after", "train_time_s"),
+            _RECOIL_PARAMETERS),
     Chapter("06_theory", "Theory corrections", ("00_universe", "01_selection", "02_calibration", "03_efficiencies"),
             ("wmnb/theory", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
             ("qt_truth_covered", "z_qt_gof_pvalue", "lam_tung_max_dev"), _THEORY_PARAMETERS),
-    Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration", "03_efficiencies", "06_theory"),
+    Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration", "03_efficiencies", "04_recoil",
+                                              "06_theory"),
             ("wmnb/mw", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"),
             ("mw", "mw_err", "stat_err", "blinded"), _MW_PARAMETERS),
 )

@@ -244,6 +244,7 @@ FACTORIES: dict[str, str] = {
     "wmnb.muonscale.correction:load_correction": "chapter 02: muon momentum scale, resolution, scale variations",
     "wmnb.selection.pileup:load_correction": "chapter 01: pileup reweighting of simulation by the number of vertices",
     "wmnb.efficiency.correction:load_correction": "chapter 03: muon efficiency scale factors and prefiring",
+    "wmnb.recoil.correction:load_correction": "chapter 04: the simulated hadronic recoil morphed to the data's",
     "wmnb.theory.correction:load_correction": "chapter 06: q_T reweighting, pTV, A_i and PDF variations",
     "wmnb.engine.testing:load_toy_scale": "toy muon scale of the engine tests (wmnb.engine.testing)",
 }

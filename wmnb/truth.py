@@ -153,6 +153,28 @@ def angular_coefficients(source: Source, boson: str, qt: Any, y: Any, *, purpose
     return ph.angular_coefficients(np.asarray(qt, float), np.asarray(y, float), tp)
 
 
+def recoil_response(source: Source, qt: Any, y: Any, npv: Any, *, purpose: str) -> dict[str, Any]:
+    """The PF recoil's true response R(q_T, y) (the mean of −u_∥ / q_T) and the core widths of
+    u_∥ and u_⊥ (GeV, the Gaussian core without the tails) at boson (q_T, y) and vertex counts
+    ``npv`` of a universe's detector (:mod:`wmnb.universe.recoil`): ``{"response", "sigma_par",
+    "sigma_perp", "tail_fraction", "tail_width"}`` (the tails' extra width per component, added
+    in quadrature to the calorimeter term), arrays like ``qt``.  ``purpose`` is recorded."""
+    import numpy as np
+
+    from .universe import recoil as rec
+
+    if source not in ("data", "closure", "simulation"):
+        raise ValueError(f"source must be 'data', 'closure' or 'simulation', got {source!r}")
+    if not purpose:
+        raise ValueError("say why the truth is read (purpose=...)")
+    rc = _card("nominal" if source == "simulation" else source)["detector"]["recoil"]
+    qt, y, npv = (np.asarray(a, float) for a in (qt, y, npv))
+    s_par, s_perp = rec.core_sigmas(rc, qt, y, npv)
+    READS.append((source, "recoil_response", purpose))
+    return {"response": rec.response(rc, qt, y), "sigma_par": s_par, "sigma_perp": s_perp,
+            "tail_fraction": rec.tail_fraction(rc, qt), "tail_width": rec.tail_width(rc, qt)}
+
+
 def pdf_shift(source: Source, *, purpose: str) -> Any:
     """The universe's position in PDF-eigenvector space (σ units; 0 for the simulation)."""
     import numpy as np
@@ -165,4 +187,4 @@ def pdf_shift(source: Source, *, purpose: str) -> Any:
 READS: list[tuple[str, str, str]] = []
 
 __all__ = ["BLINDED", "BlindedTruth", "READS", "angular_coefficients", "compare", "efficiency_scale_factors", "pdf_shift",
-           "qt_shape", "simulation"]
+           "qt_shape", "recoil_response", "simulation"]

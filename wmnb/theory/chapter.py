@@ -512,7 +512,8 @@ def z_inputs(profile: str, correction: TheoryCorrection) -> ZInputs:
     from ..engine.pipeline import run_pipeline
     from ..engine.skims import list_skim_samples, mc_lumi_scale
 
-    published = discover(profile, exclude_chapters=(CHAPTER,), from_chapters=get_chapter(CHAPTER).depends_on)
+    # the dimuon (q_T, |y|) fit uses no recoil quantity: chapter 04's recoil correction stays out
+    published = discover(profile, exclude_chapters=(CHAPTER, "04_recoil"), from_chapters=get_chapter(CHAPTER).depends_on)
     corrections = [*published, correction]
     run = lambda sample: run_pipeline("z", sample, read_skim(profile, "z", sample), corrections=corrections)  # noqa: E731
     backgrounds = {s: run(s) for s in list_skim_samples(profile, "z") if s not in ("data", "closure", "z_mumu")}

@@ -1,0 +1,92 @@
+"""Chapter 04's figures: the Z recoil of data and simulation before and after the morphing, and
+the measured response and resolution against the truth."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ..style import cms_label
+from .chapter import BinnedMoments
+
+COLOURS = {"data": "k", "simulation": "tab:blue", "binned": "tab:orange", "bdt": "tab:green", "truth": "tab:red"}
+
+
+def plot_moments(moments: Mapping[str, BinnedMoments], truth: Mapping[str, BinnedMoments] | None = None) -> Any:
+    """Response and core widths (half the 16-84 % range) of u_∥ and u_⊥ versus q_T for each
+    labelled set of moments (data, simulation, morphed simulation), with the truth cards'
+    response and Gaussian-core widths dashed; below, each set's ratio to the data."""
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    quantities = (("response", r"response $-\langle u_\parallel\rangle/\langle q_T\rangle$"),
+                  ("width_par", r"core width $u_\parallel$ [GeV]"), ("width_perp", r"core width $u_\perp$ [GeV]"))
+    errs = {"response": "response_err", "width_par": "width_err", "width_perp": "width_err"}
+    ref = moments["data"]
+    for j, (q, label) in enumerate(quantities):
+        top, bottom = axes[0, j], axes[1, j]
+        for name, m in moments.items():
+            colour = COLOURS.get(name, None)
+            top.errorbar(m.qt, getattr(m, q), getattr(m, errs[q]), fmt="o" if name == "data" else "s-", ms=3,
+                         color=colour, label=name, lw=1)
+            bottom.plot(m.qt, getattr(m, q) / getattr(ref, q), "o-" if name == "data" else "s-", ms=3, color=colour, lw=1)
+        for name, t in (truth or {}).items():
+            top.plot(t.qt, getattr(t, q), "--", color=COLOURS["truth"] if name == "data" else "tab:purple",
+                     label=f"truth ({name})", lw=1)
+        top.set_ylabel(label)
+        bottom.set_ylabel("/ data")
+        bottom.set_xlabel(r"$q_T^{\mu\mu}$ [GeV]")
+        bottom.set_ylim(0.8, 1.2)
+        bottom.axhline(1.0, color="gray", lw=0.5)
+    axes[0, 0].legend(fontsize=8)
+    cms_label(axes[0, 0])
+    fig.tight_layout()
+    return fig
+
+
+def plot_distributions(qt: Mapping[str, np.ndarray], u: Mapping[str, np.ndarray], weight: Mapping[str, np.ndarray],
+                       qt_bins: Sequence[tuple[float, float]], component: int = 0) -> Any:
+    """u_∥ (``component`` 0) or u_⊥ (1) in a few q_T bins, every labelled set normalised to the
+    data, on a logarithmic scale (the tails are what a mean and a width do not carry)."""
+    fig, axes = plt.subplots(1, len(qt_bins), figsize=(3.6 * len(qt_bins), 3.4), squeeze=False)
+    name = (r"$u_\parallel$", r"$u_\perp$")[component]
+    for ax, (lo, hi) in zip(axes[0], qt_bins):
+        sel = {k: (v >= lo) & (v < hi) for k, v in qt.items()}
+        vals = u["data"][sel["data"], component]
+        if vals.size == 0:
+            ax.text(0.5, 0.5, "no data events", ha="center", va="center", transform=ax.transAxes)
+            continue
+        centre = float(np.median(vals))
+        edges = np.linspace(centre - 60, centre + 60, 61)
+        n_data = weight["data"][sel["data"]].sum()
+        for k in u:
+            h = np.histogram(u[k][sel[k], component], edges, weights=weight[k][sel[k]])[0]
+            h = h * n_data / max(h.sum(), 1e-300)
+            if k == "data":
+                ax.errorbar(0.5 * (edges[1:] + edges[:-1]), h, np.sqrt(h), fmt="o", ms=2, color="k", label="data")
+            else:
+                ax.stairs(h, edges, color=COLOURS.get(k), label=k)
+        ax.set_yscale("log")
+        ax.set_ylim(0.5, None)
+        ax.set_title(f"{lo:g} < $q_T$ < {hi:g} GeV", fontsize=9)
+        ax.set_xlabel(f"{name} [GeV]")
+    axes[0, 0].legend(fontsize=7)
+    cms_label(axes[0, 0])
+    fig.tight_layout()
+    return fig
+
+
+def plot_background_fraction(edges: np.ndarray, fraction: np.ndarray, qt_max: float) -> Any:
+    """The simulated backgrounds' share of the Z selection versus q_T, with the models' range."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.stairs(100 * fraction, edges, color="tab:brown")
+    ax.axvline(qt_max, color="gray", ls="--", label=f"models fitted below {qt_max:g} GeV")
+    ax.set_xlabel(r"$q_T^{\mu\mu}$ [GeV]")
+    ax.set_ylabel("background in the Z selection [%]")
+    ax.legend(fontsize=8)
+    cms_label(ax)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["plot_background_fraction", "plot_distributions", "plot_moments"]
