@@ -240,5 +240,70 @@ def truth_closure(morphed: BinnedMoments, simulated: BinnedMoments, data: Binned
                             (morphed.rms_perp / simulated.rms_perp) / (truth_data.rms_perp / truth_simulation.rms_perp))
 
 
-__all__ = ["CHAPTER", "METHODS", "BinnedMoments", "RecoilCalibration", "RecoilConfig", "TruthClosure", "binned_moments",
-           "calibrate", "moment_chi2", "training_half", "truth_closure", "truth_moments"]
+#: the W's m_T histogram of the closure (GeV), and the range of its χ²
+MT_EDGES = np.arange(0.0, 122.0, 2.0)
+MT_CHI2_RANGE = (40.0, 120.0)
+
+
+@dataclass(frozen=True)
+class MtClosure:
+    """The W selection's m_T (isolated muon, pT window, no m_T cut) in data and in the summed
+    simulation before and after the recoil correction, on :data:`MT_EDGES`; ``*_var`` are the
+    simulation's sums of squared weights."""
+
+    data: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    before_var: np.ndarray
+    after_var: np.ndarray
+
+    def chi2_ndf(self, which: str) -> float:
+        """χ²/ndf of the data against the simulation (normalised to the data) in
+        :data:`MT_CHI2_RANGE`: the shape, which the recoil moves."""
+        lo = np.searchsorted(MT_EDGES, MT_CHI2_RANGE[0])
+        hi = np.searchsorted(MT_EDGES, MT_CHI2_RANGE[1])
+        d = self.data[lo:hi]
+        m, v = getattr(self, which)[lo:hi], getattr(self, f"{which}_var")[lo:hi]
+        k = d.sum() / max(m.sum(), 1e-300)
+        var = d + k * k * v
+        ok = var > 0
+        return float(np.sum((d - k * m)[ok] ** 2 / var[ok]) / max(int(ok.sum()) - 1, 1))
+
+
+def w_mt_closure(profile: str, recoil: Any) -> MtClosure:
+    """:class:`MtClosure` of a profile: every W skim through the pipeline with chapters 01–03's
+    corrections, the simulation once more with the ``recoil`` correction after them (the
+    isolated region in the muon's pT window, the veto passed; m_T not cut)."""
+    from ..chapters import CHAPTERS
+    from ..corrections import discover
+    from ..engine import read_skim
+    from ..engine.pipeline import run_pipeline
+    from ..engine.selections import ISO_MAX, W_PT_RANGE
+    from ..engine.skims import list_skim_samples, mc_lumi_scale
+
+    later = tuple(c.id for c in CHAPTERS if c.id not in I.DEPENDS_ON)
+    corr = discover(profile, from_chapters=I.DEPENDS_ON, exclude_chapters=later)
+
+    def cuts(c: dict[str, np.ndarray]) -> np.ndarray:
+        return (np.asarray(c["veto_pass"], bool) & (c["mu_pt"] > W_PT_RANGE[0]) & (c["mu_pt"] < W_PT_RANGE[1])
+                & (c["mu_iso"] < ISO_MAX))
+
+    scale = mc_lumi_scale(profile, "w")
+    h = {k: np.zeros(MT_EDGES.size - 1) for k in ("data", "before", "after", "before_var", "after_var")}
+    for sample in list_skim_samples(profile, "w"):
+        if sample == "closure":
+            continue
+        cols = read_skim(profile, "w", sample, exclude=("lhe_pdf", "lhe_scale"))
+        runs = (("data", corr),) if sample == "data" else (("before", corr), ("after", [*corr, recoil]))
+        for key, corrections in runs:
+            res = run_pipeline("w", sample, cols, corrections=corrections, final_cuts=cuts)
+            w = res.weight * (1.0 if sample == "data" else scale)
+            h[key] += np.histogram(res.columns["mt"], MT_EDGES, weights=w)[0]
+            if sample != "data":
+                h[f"{key}_var"] += np.histogram(res.columns["mt"], MT_EDGES, weights=w**2)[0]
+    return MtClosure(**h)
+
+
+__all__ = ["CHAPTER", "METHODS", "MT_CHI2_RANGE", "MT_EDGES", "BinnedMoments", "MtClosure", "RecoilCalibration",
+           "RecoilConfig", "TruthClosure", "binned_moments", "calibrate", "moment_chi2", "training_half", "truth_closure",
+           "truth_moments", "w_mt_closure"]

@@ -89,4 +89,33 @@ def plot_background_fraction(edges: np.ndarray, fraction: np.ndarray, qt_max: fl
     return fig
 
 
-__all__ = ["plot_background_fraction", "plot_distributions", "plot_moments"]
+def plot_mt(closure: Any, edges: np.ndarray) -> Any:
+    """The W's m_T in data and in the simulation (normalised to the data in the χ² range) before
+    and after the recoil correction, with the ratios to the data below."""
+    from .chapter import MT_CHI2_RANGE
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    c = 0.5 * (edges[1:] + edges[:-1])
+    lo, hi = np.searchsorted(edges, MT_CHI2_RANGE[0]), np.searchsorted(edges, MT_CHI2_RANGE[1])
+    top.errorbar(c, closure.data, np.sqrt(closure.data), fmt="o", ms=2.5, color="k", label="data")
+    for key, colour, label in (("before", COLOURS["simulation"], "simulation"),
+                               ("after", COLOURS["binned"], "simulation, recoil corrected")):
+        m = getattr(closure, key)
+        k = closure.data[lo:hi].sum() / max(m[lo:hi].sum(), 1e-300)
+        top.stairs(k * m, edges, color=colour, label=f"{label} (χ²/ndf {closure.chi2_ndf(key):.1f})")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bottom.stairs(k * m / closure.data, edges, color=colour)
+    for ax in (top, bottom):
+        ax.axvspan(edges[0], MT_CHI2_RANGE[0], color="0.92", zorder=-1)
+    top.set_ylabel("events / 2 GeV")
+    top.legend(fontsize=8)
+    bottom.axhline(1.0, color="gray", lw=0.5)
+    bottom.set_ylim(0.8, 1.2)
+    bottom.set_ylabel("sim. / data")
+    bottom.set_xlabel(r"$m_T$ [GeV]")
+    cms_label(top)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["plot_background_fraction", "plot_distributions", "plot_moments", "plot_mt"]
