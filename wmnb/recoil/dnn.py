@@ -584,7 +584,8 @@ class RecoilDNN:
 @contextmanager
 def _atomic(path: Path) -> Iterator[Path]:
     """A temporary path next to ``path`` (same suffix: Keras checks it), renamed onto ``path``
-    only if the block succeeds."""
+    only if the block succeeds.  Not :func:`wmnb.artefacts.atomic_path`, whose temporary names
+    end in ``.tmp``, which Keras' ``save`` refuses."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
