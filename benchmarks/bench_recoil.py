@@ -61,9 +61,9 @@ def main(profile: str = "default") -> dict:
         out[f"apply_{method}_evps"] = n_w / dt
     # the baseline: np.interp per q_T bin on u_par alone (no chain, no tails), the same events
     mc0, d0 = cal.morphs["binned"].mc[0], cal.morphs["binned"].data[0]
+    corr = RecoilCorrection(cal.morphs["binned"], "binned")
     t0 = time.perf_counter()
     for cols in w.values():
-        corr = RecoilCorrection(cal.morphs["binned"], "binned")
         qt, phi, _ = corr.boson(cols, SampleInfo("w", False, "w", ("mu",)))  # type: ignore[misc]
         par = cols["ut_x"] * np.cos(phi) + cols["ut_y"] * np.sin(phi)
         _interp_baseline(par, qt, mc0, d0)  # type: ignore[arg-type]

@@ -94,8 +94,7 @@ def test_calibration_moves_the_simulation_to_the_data_on_held_out_events():
     before = C.moment_chi2(C.binned_moments(mc.qt[sm], mc.recoil()[sm], w_mc[sm], edges), ref)
     assert before > 20.0, before
     for method in C.METHODS:
-        after = C.binned_moments(mc.qt[sm], cal.corrected(I.RecoilSample("mc", {k: v[sm] for k, v in mc.columns.items()},
-                                                                          mc.weight[sm]), method), w_mc[sm], edges)
+        after = C.binned_moments(mc.qt[sm], cal.corrected(mc.subset(sm), method), w_mc[sm], edges)
         assert C.moment_chi2(after, ref) < 3.0, (method, C.moment_chi2(after, ref))
 
 

@@ -274,15 +274,12 @@ def w_mt_closure(profile: str, recoil: Any) -> MtClosure:
     """:class:`MtClosure` of a profile: every W skim through the pipeline with chapters 01–03's
     corrections, the simulation once more with the ``recoil`` correction after them (the
     isolated region in the muon's pT window, the veto passed; m_T not cut)."""
-    from ..chapters import CHAPTERS
-    from ..corrections import discover
     from ..engine import read_skim
     from ..engine.pipeline import run_pipeline
     from ..engine.selections import ISO_MAX, W_PT_RANGE
     from ..engine.skims import list_skim_samples, mc_lumi_scale
 
-    later = tuple(c.id for c in CHAPTERS if c.id not in I.DEPENDS_ON)
-    corr = discover(profile, from_chapters=I.DEPENDS_ON, exclude_chapters=later)
+    corr = I.upstream_corrections(profile)
 
     def cuts(c: dict[str, np.ndarray]) -> np.ndarray:
         return (np.asarray(c["veto_pass"], bool) & (c["mu_pt"] > W_PT_RANGE[0]) & (c["mu_pt"] < W_PT_RANGE[1])

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..artefacts import write_json
 from ..corrections import Correction, Manifest, SampleInfo, publish
+from ..engine.kinematics import project, to_ptphi, to_xy
 from .morphing import BDTQuantiles, BinnedQuantiles, ChainedMorph, MorphingError, QuantileModel
 
 CHAPTER = "04_recoil"
@@ -91,11 +92,6 @@ def load_models(artefact: str | Path) -> tuple[dict[str, ChainedMorph], str, flo
     return morphs, str(doc["nominal"]), float(doc["qt_max"])
 
 
-def _project(ux: np.ndarray, uy: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c, s = np.cos(phi), np.sin(phi)
-    return ux * c + uy * s, -ux * s + uy * c
-
-
 class RecoilCorrection(Correction):
     """The chained quantile morphing of the simulated recoil (module docstring)."""
 
@@ -117,12 +113,10 @@ class RecoilCorrection(Correction):
             return None
         y = np.asarray(columns["gen_y"], np.float64)
         if "nu_gen_pt" in columns and "mu_pt" in columns:
-            nu_pt = np.nan_to_num(np.asarray(columns["nu_gen_pt"], np.float64))
-            nu_phi = np.nan_to_num(np.asarray(columns["nu_gen_phi"], np.float64))
-            mu_pt, mu_phi = (np.asarray(columns[k], np.float64) for k in ("mu_pt", "mu_phi"))
-            qx = mu_pt * np.cos(mu_phi) + nu_pt * np.cos(nu_phi)
-            qy = mu_pt * np.sin(mu_phi) + nu_pt * np.sin(nu_phi)
-            return np.hypot(qx, qy), np.arctan2(qy, qx), y
+            nx, ny = to_xy(np.nan_to_num(columns["nu_gen_pt"]), np.nan_to_num(columns["nu_gen_phi"]))
+            mx, my = to_xy(columns["mu_pt"], columns["mu_phi"])
+            qt, phi = to_ptphi(mx + nx, my + ny)
+            return qt, phi, y
         return np.asarray(columns["gen_qt"], np.float64), np.asarray(columns["gen_phi"], np.float64), y
 
     def correct(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> None:
@@ -132,15 +126,16 @@ class RecoilCorrection(Correction):
             return
         qt, phi, y = b
         ux, uy = np.asarray(columns["ut_x"], np.float64), np.asarray(columns["ut_y"], np.float64)
-        par, perp = _project(ux, uy, phi)
+        par, perp = project(ux, uy, phi)
         cond = np.stack([qt, y, np.asarray(columns["npv"], np.float64)], axis=1)
         ok = np.isfinite(cond).all(axis=1) & np.isfinite(par) & np.isfinite(perp)
         new = np.stack([par, perp], axis=1)
         if ok.any():
             new[ok] = self.morph.apply(new[ok], cond[ok])
-        c, s = np.cos(phi), np.sin(phi)
-        columns["ut_x"] = np.where(ok, new[:, 0] * c - new[:, 1] * s, ux)
-        columns["ut_y"] = np.where(ok, new[:, 0] * s + new[:, 1] * c, uy)
+        # back from the boson's frame: rotate (u_par, u_perp) by the boson's azimuth
+        nx, ny = project(new[:, 0], new[:, 1], -phi)
+        columns["ut_x"] = np.where(ok, nx, ux)
+        columns["ut_y"] = np.where(ok, ny, uy)
 
 
 def load_correction(artefact: str | Path) -> RecoilCorrection:

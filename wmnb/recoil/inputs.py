@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +64,10 @@ class RecoilSample:
     def reweighted(self, factor: np.ndarray) -> RecoilSample:
         return RecoilSample(self.name, self.columns, self.weight * np.asarray(factor, np.float64))
 
+    def subset(self, mask: np.ndarray) -> RecoilSample:
+        """The events where ``mask`` holds."""
+        return RecoilSample(self.name, {k: v[mask] for k, v in self.columns.items()}, self.weight[mask])
+
 
 def check_columns(sample: str, cols: Mapping[str, np.ndarray]) -> None:
     """Raise :class:`RecoilInputError` naming every column of :data:`REQUIRED` the skim lacks."""
@@ -71,16 +76,22 @@ def check_columns(sample: str, cols: Mapping[str, np.ndarray]) -> None:
         raise RecoilInputError(f"chapter 04: the z skim of {sample!r} lacks the columns {missing}; rerun chapter 01")
 
 
+def upstream_corrections(profile: str) -> list[Any]:
+    """The corrections published by the chapters the recoil is taken after (:data:`DEPENDS_ON`)."""
+    from ..chapters import CHAPTERS
+    from ..corrections import discover
+
+    later = tuple(c.id for c in CHAPTERS if c.id not in DEPENDS_ON)
+    return discover(profile, from_chapters=DEPENDS_ON, exclude_chapters=later)
+
+
 def load_z(profile: str, samples: tuple[str, ...] = ("data", SIGNAL, *BACKGROUNDS)) -> dict[str, RecoilSample]:
     """The Z selection's events of ``samples`` through the correction pipeline with chapters
     01–03's corrections (a background sample the profile did not generate is left out)."""
-    from ..chapters import CHAPTERS
-    from ..corrections import discover
     from ..engine import read_skim
     from ..engine.pipeline import run_pipeline
 
-    later = tuple(c.id for c in CHAPTERS if c.id not in DEPENDS_ON)
-    corr = discover(profile, from_chapters=DEPENDS_ON, exclude_chapters=later)
+    corr = upstream_corrections(profile)
     out: dict[str, RecoilSample] = {}
     for sample in samples:
         try:
@@ -141,4 +152,5 @@ def background_fraction(signal: RecoilSample, backgrounds: Mapping[str, RecoilSa
 
 
 __all__ = ["BACKGROUNDS", "CONDITIONS", "DEPENDS_ON", "ESTIMATORS", "REQUIRED", "SIGNAL", "QtReweighting",
-           "RecoilInputError", "RecoilSample", "background_fraction", "check_columns", "load_z", "qt_reweighting"]
+           "RecoilInputError", "RecoilSample", "background_fraction", "check_columns", "load_z", "qt_reweighting",
+           "upstream_corrections"]
