@@ -72,6 +72,9 @@ _RECOIL_PARAMETERS = (
     Param("subsample", float, 0.5, "share of the events each boosting round's trees grow on", positive=True, maximum=1.0),
     Param("max_train_events", int, 150_000, "training events per sample (a random subset of the training half)",
           minimum=100, nullable=True),
+    Param("n_bootstrap", int, 40, "bootstrap replicas of the binned models (their statistical uncertainty)", minimum=0),
+    Param("n_stat_variations", int, 6, "leading eigenvectors of the replicas kept as nuisances (recoilStat<k>)",
+          minimum=0),
 )
 _THEORY_PARAMETERS = (
     Param("qt_step", float, 1.0, "GeV: q_T bins of the reweighting to the prediction (1 GeV in the paper)", positive=True),

@@ -65,6 +65,15 @@ class SampleInfo:
 
 
 @dataclass(frozen=True)
+class AddedEvents:
+    """Events a column-changing variation puts into the selection: their columns after the
+    final cuts (as the varied columns make them) and their nominal weight."""
+
+    columns: dict[str, np.ndarray]
+    weight: np.ndarray
+
+
+@dataclass(frozen=True)
 class Variation:
     """One shape nuisance: per-event weight factors **relative to the nominal weight**.
 
@@ -72,6 +81,14 @@ class Variation:
     variation *local*: when given, ``up``/``down`` hold the factors of those rows only (indices
     into the sample's events) and every other event keeps factor 1, so a variation of one eta
     bin, one helicity bin or one smoothing coefficient costs in proportion to its events.
+
+    ``added_up``/``added_down`` carry the events a *column* variation (:class:`ColumnVariation`)
+    selects: the varied histogram is the selected events with their factors plus these events
+    with their weights.  The pipeline builds such a variation with factor 0 on every selected
+    row the column variation touches and those rows, re-selected with the varied columns, as
+    the added events; so an event that crosses a cut leaves or enters, and one that stays may
+    change bin.  Consumers fill both (:mod:`wmnb.templatefit.templates`,
+    :func:`wmnb.engine.histogram.fill`).
     """
 
     nuisance: str
@@ -79,6 +96,8 @@ class Variation:
     up: np.ndarray
     down: np.ndarray | None = None
     rows: np.ndarray | None = None
+    added_up: AddedEvents | None = None
+    added_down: AddedEvents | None = None
 
     def full(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The factors expanded to all ``n`` events."""
@@ -91,6 +110,25 @@ class Variation:
             down = np.ones(n)
             down[self.rows] = self.down
         return up, down
+
+
+@dataclass(frozen=True)
+class ColumnVariation:
+    """One nuisance of a column-changing correction: other values of some columns on some events.
+
+    ``rows`` index the sample's events *before* the final cuts; ``up``/``down`` map a column to
+    its varied values on those rows (``down`` None: one-sided).  Every other event keeps its
+    columns.  The pipeline recomputes the derived quantities and the final cuts of those rows
+    and yields the result as a :class:`Variation` with added events, so a recoil variation
+    moves events across the m_T cut.  A correction restricts ``rows`` to the events whose
+    selection or bin can change (e.g. those near a cut) to keep a variation cheap.
+    """
+
+    nuisance: str
+    group: str
+    rows: np.ndarray
+    up: dict[str, np.ndarray]
+    down: dict[str, np.ndarray] | None = None
 
 
 def as_variation(item: Variation | tuple[Any, ...], source: str) -> Variation:
@@ -111,7 +149,7 @@ def as_variation(item: Variation | tuple[Any, ...], source: str) -> Variation:
     if rows is not None and rows.shape != up.shape:
         raise ValueError(f"correction {source!r}: local variation {var.nuisance!r} has {rows.size} rows but "
                          f"{up.size} factors")
-    return Variation(var.nuisance, var.group, up, down, rows)
+    return Variation(var.nuisance, var.group, up, down, rows, var.added_up, var.added_down)
 
 
 def pair_variations(names: Iterable[str]) -> list[tuple[str, str, str | None]]:
@@ -217,6 +255,12 @@ class Correction:
         derives them from :meth:`weights` with the one pairing rule, :func:`pair_variations`.
         """
         yield from weightset_variations(self.weights(columns, sample), self.name)
+
+    def column_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> Iterator[ColumnVariation]:
+        """Yield the variations of a column-changing correction (kind ``muon``), one at a time, on
+        the sample's corrected columns *before* the final cuts (simulation only); the pipeline
+        turns each into a :class:`Variation` with added events.  Default: none."""
+        return iter(())
 
     def templates(self, **context: Any) -> dict[str, Any]:
         """Replacement process templates (kind ``template``)."""

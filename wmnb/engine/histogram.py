@@ -44,7 +44,7 @@ import hist
 import numpy as np
 
 from ..conventions import LHE_PDF_CENTRAL, LHE_SCALE_NAMES, LHE_SCALE_NOMINAL, lhe_pdf_index, lhe_pdf_pairs
-from ..corrections import Correction, discover
+from ..corrections import AddedEvents, Correction, discover
 from .pipeline import PipelineResult, run_pipeline, sample_info
 from .registry import get_selection
 
@@ -111,13 +111,15 @@ def bin_index(columns: Mapping[str, np.ndarray], axes: Sequence[Any], fields: Se
 
 def fill(columns: Mapping[str, np.ndarray], axes: Sequence[Any], fields: Sequence[str],
          weight: np.ndarray | None = None,
-         variations: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]] | None = None, *,
+         variations: Mapping[str, np.ndarray] | Iterable[tuple[Any, ...]] | None = None, *,
          storage: str = "weight", metadata: Any = None) -> hist.Hist:
     """Fill ``axes`` (+ a ``syst`` axis: ``nominal`` then ``variations``) in one pass.
 
     ``weight``: nominal per-event weight (None: 1); ``variations``: name -> full per-event
     weight, as a mapping or as an iterable of ``(name, weights)`` pairs that is consumed one
-    pair at a time (so only one variation's per-event weights need exist at once).
+    pair at a time (so only one variation's per-event weights need exist at once); an entry
+    ``(name, weights, added)`` also fills the :class:`~wmnb.corrections.AddedEvents` ``added``
+    of a column variation (None: nothing added).
     ``storage``: ``"weight"`` (sums of weights and of squared weights) or ``"double"``.
     """
     st = {"weight": hist.storage.Weight(), "double": hist.storage.Double()}.get(storage)
@@ -136,7 +138,7 @@ def fill(columns: Mapping[str, np.ndarray], axes: Sequence[Any], fields: Sequenc
     names: list[str] = []
     sums: list[tuple[np.ndarray, np.ndarray | None]] = []
 
-    def add(name: str, w: np.ndarray) -> None:
+    def add(name: str, w: np.ndarray, added: AddedEvents | None = None) -> None:
         if name in names:
             raise ValueError(f"variation name {name!r} is used twice" if name != "nominal" else
                              "'nominal' is reserved for the nominal weight; rename the variation")
@@ -150,13 +152,20 @@ def fill(columns: Mapping[str, np.ndarray], axes: Sequence[Any], fields: Sequenc
         if square is not None:
             np.multiply(w, w, out=square)
             var = np.bincount(idx, weights=square, minlength=size)
+        if added is not None:
+            lin_a, _ = bin_index(added.columns, axes, fields)
+            in_a = lin_a >= 0
+            wa = np.asarray(added.weight, dtype=np.float64)[in_a]
+            vals += np.bincount(lin_a[in_a], weights=wa, minlength=size)
+            if var is not None:
+                var += np.bincount(lin_a[in_a], weights=wa * wa, minlength=size)
         names.append(name)
         sums.append((vals, var))
 
     add("nominal", w_nom)
-    pairs = variations.items() if isinstance(variations, Mapping) else (variations or ())
-    for name, w in pairs:
-        add(name, w)
+    entries = variations.items() if isinstance(variations, Mapping) else (variations or ())
+    for entry in entries:
+        add(*entry)
     syst = hist.axis.StrCategory(names, name=SYST_AXIS, label="Systematic variation", overflow=False)
     h = hist.Hist(*axes, syst, storage=st, metadata=metadata)
     view = h.view(flow=True)
@@ -210,28 +219,30 @@ def preset_variations(cols: Mapping[str, np.ndarray], weight: np.ndarray,
     return out, groups
 
 
-def variation_weights(result: PipelineResult) -> Iterator[tuple[str, str, str, np.ndarray]]:
-    """``(syst entry, nuisance, group, full per-event weight)`` of every variation of a pipeline
-    result, lazily: a paired nuisance ``x`` gives ``xUp`` and ``xDown``, a one-sided one ``x``."""
+def variation_weights(result: PipelineResult
+                      ) -> Iterator[tuple[str, str, str, np.ndarray, AddedEvents | None]]:
+    """``(syst entry, nuisance, group, full per-event weight, added events)`` of every variation
+    of a pipeline result, lazily: a paired nuisance ``x`` gives ``xUp`` and ``xDown``, a
+    one-sided one ``x``; the added events are a column variation's (else None)."""
     w, n = result.weight, result.weight.size
     for var in result.variations():
         up, down = var.full(n)
         if down is None:
-            yield var.nuisance, var.nuisance, var.group, w * up
+            yield var.nuisance, var.nuisance, var.group, w * up, var.added_up
         else:
-            yield f"{var.nuisance}Up", var.nuisance, var.group, w * up
-            yield f"{var.nuisance}Down", var.nuisance, var.group, w * down
+            yield f"{var.nuisance}Up", var.nuisance, var.group, w * up, var.added_up
+            yield f"{var.nuisance}Down", var.nuisance, var.group, w * down, var.added_down
 
 
 def _syst_entries(result: PipelineResult, variations: Any, groups: dict[str, str]
-                  ) -> Iterator[tuple[str, np.ndarray]]:
+                  ) -> Iterator[tuple[str, np.ndarray, AddedEvents | None]]:
     """The ``syst`` entries of one sample, one at a time: the corrections' variations, then the
     user ``variations`` (presets or a callable); ``groups`` collects nuisance -> group."""
     seen: set[str] = set()
-    for name, nuisance, group, weights in variation_weights(result):
+    for name, nuisance, group, weights, added in variation_weights(result):
         groups[nuisance] = group
         seen.add(name)
-        yield name, weights
+        yield name, weights, added
     if variations is None:
         return
     if callable(variations):
@@ -242,7 +253,7 @@ def _syst_entries(result: PipelineResult, variations: Any, groups: dict[str, str
     for name, weights in extra.items():
         if name in seen or name == "nominal":
             raise ValueError(f"variation name {name!r} is used twice")
-        yield name, weights
+        yield name, weights, None
 
 
 def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
@@ -253,12 +264,17 @@ def process_columns(selection: str, sample: str, cols: dict[str, np.ndarray], *,
     materialised (for small samples; :func:`histogram_skim` fills them one at a time).
 
     Returns (columns after cuts, nominal weight, variations {name: weight}, info dict with
-    ``corrections`` and ``groups``)."""
+    ``corrections``, ``groups`` and ``added``: the events each column variation adds, by name)."""
     result = run_pipeline(selection, sample, cols, corrections=corrections, final_cuts=final_cuts,
                           wlike_reversed=wlike_reversed)
     groups: dict[str, str] = {}
-    var_w = dict(_syst_entries(result, variations, groups))
-    return result.columns, result.weight, var_w, {"corrections": result.applied, "groups": groups}
+    var_w: dict[str, np.ndarray] = {}
+    added: dict[str, AddedEvents] = {}
+    for name, weights, extra in _syst_entries(result, variations, groups):
+        var_w[name] = weights
+        if extra is not None:
+            added[name] = extra
+    return result.columns, result.weight, var_w, {"corrections": result.applied, "groups": groups, "added": added}
 
 
 def corrected_columns(profile: str, selection: str, sample: str, *, corrections: Any = "discover",

@@ -43,12 +43,17 @@ class RecoilConfig:
     learning_rate: float = 0.3
     subsample: float = 0.5
     max_train_events: int | None = 150_000
+    #: bootstrap replicas of the binned models, and how many of their eigenvectors become the
+    #: statistical nuisances of the correction (``recoilStat<k>``)
+    n_bootstrap: int = 40
+    n_stat_variations: int = 6
     seed: int = 0
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, Any]) -> RecoilConfig:
         kw: dict[str, Any] = {k: params[k] for k in ("qt_max", "n_estimators", "max_depth", "learning_rate", "subsample",
-                                                         "max_train_events", "seed")
+                                                         "max_train_events", "n_bootstrap", "n_stat_variations",
+                                                         "seed")
                               if k in params}
         if "qt_edges" in params:
             kw["qt_edges"] = tuple(float(x) for x in params["qt_edges"])
@@ -88,13 +93,58 @@ def _maker(method: str, cfg: RecoilConfig) -> Any:
     raise ValueError(f"unknown recoil method {method!r}; choose one of {METHODS}")
 
 
+@dataclass(frozen=True)
+class StatVariations:
+    """The statistical uncertainty of the binned chain as eigenvariations.
+
+    ``deltas[k]`` (shape ``(4, n_qt_bins, n_levels)``: simulation u_∥, u_⊥, data u_∥, u_⊥) is the
+    k-th eigenvector of the bootstrap replicas' covariance of every quantile of both samples,
+    scaled by the square root of its eigenvalue (a one-σ shift); ``variance_fraction`` how much
+    of the replicas' total variance the kept eigenvectors carry.
+    """
+
+    deltas: np.ndarray
+    variance_fraction: float
+    n_replicas: int
+
+    def chain(self, nominal: ChainedMorph, k: int, sign: float = 1.0) -> ChainedMorph:
+        """The binned ``nominal`` chain moved by ``sign`` × eigenvariation ``k``."""
+        return nominal.shifted(sign * self.deltas[k])
+
+
+def bootstrap_variations(training: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], nominal: ChainedMorph,
+                         cfg: RecoilConfig) -> StatVariations:
+    """:class:`StatVariations` from ``cfg.n_bootstrap`` Poisson-weighted replicas of both training
+    samples (``training``: ``"mc"``/``"data"`` -> (u, conditions, weight)), each refitted with
+    the binned method; the ``cfg.n_stat_variations`` leading eigenvectors are kept."""
+    edges = np.asarray(cfg.qt_edges, np.float64)
+    rng = np.random.default_rng([cfg.seed, 4])
+    ref = np.stack([m.values for m in (*nominal.mc, *nominal.data)])   # type: ignore[attr-defined]
+    replicas = np.empty((cfg.n_bootstrap, ref.size))
+    for r in range(cfg.n_bootstrap):
+        fitted = []
+        for side in ("mc", "data"):
+            x, c, w = training[side]
+            wr = w * rng.poisson(1.0, w.size)
+            fitted += [BinnedQuantiles.fit(x[:, j], c, wr, edges, QUANTILE_LEVELS).values for j in range(x.shape[1])]
+        replicas[r] = (np.stack(fitted) - ref).ravel()
+    dev = replicas - replicas.mean(axis=0)
+    _, sing, vt = np.linalg.svd(dev / np.sqrt(max(cfg.n_bootstrap - 1, 1)), full_matrices=False)
+    keep = min(cfg.n_stat_variations, sing.size)
+    deltas = (sing[:keep, None] * vt[:keep]).reshape(keep, *ref.shape)
+    total = float(np.sum(sing**2))
+    return StatVariations(deltas, float(np.sum(sing[:keep] ** 2) / total) if total > 0 else 1.0, cfg.n_bootstrap)
+
+
 @dataclass
 class RecoilCalibration:
-    """The fitted chains per method, the q_T reweighting, and the training times (s)."""
+    """The fitted chains per method, the q_T reweighting, the training times (s) and the binned
+    chain's statistical eigenvariations."""
 
     morphs: dict[str, ChainedMorph]
     qt_weights: I.QtReweighting
     train_time_s: dict[str, float] = field(default_factory=dict)
+    stat: StatVariations | None = None
 
     def corrected(self, sample: I.RecoilSample, method: str) -> np.ndarray:
         """``(n, 2)``: the sample's (u_∥, u_⊥) morphed to the data by ``method``."""
@@ -115,7 +165,12 @@ def calibrate(samples: Mapping[str, I.RecoilSample], cfg: RecoilConfig,
         t0 = time.perf_counter()
         morphs[m] = ChainedMorph.fit(x_mc, c_mc, w_mc, x_d, c_d, w_d, make=_maker(m, cfg))
         times[m] = time.perf_counter() - t0
-    return RecoilCalibration(morphs, rw, times)
+    stat = None
+    if "binned" in morphs and cfg.n_bootstrap > 1 and cfg.n_stat_variations > 0:
+        t0 = time.perf_counter()
+        stat = bootstrap_variations({"mc": (x_mc, c_mc, w_mc), "data": (x_d, c_d, w_d)}, morphs["binned"], cfg)
+        times["bootstrap"] = time.perf_counter() - t0
+    return RecoilCalibration(morphs, rw, times, stat)
 
 
 @dataclass(frozen=True)
@@ -302,5 +357,5 @@ def w_mt_closure(profile: str, recoil: Any) -> MtClosure:
 
 
 __all__ = ["CHAPTER", "METHODS", "MT_CHI2_RANGE", "MT_EDGES", "BinnedMoments", "MtClosure", "RecoilCalibration",
-           "RecoilConfig", "TruthClosure", "binned_moments", "calibrate", "moment_chi2", "training_half", "truth_closure",
+           "RecoilConfig", "StatVariations", "TruthClosure", "bootstrap_variations", "binned_moments", "calibrate", "moment_chi2", "training_half", "truth_closure",
            "truth_moments", "w_mt_closure"]

@@ -14,20 +14,36 @@ and the conditions are that q_T, the generator boson's rapidity (the dimuon's fo
 selection) and the number of vertices.  Samples without a boson (tt̄, dibosons, QCD) are left
 alone, as is data.
 
+Its nuisances (group ``recoil``) are column variations
+(:meth:`RecoilCorrection.column_variations`): the simulated recoil morphed again by another
+chain — the binned chain moved by each statistical eigenvariation up and down
+(``recoilStat<k>``), and the BDT chain (``recoilMethod``, one-sided: the method difference).
+The pipeline reruns the m_T, the MET and the cuts of the events they move.  Only the m_T cuts
+of a selection depend on the recoil, so only events within :data:`MT_WINDOW_GEV` of one of
+them (:data:`MT_THRESHOLDS`) are morphed again: about 5 % of the W sample.  Each variation
+checks that it moves at most a share :data:`FAR_MOVED_TOLERANCE` of those events' m_T by more
+than half the window, so that about as few outside it could have crossed
+(:attr:`RecoilCorrection.mt_shift_stats` records what it saw).
+
 The artefact (:data:`ARTEFACT`) is a JSON index of the models in their own formats: binned
-quantiles as JSON arrays, BDTs as xgboost JSON files (no pickles).
+quantiles as JSON arrays, BDTs as xgboost JSON files (no pickles), and the statistical
+eigenvariations as tables of quantile shifts.
 """
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..artefacts import write_json
-from ..corrections import Correction, Manifest, SampleInfo, publish
+from ..corrections import ColumnVariation, Correction, Manifest, SampleInfo, publish
+from ..engine.kinematics import mt as transverse_mass
 from ..engine.kinematics import project, to_ptphi, to_xy
+from ..engine.selections import MT_SIDEBANDS, MT_SIGNAL
 from .morphing import BDTQuantiles, BinnedQuantiles, ChainedMorph, MorphingError, QuantileModel
 
 CHAPTER = "04_recoil"
@@ -38,6 +54,15 @@ MODEL_DIR = "models"
 FORMAT = "wmnb-recoil-models-1"
 #: the method the correction applies (the paper's); the other is stored for the comparison
 NOMINAL_METHOD = "binned"
+#: per selection, the m_T values where its cuts or regions change (the W's signal cut and the
+#: nonprompt sidebands); the recoil variations act on events near them only
+MT_THRESHOLDS: dict[str, tuple[float, ...]] = {"w": tuple(sorted({*MT_SIDEBANDS, MT_SIGNAL}))}
+MT_WINDOW_GEV = 5.0
+#: the share of a window's events a variation may move by more than half the window (the far
+#: tails' linear map amplifies small changes of the tail scales) before it warns
+FAR_MOVED_TOLERANCE = 1e-3
+#: the columns where :meth:`RecoilCorrection.correct` keeps the simulated (uncorrected) recoil
+SIMULATED_RECOIL = ("ut_x_simulated", "ut_y_simulated")
 
 
 def _save_model(model: QuantileModel, directory: Path, stem: str) -> dict[str, Any]:
@@ -61,8 +86,10 @@ def _load_model(doc: dict[str, Any], root: Path, where: str) -> QuantileModel:
 
 
 def write_models(chapter_dir: str | Path, morphs: dict[str, ChainedMorph], qt_max: float,
-                 nominal: str = NOMINAL_METHOD) -> Path:
-    """Every method's chain into ``<chapter_dir>/models/`` and the index :data:`ARTEFACT`."""
+                 nominal: str = NOMINAL_METHOD, stat_deltas: np.ndarray | None = None) -> Path:
+    """Every method's chain into ``<chapter_dir>/models/`` and the index :data:`ARTEFACT`, with
+    the binned chain's statistical eigenvariations ``stat_deltas`` (``(K, 4, n_bins, n_levels)``,
+    :class:`wmnb.recoil.chapter.StatVariations`)."""
     root = Path(chapter_dir)
     (root / MODEL_DIR).mkdir(parents=True, exist_ok=True)
     methods = {}
@@ -71,14 +98,13 @@ def write_models(chapter_dir: str | Path, morphs: dict[str, ChainedMorph], qt_ma
                                   for j, m in enumerate(getattr(chain, side))] for side in ("mc", "data")}
     if nominal not in methods:
         raise ValueError(f"the nominal recoil method {nominal!r} was not fitted (have {sorted(methods)})")
+    stat = [] if stat_deltas is None else np.asarray(stat_deltas, np.float64).tolist()
     return write_json(root / ARTEFACT, {"format": FORMAT, "nominal": nominal, "qt_max": float(qt_max),
                                         "variables": ["u_par", "u_perp"], "conditions": ["qt", "y", "npv"],
-                                        "methods": methods})
+                                        "methods": methods, "stat_variations": stat})
 
 
-def load_models(artefact: str | Path) -> tuple[dict[str, ChainedMorph], str, float]:
-    """The chains of :func:`write_models` (method -> chain), the nominal method and q_T range;
-    a missing or corrupt index raises :class:`MorphingError` naming the file."""
+def _read_index(artefact: str | Path) -> tuple[Path, dict[str, Any]]:
     path = Path(artefact)
     try:
         doc = json.loads(path.read_text())
@@ -86,10 +112,23 @@ def load_models(artefact: str | Path) -> tuple[dict[str, ChainedMorph], str, flo
         raise MorphingError(f"recoil models {path}: cannot be read ({err}); rerun chapter 04") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise MorphingError(f"recoil models {path}: not a {FORMAT} index; rerun chapter 04")
+    return path, doc
+
+
+def load_models(artefact: str | Path) -> tuple[dict[str, ChainedMorph], str, float]:
+    """The chains of :func:`write_models` (method -> chain), the nominal method and q_T range;
+    a missing or corrupt index raises :class:`MorphingError` naming the file."""
+    path, doc = _read_index(artefact)
     morphs = {m: ChainedMorph([_load_model(d, path.parent, str(path)) for d in sides["mc"]],
                               [_load_model(d, path.parent, str(path)) for d in sides["data"]])
               for m, sides in doc["methods"].items()}
     return morphs, str(doc["nominal"]), float(doc["qt_max"])
+
+
+def load_stat_deltas(artefact: str | Path) -> np.ndarray:
+    """The statistical eigenvariations stored by :func:`write_models` (``(K, 4, n_bins, n_levels)``)."""
+    _, doc = _read_index(artefact)
+    return np.asarray(doc.get("stat_variations", []), np.float64)
 
 
 class RecoilCorrection(Correction):
@@ -98,9 +137,15 @@ class RecoilCorrection(Correction):
     name = CORRECTION_NAME
     kinds = ("muon",)
 
-    def __init__(self, morph: ChainedMorph, method: str) -> None:
+    def __init__(self, morph: ChainedMorph, method: str,
+                 variations: dict[str, tuple[ChainedMorph, ChainedMorph | None]] | None = None) -> None:
         self.morph = morph
         self.method = method
+        #: nuisance -> (up chain, down chain or None for a one-sided variation)
+        self.variations = dict(variations or {})
+        #: nuisance -> (largest |Δm_T| in GeV, events moved by more than half the window, events
+        #: in the window), summed over the samples and chunks seen so far
+        self.mt_shift_stats: dict[str, tuple[float, int, int]] = {}
 
     def applies_to(self, sample: SampleInfo) -> bool:
         return not sample.is_data and sample.selection in ("w", "z")
@@ -119,29 +164,86 @@ class RecoilCorrection(Correction):
             return qt, phi, y
         return np.asarray(columns["gen_qt"], np.float64), np.asarray(columns["gen_phi"], np.float64), y
 
-    def correct(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> None:
-        """Replace ``ut_x``, ``ut_y`` by the morphed recoil (events without a boson: unchanged)."""
-        b = self.boson(columns, sample)
-        if b is None or "ut_x" not in columns:
-            return
-        qt, phi, y = b
-        ux, uy = np.asarray(columns["ut_x"], np.float64), np.asarray(columns["ut_y"], np.float64)
+    def _morphed(self, chain: ChainedMorph, ux: np.ndarray, uy: np.ndarray, qt: np.ndarray, phi: np.ndarray,
+                 y: np.ndarray, npv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ut_x, ut_y) morphed by ``chain`` along the boson (events with a non-finite input kept)."""
         par, perp = project(ux, uy, phi)
-        cond = np.stack([qt, y, np.asarray(columns["npv"], np.float64)], axis=1)
+        cond = np.stack([qt, y, np.asarray(npv, np.float64)], axis=1)
         ok = np.isfinite(cond).all(axis=1) & np.isfinite(par) & np.isfinite(perp)
         new = np.stack([par, perp], axis=1)
         if ok.any():
-            new[ok] = self.morph.apply(new[ok], cond[ok])
+            new[ok] = chain.apply(new[ok], cond[ok])
         # back from the boson's frame: rotate (u_par, u_perp) by the boson's azimuth
         nx, ny = project(new[:, 0], new[:, 1], -phi)
-        columns["ut_x"] = np.where(ok, nx, ux)
-        columns["ut_y"] = np.where(ok, ny, uy)
+        return np.where(ok, nx, ux), np.where(ok, ny, uy)
+
+    def correct(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> None:
+        """Replace ``ut_x``, ``ut_y`` by the morphed recoil (events without a boson: unchanged),
+        keeping the simulated one in :data:`SIMULATED_RECOIL` for the variations."""
+        b = self.boson(columns, sample)
+        if b is None or "ut_x" not in columns:
+            return
+        ux, uy = np.asarray(columns["ut_x"], np.float64), np.asarray(columns["ut_y"], np.float64)
+        columns[SIMULATED_RECOIL[0]], columns[SIMULATED_RECOIL[1]] = ux, uy
+        columns["ut_x"], columns["ut_y"] = self._morphed(self.morph, ux, uy, *b, columns["npv"])
+
+    def column_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> Iterator[ColumnVariation]:
+        """The recoil nuisances (module docstring) on the events within :data:`MT_WINDOW_GEV` of
+        the selection's m_T thresholds; none for a selection without m_T cuts."""
+        thresholds = MT_THRESHOLDS.get(sample.selection)
+        if not thresholds or not self.variations:
+            return
+        b = self.boson(columns, sample) if SIMULATED_RECOIL[0] in columns else None
+        mt = np.asarray(columns["mt"], np.float64) if "mt" in columns else None
+        if b is None or mt is None:
+            rows = np.zeros(0, np.int64)
+        else:
+            rows = np.flatnonzero(np.any([np.abs(mt - t) < MT_WINDOW_GEV for t in thresholds], axis=0))
+        sub = {k: np.asarray(columns[k])[rows] for k in (*SIMULATED_RECOIL, "npv", "mu_pt", "mu_phi")
+               if k in columns}
+        boson = () if b is None else tuple(np.asarray(a)[rows] for a in b)
+        for nuisance, (up, down) in self.variations.items():
+            yield ColumnVariation(nuisance, GROUP, rows, self._varied(nuisance, up, sub, boson, mt, rows),
+                                  None if down is None else self._varied(nuisance, down, sub, boson, mt, rows))
+
+    def _varied(self, nuisance: str, chain: ChainedMorph, sub: dict[str, np.ndarray], boson: tuple[np.ndarray, ...],
+                mt: np.ndarray | None, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if rows.size == 0 or mt is None:
+            return {"ut_x": np.zeros(0), "ut_y": np.zeros(0)}
+        ux, uy = self._morphed(chain, sub[SIMULATED_RECOIL[0]], sub[SIMULATED_RECOIL[1]], *boson, sub["npv"])
+        mx, my = to_xy(sub["mu_pt"], sub["mu_phi"])
+        met, met_phi = to_ptphi(-(ux + mx), -(uy + my))
+        shift = np.abs(transverse_mass(sub["mu_pt"], sub["mu_phi"], met, met_phi) - mt[rows])
+        far = int(np.count_nonzero(shift > 0.5 * MT_WINDOW_GEV))
+        seen = self.mt_shift_stats.get(nuisance, (0.0, 0, 0))
+        self.mt_shift_stats[nuisance] = (max(seen[0], float(shift.max())), seen[1] + far, seen[2] + rows.size)
+        if far > FAR_MOVED_TOLERANCE * rows.size:
+            warnings.warn(f"recoil variation {nuisance!r} moves {far} of {rows.size} events ({far / rows.size:.2%}) "
+                          f"by more than half the {MT_WINDOW_GEV:g} GeV m_T window it is evaluated in: as many "
+                          "outside the window may cross a cut too; widen wmnb.recoil.correction.MT_WINDOW_GEV",
+                          stacklevel=2)
+        return {"ut_x": ux, "ut_y": uy}
+
+
+def recoil_variations(morphs: dict[str, ChainedMorph], nominal: str, stat_deltas: np.ndarray
+                      ) -> dict[str, tuple[ChainedMorph, ChainedMorph | None]]:
+    """The nuisances of the correction: ``recoilStat<k>`` (the nominal binned chain moved by
+    eigenvariation k, up and down) and ``recoilMethod`` (the other method's chain, one-sided)."""
+    out: dict[str, tuple[ChainedMorph, ChainedMorph | None]] = {}
+    base = morphs[nominal]
+    for k, delta in enumerate(np.asarray(stat_deltas)):
+        out[f"recoilStat{k}"] = (base.shifted(delta), base.shifted(-delta))
+    for method, chain in morphs.items():
+        if method != nominal:
+            out["recoilMethod"] = (chain, None)
+    return out
 
 
 def load_correction(artefact: str | Path) -> RecoilCorrection:
-    """Factory named in the published manifest: the nominal method's chain."""
+    """Factory named in the published manifest: the nominal method's chain, with the nuisances
+    of :func:`recoil_variations`."""
     morphs, nominal, _ = load_models(artefact)
-    return RecoilCorrection(morphs[nominal], nominal)
+    return RecoilCorrection(morphs[nominal], nominal, recoil_variations(morphs, nominal, load_stat_deltas(artefact)))
 
 
 def publish_correction(chapter_dir: str | Path) -> Path:
@@ -152,5 +254,6 @@ def publish_correction(chapter_dir: str | Path) -> Path:
         description="hadronic recoil of the simulated W and Z morphed to the data's (chained conditional quantiles)"))
 
 
-__all__ = ["ARTEFACT", "CORRECTION_NAME", "GROUP", "NOMINAL_METHOD", "RecoilCorrection", "load_correction",
-           "load_models", "publish_correction", "write_models"]
+__all__ = ["ARTEFACT", "CORRECTION_NAME", "GROUP", "MT_THRESHOLDS", "MT_WINDOW_GEV", "NOMINAL_METHOD", "SIMULATED_RECOIL",
+           "RecoilCorrection", "load_correction", "load_models", "load_stat_deltas", "publish_correction",
+           "recoil_variations", "write_models"]

@@ -634,3 +634,20 @@ class ChainedMorph:
             q_to = d.predict(np.hstack([cc, out[:, :j]]))
             out[:, j] = morph_1d(xx[:, j], np.asarray(m.levels), q_from, q_to)
         return out
+
+    def shifted(self, delta: np.ndarray) -> ChainedMorph:
+        """This chain of :class:`BinnedQuantiles` with the quantile tables moved by ``delta``
+        (shape ``(2V, n_bins, n_levels)``: the simulation's V models, then the data's), crossings
+        repaired; the bin centres stay.  A statistical variation of the binned method."""
+        models = [*self.mc, *self.data]
+        d = np.asarray(delta, dtype=np.float64)
+        if d.shape[0] != len(models):
+            raise MorphingError(f"ChainedMorph.shifted: delta has {d.shape[0]} tables, the chain {len(models)} models")
+        moved = []
+        for m, dm in zip(models, d):
+            if not isinstance(m, BinnedQuantiles):
+                raise MorphingError("ChainedMorph.shifted: only chains of BinnedQuantiles can be shifted")
+            if dm.shape != m.values.shape:
+                raise MorphingError(f"ChainedMorph.shifted: a delta table is {dm.shape}, the model's {m.values.shape}")
+            moved.append(BinnedQuantiles(m.edges, m.levels, repair_crossing(m.values + dm), m.centres))
+        return ChainedMorph(moved[:len(self.mc)], moved[len(self.mc):])

@@ -118,4 +118,33 @@ def plot_mt(closure: Any, edges: np.ndarray) -> Any:
     return fig
 
 
-__all__ = ["plot_background_fraction", "plot_distributions", "plot_moments", "plot_mt"]
+def plot_variation_moments(nominal: BinnedMoments, varied: Mapping[str, BinnedMoments], data: BinnedMoments) -> Any:
+    """Each recoil nuisance's change of the morphed simulation's response and core widths versus
+    q_T (varied minus nominal), against the data's statistical error (grey band): the scale the
+    statistical variations should have."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), sharex=True)
+    quantities = (("response", "response_err", r"$\Delta$ response"),
+                  ("width_par", "width_err", r"$\Delta$ core width $u_\parallel$ [GeV]"),
+                  ("width_perp", "width_err", r"$\Delta$ core width $u_\perp$ [GeV]"))
+    cmap = plt.get_cmap("viridis")
+    stat = [k for k in varied if k != "recoilMethod"]
+    for ax, (q, e, label) in zip(axes, quantities):
+        err = getattr(data, e)
+        ax.fill_between(data.qt, -err, err, color="0.85", label="data stat. error", step=None)
+        for i, name in enumerate(stat):
+            ax.plot(nominal.qt, getattr(varied[name], q) - getattr(nominal, q), "-", lw=1,
+                    color=cmap(i / max(len(stat) - 1, 1)), label=name)
+        if "recoilMethod" in varied:
+            ax.plot(nominal.qt, getattr(varied["recoilMethod"], q) - getattr(nominal, q), "k--", lw=1.5,
+                    label="recoilMethod (BDT − binned)")
+        ax.axhline(0.0, color="gray", lw=0.5)
+        ax.set_xlabel(r"$q_T^{\mu\mu}$ [GeV]")
+        ax.set_ylabel(label)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    cms_label(axes[0])
+    fig.tight_layout(rect=(0.0, 0.14, 1.0, 1.0))
+    return fig
+
+
+__all__ = ["plot_background_fraction", "plot_distributions", "plot_moments", "plot_mt", "plot_variation_moments"]

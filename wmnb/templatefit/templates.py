@@ -178,19 +178,28 @@ def _varied(binning: Binning, idx_ext: np.ndarray, weight: np.ndarray, nominal: 
             ) -> Shape:
     """The :class:`Shape` of one variation (without its group).  A local variation
     (``var.rows``) costs in proportion to its rows and is stored on the bins its events fill:
-    the nominal there plus the change of the events it touches."""
+    the nominal there plus the change of the events it touches (and the events a column
+    variation adds, :attr:`Variation.added_up`)."""
+    added = {d: None if a is None else (binning.extended_index(binning.bin_index(a.columns)), a.weight)
+             for d, a in (("up", var.added_up), ("down", var.added_down))}
+
+    def with_added(h: np.ndarray, direction: str) -> np.ndarray:
+        extra = added[direction]
+        return h if extra is None else h + binning.fill_extended(*extra)
+
     if var.rows is None:
-        return Shape(var.group, binning.fill_extended(idx_ext, weight * var.up),
-                     None if var.down is None else binning.fill_extended(idx_ext, weight * var.down))
+        return Shape(var.group, with_added(binning.fill_extended(idx_ext, weight * var.up), "up"),
+                     None if var.down is None else
+                     with_added(binning.fill_extended(idx_ext, weight * var.down), "down"))
     i, w = idx_ext[var.rows], weight[var.rows]
-    bins = np.unique(i)
+    bins = np.unique(np.concatenate([i] + [a[0] for a in added.values() if a is not None]))
     bins = bins[bins < binning.nbins]          # the extra bin collects events outside the binning
     nom = nominal.ravel()[bins]
 
-    def at_bins(factor: np.ndarray) -> np.ndarray:
-        return nom + binning.fill_extended(i, w * (factor - 1.0)).ravel()[bins]
+    def at_bins(factor: np.ndarray, direction: str) -> np.ndarray:
+        return nom + with_added(binning.fill_extended(i, w * (factor - 1.0)), direction).ravel()[bins]
 
-    return Shape(var.group, at_bins(var.up), None if var.down is None else at_bins(var.down), bins)
+    return Shape(var.group, at_bins(var.up, "up"), None if var.down is None else at_bins(var.down, "down"), bins)
 
 
 #: one sample's skim columns, or chunks of them (e.g. :class:`wmnb.engine.skims.SkimChunks`)
