@@ -12,7 +12,7 @@ import pytest
 from wmnb.mw import binning, model
 from wmnb.templatefit import blinding, reffit
 from wmnb.conventions import breit_wigner, width_for_mass
-from wmnb.mw.breitwigner import mass_weights
+from wmnb.templatefit.breitwigner import mass_weights
 from wmnb.mw.systematics import MwConfig
 from wmnb.fit.toymodels import muon_kinematics
 from wmnb.mw.templates import build_templates

@@ -6,7 +6,6 @@ The chapter is a thin user of the shared template-fit layer, :mod:`wmnb.template
 objects, templates on the one correction pipeline, the model spec, the independent reference
 fit, blinding, fits and scans).  What is particular to the W mass:
 
-* :mod:`~wmnb.mw.breitwigner` – running-width Breit–Wigner mass weights (Γ ∝ M³);
 * :mod:`~wmnb.mw.binning` – the 48 × 30 × 2 observable and its cross-check regions;
 * :mod:`~wmnb.mw.systematics` – the chapter's own nuisances and the correction hook
   (how chapters 02–07 add theirs without editing this package);

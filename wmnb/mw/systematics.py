@@ -41,7 +41,7 @@ import numpy as np
 from ..conventions import (LHE_PDF_CENTRAL, LHE_SCALE_NOMINAL, LHE_SCALE_PAIRS, N_LHE_SCALE, W_FIT_PROCESSES,
                            W_WIDTH_PDG_ERR, lhe_pdf_index, lhe_pdf_pairs)
 from ..corrections import Variation
-from .breitwigner import mass_weights
+from ..templatefit.breitwigner import mass_weights
 
 #: Simulated samples of the W selection and the fit process each becomes.
 PROCESSES: dict[str, str] = W_FIT_PROCESSES

@@ -22,8 +22,9 @@ The pipeline reruns the m_T, the MET and the cuts of the events they move.  Only
 of a selection depend on the recoil, so only events within :data:`MT_WINDOW_GEV` of one of
 them (:data:`MT_THRESHOLDS`) are morphed again: about 5 % of the W sample.  Each variation
 checks that it moves at most a share :data:`FAR_MOVED_TOLERANCE` of those events' m_T by more
-than half the window, so that about as few outside it could have crossed
-(:attr:`RecoilCorrection.mt_shift_stats` records what it saw).
+than half the window, so that about as few outside it could have crossed, and otherwise doubles
+the window (up to :data:`MT_WINDOW_MAX_GEV`; :attr:`RecoilCorrection.mt_shift_stats` records
+what it used).
 
 The artefact (:data:`ARTEFACT`) is a JSON index of the models in their own formats: binned
 quantiles as JSON arrays, BDTs as xgboost JSON files (no pickles), and the statistical
@@ -58,8 +59,10 @@ NOMINAL_METHOD = "binned"
 #: nonprompt sidebands); the recoil variations act on events near them only
 MT_THRESHOLDS: dict[str, tuple[float, ...]] = {"w": tuple(sorted({*MT_SIDEBANDS, MT_SIGNAL}))}
 MT_WINDOW_GEV = 5.0
-#: the share of a window's events a variation may move by more than half the window (the far
-#: tails' linear map amplifies small changes of the tail scales) before it warns
+MT_WINDOW_MAX_GEV = 80.0
+#: the share of a window's events a variation may move by more than half the window before the
+#: window is widened (the far tails' linear map amplifies small changes of the tail scales, and
+#: the two methods move single events by several GeV while agreeing on the distributions)
 FAR_MOVED_TOLERANCE = 1e-3
 #: the columns where :meth:`RecoilCorrection.correct` keeps the simulated (uncorrected) recoil
 SIMULATED_RECOIL = ("ut_x_simulated", "ut_y_simulated")
@@ -143,8 +146,8 @@ class RecoilCorrection(Correction):
         self.method = method
         #: nuisance -> (up chain, down chain or None for a one-sided variation)
         self.variations = dict(variations or {})
-        #: nuisance -> (largest |Δm_T| in GeV, events moved by more than half the window, events
-        #: in the window), summed over the samples and chunks seen so far
+        #: nuisance -> (widest m_T window used in GeV, events moved by more than half of it, events
+        #: in the window), over the samples and chunks seen so far
         self.mt_shift_stats: dict[str, tuple[float, int, int]] = {}
 
     def applies_to(self, sample: SampleInfo) -> bool:
@@ -188,41 +191,52 @@ class RecoilCorrection(Correction):
         columns["ut_x"], columns["ut_y"] = self._morphed(self.morph, ux, uy, *b, columns["npv"])
 
     def column_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> Iterator[ColumnVariation]:
-        """The recoil nuisances (module docstring) on the events within :data:`MT_WINDOW_GEV` of
-        the selection's m_T thresholds; none for a selection without m_T cuts."""
+        """The recoil nuisances (module docstring) on the events near the selection's m_T
+        thresholds (an adaptive window, :meth:`column_variation`); none for a selection without
+        m_T cuts."""
         thresholds = MT_THRESHOLDS.get(sample.selection)
         if not thresholds or not self.variations:
             return
-        b = self.boson(columns, sample) if SIMULATED_RECOIL[0] in columns else None
-        mt = np.asarray(columns["mt"], np.float64) if "mt" in columns else None
-        if b is None or mt is None:
-            rows = np.zeros(0, np.int64)
-        else:
-            rows = np.flatnonzero(np.any([np.abs(mt - t) < MT_WINDOW_GEV for t in thresholds], axis=0))
-        sub = {k: np.asarray(columns[k])[rows] for k in (*SIMULATED_RECOIL, "npv", "mu_pt", "mu_phi")
-               if k in columns}
-        boson = () if b is None else tuple(np.asarray(a)[rows] for a in b)
-        for nuisance, (up, down) in self.variations.items():
-            yield ColumnVariation(nuisance, GROUP, rows, self._varied(nuisance, up, sub, boson, mt, rows),
-                                  None if down is None else self._varied(nuisance, down, sub, boson, mt, rows))
+        boson = self.boson(columns, sample) if SIMULATED_RECOIL[0] in columns and "mt" in columns else None
+        for nuisance, chains in self.variations.items():
+            yield self.column_variation(nuisance, chains, columns, boson, thresholds)
 
-    def _varied(self, nuisance: str, chain: ChainedMorph, sub: dict[str, np.ndarray], boson: tuple[np.ndarray, ...],
-                mt: np.ndarray | None, rows: np.ndarray) -> dict[str, np.ndarray]:
-        if rows.size == 0 or mt is None:
-            return {"ut_x": np.zeros(0), "ut_y": np.zeros(0)}
-        ux, uy = self._morphed(chain, sub[SIMULATED_RECOIL[0]], sub[SIMULATED_RECOIL[1]], *boson, sub["npv"])
-        mx, my = to_xy(sub["mu_pt"], sub["mu_phi"])
-        met, met_phi = to_ptphi(-(ux + mx), -(uy + my))
-        shift = np.abs(transverse_mass(sub["mu_pt"], sub["mu_phi"], met, met_phi) - mt[rows])
-        far = int(np.count_nonzero(shift > 0.5 * MT_WINDOW_GEV))
+    def column_variation(self, nuisance: str, chains: tuple[ChainedMorph, ChainedMorph | None],
+                         columns: dict[str, np.ndarray], boson: tuple[np.ndarray, ...] | None,
+                         thresholds: tuple[float, ...]) -> ColumnVariation:
+        """One nuisance: the recoil re-morphed by its chains on the events within a window of the
+        m_T ``thresholds``.  The window starts at :data:`MT_WINDOW_GEV` and doubles, up to
+        :data:`MT_WINDOW_MAX_GEV`, while more than :data:`FAR_MOVED_TOLERANCE` of its events move
+        by more than half of it (then about as few outside could cross a cut); a variation that
+        still does at the largest window warns.  :attr:`mt_shift_stats` records the window used."""
+        if boson is None:
+            empty = {"ut_x": np.zeros(0), "ut_y": np.zeros(0)}
+            return ColumnVariation(nuisance, GROUP, np.zeros(0, np.int64), empty,
+                                   None if chains[1] is None else dict(empty))
+        mt = np.asarray(columns["mt"], np.float64)
+        window = MT_WINDOW_GEV
+        while True:
+            rows = np.flatnonzero(np.any([np.abs(mt - t) < window for t in thresholds], axis=0))
+            sub = {k: np.asarray(columns[k])[rows] for k in (*SIMULATED_RECOIL, "npv", "mu_pt", "mu_phi")}
+            cond = tuple(np.asarray(a)[rows] for a in boson)
+            values, far = [], 0
+            for chain in (c for c in chains if c is not None):
+                ux, uy = self._morphed(chain, sub[SIMULATED_RECOIL[0]], sub[SIMULATED_RECOIL[1]], *cond, sub["npv"])
+                mx, my = to_xy(sub["mu_pt"], sub["mu_phi"])
+                met, met_phi = to_ptphi(-(ux + mx), -(uy + my))
+                shift = np.abs(transverse_mass(sub["mu_pt"], sub["mu_phi"], met, met_phi) - mt[rows])
+                far = max(far, int(np.count_nonzero(shift > 0.5 * window)))
+                values.append({"ut_x": ux, "ut_y": uy})
+            if far <= FAR_MOVED_TOLERANCE * rows.size or window >= MT_WINDOW_MAX_GEV:
+                break
+            window *= 2.0
         seen = self.mt_shift_stats.get(nuisance, (0.0, 0, 0))
-        self.mt_shift_stats[nuisance] = (max(seen[0], float(shift.max())), seen[1] + far, seen[2] + rows.size)
+        self.mt_shift_stats[nuisance] = (max(seen[0], window), seen[1] + far, seen[2] + rows.size)
         if far > FAR_MOVED_TOLERANCE * rows.size:
-            warnings.warn(f"recoil variation {nuisance!r} moves {far} of {rows.size} events ({far / rows.size:.2%}) "
-                          f"by more than half the {MT_WINDOW_GEV:g} GeV m_T window it is evaluated in: as many "
-                          "outside the window may cross a cut too; widen wmnb.recoil.correction.MT_WINDOW_GEV",
-                          stacklevel=2)
-        return {"ut_x": ux, "ut_y": uy}
+            warnings.warn(f"recoil variation {nuisance!r} moves {far} of {rows.size} events ({far / rows.size:.2%}) by "
+                          f"more than half the {window:g} GeV m_T window it is evaluated in: as many outside it may "
+                          "cross a cut too; raise wmnb.recoil.correction.MT_WINDOW_MAX_GEV", stacklevel=3)
+        return ColumnVariation(nuisance, GROUP, rows, values[0], values[1] if len(values) > 1 else None)
 
 
 def recoil_variations(morphs: dict[str, ChainedMorph], nominal: str, stat_deltas: np.ndarray
@@ -254,6 +268,6 @@ def publish_correction(chapter_dir: str | Path) -> Path:
         description="hadronic recoil of the simulated W and Z morphed to the data's (chained conditional quantiles)"))
 
 
-__all__ = ["ARTEFACT", "CORRECTION_NAME", "GROUP", "MT_THRESHOLDS", "MT_WINDOW_GEV", "NOMINAL_METHOD", "SIMULATED_RECOIL",
+__all__ = ["ARTEFACT", "CORRECTION_NAME", "GROUP", "MT_THRESHOLDS", "MT_WINDOW_GEV", "MT_WINDOW_MAX_GEV", "NOMINAL_METHOD", "SIMULATED_RECOIL",
            "RecoilCorrection", "load_correction", "load_models", "load_stat_deltas", "publish_correction",
            "recoil_variations", "write_models"]

@@ -41,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from scipy import special
+
+# TensorFlow's C++ start-up notices (oneDNN, CPU features) are not the book's business
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
 
 __all__ = [
     "A_MAX",

@@ -199,6 +199,14 @@ def repair_crossing(q: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(qs - floor, axis=1) + floor
 
 
+def span_knots(levels: np.ndarray) -> tuple[int, int]:
+    """The knots the tails' log-secants reach to: the ones nearest ``TAIL_SPAN_LEVEL`` and its
+    complement, never the outermost two."""
+    m_lo = max(1, int(np.argmin(np.abs(levels - TAIL_SPAN_LEVEL))))
+    m_hi = min(levels.size - 2, int(np.argmin(np.abs(levels - (1.0 - TAIL_SPAN_LEVEL)))))
+    return m_lo, m_hi
+
+
 def _tail_scales(levels: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per event the exponential tails' scales (s_lo, s_hi).
 
@@ -209,8 +217,7 @@ def _tail_scales(levels: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndar
     at least p_1 h_1 / (3 Δp_1), so that the cubic's end slope (the tail's density p_1 / s_lo)
     stays within 3× the end secant: the Fritsch–Carlson box, i.e. a monotone end piece.
     """
-    m_lo = max(1, int(np.argmin(np.abs(levels - TAIL_SPAN_LEVEL))))
-    m_hi = min(levels.size - 2, int(np.argmin(np.abs(levels - (1.0 - TAIL_SPAN_LEVEL)))))
+    m_lo, m_hi = span_knots(levels)
     s_lo = (q[:, m_lo] - q[:, 0]) / np.log(levels[m_lo] / levels[0])
     s_hi = (q[:, -1] - q[:, m_hi]) / np.log((1.0 - levels[m_hi]) / (1.0 - levels[-1]))
     s_lo = np.maximum(s_lo, levels[0] * (q[:, 1] - q[:, 0]) / (3.0 * (levels[1] - levels[0])))
@@ -623,16 +630,27 @@ class ChainedMorph:
         return cls(mc=models["mc"], data=models["data"])
 
     def apply(self, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        """The simulated events ``x`` (n, V) given ``cond`` (n, k), morphed to data: (n, V)."""
+        """The simulated events ``x`` (n, V) given ``cond`` (n, k), morphed to data: (n, V).
+
+        Evaluated by the compiled kernels of :mod:`wmnb.recoil.kernels` (the same rule as
+        :func:`morph_1d`, checked against it by the tests)."""
         xx = _check_x("x", x)
         cc = _matrix("cond", cond, xx.shape[0])
         if xx.shape[1] != len(self.mc):
             raise MorphingError(f"x has {xx.shape[1]} variables, the chain was fitted on {len(self.mc)}")
+        from . import kernels
+
         out = np.empty_like(xx)
         for j, (m, d) in enumerate(zip(self.mc, self.data)):
-            q_from = m.predict(np.hstack([cc, xx[:, :j]]))
-            q_to = d.predict(np.hstack([cc, out[:, :j]]))
-            out[:, j] = morph_1d(xx[:, j], np.asarray(m.levels), q_from, q_to)
+            lv = np.asarray(m.levels)
+            if isinstance(m, BinnedQuantiles) and isinstance(d, BinnedQuantiles):
+                # both conditioned on q_T alone: interpolated inside the compiled kernel
+                out[:, j] = kernels.morph_binned(xx[:, j], cc[:, 0], lv, np.asarray(m.centres), m.values,
+                                                 np.asarray(d.centres), d.values)
+                continue
+            q_from = _quantile_grid(lv, m.predict(np.hstack([cc, xx[:, :j]])), xx.shape[0])
+            q_to = _quantile_grid(lv, d.predict(np.hstack([cc, out[:, :j]])), xx.shape[0])
+            out[:, j] = kernels.morph_rows(xx[:, j], lv, q_from, q_to)
         return out
 
     def shifted(self, delta: np.ndarray) -> ChainedMorph:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import numpy as np
 
 from ..style import cms_label
@@ -147,4 +148,85 @@ def plot_variation_moments(nominal: BinnedMoments, varied: Mapping[str, BinnedMo
     return fig
 
 
-__all__ = ["plot_background_fraction", "plot_distributions", "plot_moments", "plot_mt", "plot_variation_moments"]
+def plot_dnn_calibration(closure: Any, bins: int = 20) -> Any:
+    """The DNN's calibration on held-out simulated Z events: the PIT of both targets (flat when
+    calibrated) and the sum of the predicted densities against the histogram of the true targets."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
+    names = (r"$\ln(|H|/|u_{PF}|)$", r"$\Delta\phi(H, u_{PF})$")
+    w = closure.weight
+    for j in range(2):
+        ax = axes[j]
+        h, e = np.histogram(closure.pit[:, j], bins, (0.0, 1.0), weights=w)
+        h2, _ = np.histogram(closure.pit[:, j], bins, (0.0, 1.0), weights=w**2)
+        norm = bins / h.sum()
+        ax.errorbar(0.5 * (e[1:] + e[:-1]), h * norm, np.sqrt(h2) * norm, fmt="o", ms=3, color="k")
+        ax.axhline(1.0, color="tab:red", lw=1)
+        ax.set_ylim(0.5, 1.5)
+        ax.set_xlabel(f"PIT of {names[j]}")
+        ax.set_ylabel("density")
+        ax = axes[2 + j]
+        grid = closure.grid[:, j]
+        edges = np.linspace(grid[0], grid[-1], 61)
+        h, _ = np.histogram(closure.targets[:, j], edges, weights=w)
+        ax.stairs(h, edges, color="k", label="true targets")
+        width = edges[1] - edges[0]
+        ax.plot(grid, closure.summed_pdf[:, j] * width, color="tab:green", label=r"$\sum_i f_i$ (DNN)")
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(names[j])
+        ax.set_ylabel("events / bin")
+        ax.legend(fontsize=8)
+    cms_label(axes[0])
+    fig.tight_layout()
+    return fig
+
+
+def plot_estimator_resolution(resolution: Mapping[str, BinnedMoments]) -> Any:
+    """Response and response-scaled resolution, sqrt(width_∥² + width_⊥²) / response, of each
+    recoil estimator along the generator boson, per generator q_T bin."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharex=True)
+    colours = {"PF": "tab:blue", "track-only": "tab:orange", "PUPPI": "tab:purple", "DNN": "tab:green"}
+    for name, m in resolution.items():
+        axes[0].plot(m.qt, m.response, "o-", ms=3, lw=1, color=colours.get(name), label=name)
+        axes[1].plot(m.qt, np.hypot(m.width_par, m.width_perp) / m.response, "o-", ms=3, lw=1, color=colours.get(name))
+    axes[0].axhline(1.0, color="gray", lw=0.5)
+    axes[0].set_ylabel(r"response $-\langle u_\parallel\rangle/\langle q_T\rangle$")
+    axes[1].set_ylabel(r"$(\sigma_\parallel^2+\sigma_\perp^2)^{1/2}$ / response [GeV]", fontsize=11)
+    for ax in axes:
+        ax.set_xlabel(r"$q_T^{gen}$ [GeV]")
+    axes[0].legend(fontsize=8)
+    cms_label(axes[0])
+    fig.tight_layout()
+    return fig
+
+
+def plot_mt_templates(sets: Mapping[str, Any]) -> Any:
+    """The m_T of the cross-check fits: data against the summed simulation (normalised to the
+    data) for each recoil definition, and their ratio.  The DNN's m_T is a different variable
+    (in data and simulation alike), so each set has its own data."""
+    fig, axes = plt.subplots(2, len(sets), figsize=(4.6 * len(sets), 5.2), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.2]})
+    for j, (label, ts) in enumerate(sets.items()):
+        edges = ts.binning.axes[0].edges
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        pred = ts.prediction()
+        k = ts.data.sum() / max(pred.sum(), 1e-300)
+        top, bottom = axes[0, j], axes[1, j]
+        top.stairs(k * pred, edges, color="tab:blue", label="simulation")
+        top.errorbar(centres, ts.data, np.sqrt(ts.data), fmt="o", ms=2.5, color="k", label="data")
+        top.text(0.97, 0.72, label, ha="right", transform=top.transAxes, fontsize=10)
+        top.set_ylabel("events / 2 GeV")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bottom.errorbar(centres, ts.data / (k * pred), np.sqrt(ts.data) / (k * pred), fmt="o", ms=2.5, color="k")
+        bottom.axhline(1.0, color="gray", lw=0.5)
+        bottom.set_ylim(0.9, 1.1)
+        bottom.set_xlabel(r"$m_T$ [GeV]")
+        bottom.set_ylabel("data / sim.")
+    axes[0, 0].legend(fontsize=8)
+    cms_label(axes[0, 0])
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["plot_background_fraction", "plot_distributions", "plot_dnn_calibration", "plot_estimator_resolution",
+           "plot_moments", "plot_mt", "plot_mt_templates", "plot_variation_moments"]

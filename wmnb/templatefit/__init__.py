@@ -2,6 +2,8 @@
 configure rather than copy.
 
 * :mod:`~wmnb.templatefit.binning` – :class:`Binning`: any axes, each read from a skim column;
+* :mod:`~wmnb.templatefit.breitwigner` – running-width Breit–Wigner mass weights (Γ ∝ M³) of
+  any boson's mass templates (the W's of chapters 04 and 08, the Z's of chapter 07);
 * :mod:`~wmnb.templatefit.templates` – templates built on the one correction pipeline from a
   chapter's :class:`TemplateRecipe` (selection, binning, signal, built-in variations, mass
   reweighting, regions, POI layouts, normalisations), lazy and local variations, template

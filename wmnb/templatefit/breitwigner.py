@@ -1,4 +1,4 @@
-"""Breit–Wigner reweighting of the generator-level W mass.
+"""Breit–Wigner reweighting of the generator-level boson mass (the mass templates of every fit).
 
 The mass templates of the fit are the nominal simulation reweighted event by event from the
 mass hypothesis it was generated with, ``(M0, Γ0)``, to ``M0 ± ΔM``.  The line shape and the
@@ -37,7 +37,7 @@ NORM_RANGE_GEV = GENERATED_MASS_RANGE_GEV
 @lru_cache(maxsize=256)
 def _line_shape_integral(mass: float, width: float, lo: float, hi: float) -> float:
     """∫ 2m BW dm over [lo, hi]; the peak is passed to quad as a break point for accuracy."""
-    val, _ = integrate.quad(lambda x: float(breit_wigner_mass_density(np.float64(x), mass, width)), lo, hi,
+    val, _ = integrate.quad(lambda x: float(breit_wigner_mass_density(np.asarray(x, np.float64), mass, width)), lo, hi,
                             points=[mass - 5 * width, mass, mass + 5 * width], limit=400,
                             epsabs=0.0, epsrel=1e-11)
     return val
