@@ -8,7 +8,8 @@ interpolation of the two CDFs (``np.interp`` of the binned quantiles, no tails, 
 against the vectorised numpy reference of the same rule (``morphing.morph_1d``, which the
 compiled kernels replaced).  Then the recoil nuisances: every column variation of the
 correction through the pipeline of each W sample (the re-morphing of the events near the m_T
-thresholds and the rerun of their derived quantities and cuts), per variation.
+thresholds and the rerun of their derived quantities and cuts), per variation; and the training
+of the DNN recoil regression on the simulated Z.
 
     python benchmarks/bench_recoil.py [profile]
 """
@@ -23,7 +24,7 @@ import numpy as np
 
 from wmnb.engine.kinematics import project
 from wmnb.engine.pipeline import run_pipeline
-from wmnb.recoil import chapter, inputs
+from wmnb.recoil import chapter, inputs, regression
 from wmnb.recoil.correction import RecoilCorrection, recoil_variations
 from wmnb.recoil.morphing import BinnedQuantiles, morph_1d
 
@@ -92,7 +93,7 @@ def main(profile: str = "default") -> dict:
     out["ratio_numpy_reference_over_kernel"] = out["apply_binned_numpy_reference_s"] / out["apply_binned_s"]
     # the nuisances: column variations through the pipeline, per variation
     stat = cal.stat.deltas if cal.stat is not None else np.zeros((0,))
-    varied = RecoilCorrection(chain, "binned", recoil_variations(cal.morphs, "binned", stat))
+    varied = RecoilCorrection(chain, "binned", recoil_variations(cal.morphs, "binned", stat, cal.method_delta))
     t_var, fractions = 0.0, []
     for s, cols in w.items():
         res = run_pipeline("w", s, cols, corrections=[varied])
@@ -100,6 +101,10 @@ def main(profile: str = "default") -> dict:
         touched = [0 if var.rows is None else var.rows.size for var in res.variations()]
         t_var += time.perf_counter() - t0
         fractions.append(np.mean(touched) / res.weight.size if touched else 0.0)
+    # the DNN recoil regression on the same Z sample, with the chapter's settings
+    _, _, out["dnn_train_s"] = regression.train(samples[inputs.SIGNAL],
+                                                regression.DNNConfig(max_train_events=cfg.max_train_events,
+                                                                     seed=cfg.seed))
     out["n_recoil_nuisances"] = len(varied.variations)
     out["variation_per_nuisance_s"] = t_var / max(len(varied.variations), 1)
     # the share of the selected events each variation re-morphs (those near an m_T threshold)

@@ -17,7 +17,8 @@ alone, as is data.
 Its nuisances (group ``recoil``) are column variations
 (:meth:`RecoilCorrection.column_variations`): the simulated recoil morphed again by another
 chain — the binned chain moved by each statistical eigenvariation up and down
-(``recoilStat<k>``), and the BDT chain (``recoilMethod``, one-sided: the method difference).
+(``recoilStat<k>``), and by the method difference (``recoilMethod``, one-sided: its data tables
+replaced by the quantiles of the BDT-corrected simulation, :func:`wmnb.recoil.chapter.method_delta`).
 The pipeline reruns the m_T, the MET and the cuts of the events they move.  Only the m_T cuts
 of a selection depend on the recoil, so only events within :data:`MT_WINDOW_GEV` of one of
 them (:data:`MT_THRESHOLDS`) are morphed again: about 5 % of the W sample.  Each variation
@@ -89,10 +90,12 @@ def _load_model(doc: dict[str, Any], root: Path, where: str) -> QuantileModel:
 
 
 def write_models(chapter_dir: str | Path, morphs: dict[str, ChainedMorph], qt_max: float,
-                 nominal: str = NOMINAL_METHOD, stat_deltas: np.ndarray | None = None) -> Path:
+                 nominal: str = NOMINAL_METHOD, stat_deltas: np.ndarray | None = None,
+                 method_delta: np.ndarray | None = None) -> Path:
     """Every method's chain into ``<chapter_dir>/models/`` and the index :data:`ARTEFACT`, with
     the binned chain's statistical eigenvariations ``stat_deltas`` (``(K, 4, n_bins, n_levels)``,
-    :class:`wmnb.recoil.chapter.StatVariations`)."""
+    :class:`wmnb.recoil.chapter.StatVariations`) and the method difference as a shift of its
+    tables, ``method_delta`` (``(4, n_bins, n_levels)``, :func:`wmnb.recoil.chapter.method_delta`)."""
     root = Path(chapter_dir)
     (root / MODEL_DIR).mkdir(parents=True, exist_ok=True)
     methods = {}
@@ -102,9 +105,10 @@ def write_models(chapter_dir: str | Path, morphs: dict[str, ChainedMorph], qt_ma
     if nominal not in methods:
         raise ValueError(f"the nominal recoil method {nominal!r} was not fitted (have {sorted(methods)})")
     stat = [] if stat_deltas is None else np.asarray(stat_deltas, np.float64).tolist()
+    method = None if method_delta is None else np.asarray(method_delta, np.float64).tolist()
     return write_json(root / ARTEFACT, {"format": FORMAT, "nominal": nominal, "qt_max": float(qt_max),
                                         "variables": ["u_par", "u_perp"], "conditions": ["qt", "y", "npv"],
-                                        "methods": methods, "stat_variations": stat})
+                                        "methods": methods, "stat_variations": stat, "method_variation": method})
 
 
 def _read_index(artefact: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -132,6 +136,13 @@ def load_stat_deltas(artefact: str | Path) -> np.ndarray:
     """The statistical eigenvariations stored by :func:`write_models` (``(K, 4, n_bins, n_levels)``)."""
     _, doc = _read_index(artefact)
     return np.asarray(doc.get("stat_variations", []), np.float64)
+
+
+def load_method_delta(artefact: str | Path) -> np.ndarray | None:
+    """The method difference stored by :func:`write_models` (``(4, n_bins, n_levels)``), or None."""
+    _, doc = _read_index(artefact)
+    method = doc.get("method_variation")
+    return None if method is None else np.asarray(method, np.float64)
 
 
 class RecoilCorrection(Correction):
@@ -239,17 +250,17 @@ class RecoilCorrection(Correction):
         return ColumnVariation(nuisance, GROUP, rows, values[0], values[1] if len(values) > 1 else None)
 
 
-def recoil_variations(morphs: dict[str, ChainedMorph], nominal: str, stat_deltas: np.ndarray
-                      ) -> dict[str, tuple[ChainedMorph, ChainedMorph | None]]:
+def recoil_variations(morphs: dict[str, ChainedMorph], nominal: str, stat_deltas: np.ndarray,
+                      method_delta: np.ndarray | None = None) -> dict[str, tuple[ChainedMorph, ChainedMorph | None]]:
     """The nuisances of the correction: ``recoilStat<k>`` (the nominal binned chain moved by
-    eigenvariation k, up and down) and ``recoilMethod`` (the other method's chain, one-sided)."""
+    eigenvariation k, up and down) and ``recoilMethod`` (one-sided: the binned chain moved by
+    ``method_delta``, the BDT's corrected distributions, when given)."""
     out: dict[str, tuple[ChainedMorph, ChainedMorph | None]] = {}
     base = morphs[nominal]
     for k, delta in enumerate(np.asarray(stat_deltas)):
         out[f"recoilStat{k}"] = (base.shifted(delta), base.shifted(-delta))
-    for method, chain in morphs.items():
-        if method != nominal:
-            out["recoilMethod"] = (chain, None)
+    if method_delta is not None:
+        out["recoilMethod"] = (base.shifted(method_delta), None)
     return out
 
 
@@ -257,7 +268,8 @@ def load_correction(artefact: str | Path) -> RecoilCorrection:
     """Factory named in the published manifest: the nominal method's chain, with the nuisances
     of :func:`recoil_variations`."""
     morphs, nominal, _ = load_models(artefact)
-    return RecoilCorrection(morphs[nominal], nominal, recoil_variations(morphs, nominal, load_stat_deltas(artefact)))
+    return RecoilCorrection(morphs[nominal], nominal, recoil_variations(morphs, nominal, load_stat_deltas(artefact),
+                                                                      load_method_delta(artefact)))
 
 
 def publish_correction(chapter_dir: str | Path) -> Path:
@@ -269,5 +281,5 @@ def publish_correction(chapter_dir: str | Path) -> Path:
 
 
 __all__ = ["ARTEFACT", "CORRECTION_NAME", "GROUP", "MT_THRESHOLDS", "MT_WINDOW_GEV", "MT_WINDOW_MAX_GEV", "NOMINAL_METHOD", "SIMULATED_RECOIL",
-           "RecoilCorrection", "load_correction", "load_models", "load_stat_deltas", "publish_correction",
+           "RecoilCorrection", "load_correction", "load_method_delta", "load_models", "load_stat_deltas", "publish_correction",
            "recoil_variations", "write_models"]

@@ -11,8 +11,9 @@ templates from a recipe here, the shared fitter, data and simulation statistics 
 3. the seed's figure of merit: the m_W bias per unit of mis-modelled W q_T.  The simulated W q_T
    spectrum is tilted by :data:`TILT` (+10 % per 10 GeV about :data:`TILT_PIVOT_GEV`, normalised),
    the tilted simulation is fitted as pseudo-data with the nominal templates (signal normalisation
-   free), and the bias is quoted per 1 % per 10 GeV.  The m_T observables feel the recoil, hence q_T,
-   directly; the muon pT only through the W's transverse boost.
+   free), and the bias is quoted per 1 % per 10 GeV.  The muon pT moves with the W's transverse boost
+   (first order in q_T); the m_T Jacobian peak is invariant under transverse boosts to first order
+   and trades that sensitivity for one to the recoil calibration.
 
 One pipeline pass fills all observables: the binning has the muon's (eta, pT, charge) and m_T as
 axes (m_T's last bin collecting everything above 120 GeV), and each fit sums over the axes it
