@@ -148,6 +148,10 @@ class RecoilCalibration:
     #: the method difference as a shift of the binned chain's data tables (:func:`method_delta`)
     method_delta: np.ndarray | None = None
 
+    def corrected(self, sample: I.RecoilSample, method: str) -> np.ndarray:
+        """``(n, 2)``: the sample's (u_∥, u_⊥) morphed to the data by ``method``."""
+        return self.morphs[method].apply(sample.recoil(), sample.conditions())
+
 
 def method_delta(morphs: Mapping[str, ChainedMorph], x_mc: np.ndarray, c_mc: np.ndarray, w_mc: np.ndarray,
                  cfg: RecoilConfig) -> np.ndarray:
@@ -166,10 +170,6 @@ def method_delta(morphs: Mapping[str, ChainedMorph], x_mc: np.ndarray, c_mc: np.
         target = BinnedQuantiles.fit(u_bdt[:, j], c_mc, w_mc, edges, QUANTILE_LEVELS)
         delta[len(binned.mc) + j] = target.values - model.values  # type: ignore[attr-defined]
     return delta
-
-    def corrected(self, sample: I.RecoilSample, method: str) -> np.ndarray:
-        """``(n, 2)``: the sample's (u_∥, u_⊥) morphed to the data by ``method``."""
-        return self.morphs[method].apply(sample.recoil(), sample.conditions())
 
 
 def calibrate(samples: Mapping[str, I.RecoilSample], cfg: RecoilConfig,
