@@ -21,7 +21,8 @@ chain — the binned chain moved by each statistical eigenvariation up and down
 replaced by the quantiles of the BDT-corrected simulation, :func:`wmnb.recoil.chapter.method_delta`).
 The pipeline reruns the m_T, the MET and the cuts of the events they move.  Only the m_T cuts
 of a selection depend on the recoil, so only events within :data:`MT_WINDOW_GEV` of one of
-them (:data:`MT_THRESHOLDS`) are morphed again: about 5 % of the W sample.  Each variation
+them (:data:`MT_THRESHOLDS`) are morphed again (5 % of the W sample within 5 GeV; the statistical
+variations settle at ±20 GeV, 16 % of the selected events).  Each variation
 checks that it moves at most a share :data:`FAR_MOVED_TOLERANCE` of those events' m_T by more
 than half the window, so that about as few outside it could have crossed, and otherwise doubles
 the window (up to :data:`MT_WINDOW_MAX_GEV`; :attr:`RecoilCorrection.mt_shift_stats` records
@@ -62,8 +63,7 @@ MT_THRESHOLDS: dict[str, tuple[float, ...]] = {"w": tuple(sorted({*MT_SIDEBANDS,
 MT_WINDOW_GEV = 5.0
 MT_WINDOW_MAX_GEV = 80.0
 #: the share of a window's events a variation may move by more than half the window before the
-#: window is widened (the far tails' linear map amplifies small changes of the tail scales, and
-#: the two methods move single events by several GeV while agreeing on the distributions)
+#: window is widened (the far tails' linear map amplifies small changes of the tail scales)
 FAR_MOVED_TOLERANCE = 1e-3
 #: the columns where :meth:`RecoilCorrection.correct` keeps the simulated (uncorrected) recoil
 SIMULATED_RECOIL = ("ut_x_simulated", "ut_y_simulated")
