@@ -13,17 +13,21 @@ from wmnb.recoil.morphing import BinnedQuantiles, ChainedMorph, MorphingError
 from test_recoil import _toy_chain, _w_cols
 
 
+def _toy_recoil(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Simulated-like (u_par, u_perp) and conditions (q_T, y, npv) of the toy chain's universe."""
+    rng = np.random.default_rng(seed)
+    qt = rng.uniform(0, 40, n)
+    x = np.stack([-0.8 * qt + 7 * rng.standard_normal(n), 7 * rng.standard_normal(n)], 1)
+    return x, np.stack([qt, np.zeros(n), np.full(n, 18.0)], 1)
+
+
 def _tables(chain: ChainedMorph) -> np.ndarray:
     return np.stack([m.values for m in (*chain.mc, *chain.data)])  # type: ignore[attr-defined]
 
 
 def test_a_uniform_shift_of_the_data_quantiles_moves_the_corrected_recoil_by_as_much():
     chain = _toy_chain()
-    rng = np.random.default_rng(4)
-    n = 5000
-    qt = rng.uniform(0, 40, n)
-    x = np.stack([-0.8 * qt + 7 * rng.standard_normal(n), 7 * rng.standard_normal(n)], 1)
-    cond = np.stack([qt, np.zeros(n), np.full(n, 18.0)], 1)
+    x, cond = _toy_recoil(5000, seed=4)
     nominal = chain.apply(x, cond)
     assert np.array_equal(chain.shifted(np.zeros_like(_tables(chain))).apply(x, cond), nominal)
     delta = np.zeros_like(_tables(chain))
@@ -123,11 +127,8 @@ def test_method_delta_carries_the_other_methods_corrected_distributions():
     is a +2 GeV shift of the binned chain's data u_par tables and about nothing elsewhere; with
     the other method equal to the binned one it is about zero."""
     chain = _toy_chain()
-    rng = np.random.default_rng(9)
     n = 40_000
-    qt = rng.uniform(0, 40, n)
-    x = np.stack([-0.8 * qt + 7 * rng.standard_normal(n), 7 * rng.standard_normal(n)], 1)
-    cond = np.stack([qt, np.zeros(n), np.full(n, 18.0)], 1)
+    x, cond = _toy_recoil(n, seed=9)
     cfg = C.RecoilConfig(qt_edges=(0.0, 10.0, 20.0, 30.0, 40.0))
     same = C.method_delta({"binned": chain, "bdt": chain}, x, cond, np.ones(n), cfg)
     assert same.shape == (4, 4, 15) and np.all(same[:2] == 0.0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,12 @@ class PipelineResult:
             for cv in c.column_variations(self.precut, self.info):
                 yield unique(self.column_variation(cv, c.name), c.name)
 
+    @cached_property
+    def _position_after_cuts(self) -> np.ndarray:
+        """Row before the cuts -> row after them (for the selected rows), computed once for all
+        column variations of the sample."""
+        return np.cumsum(np.ones(_n_rows(self.precut), bool) if self.mask is None else self.mask) - 1
+
     def column_variation(self, cv: ColumnVariation, source: str) -> Variation:
         """One column variation as a :class:`Variation`: factor 0 on the selected rows it touches,
         and those rows re-derived, re-cut and re-weighted with the varied columns as added events."""
@@ -94,8 +101,7 @@ class PipelineResult:
             raise ValueError(f"correction {source!r}: column variation {cv.nuisance!r} has rows outside the "
                              f"sample's {n_pre} events")
         selected = np.ones(n_pre, bool) if self.mask is None else self.mask
-        position = np.cumsum(selected) - 1          # row before the cuts -> row after them
-        removed = position[rows[selected[rows]]]
+        removed = self._position_after_cuts[rows[selected[rows]]]
         sub = {k: (v[rows] if isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == n_pre else v)
                for k, v in self.precut.items()}
         spec = get_selection(self.selection)

@@ -107,10 +107,6 @@ class StatVariations:
     variance_fraction: float
     n_replicas: int
 
-    def chain(self, nominal: ChainedMorph, k: int, sign: float = 1.0) -> ChainedMorph:
-        """The binned ``nominal`` chain moved by ``sign`` × eigenvariation ``k``."""
-        return nominal.shifted(sign * self.deltas[k])
-
 
 def bootstrap_variations(training: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], nominal: ChainedMorph,
                          cfg: RecoilConfig) -> StatVariations:
@@ -379,5 +375,5 @@ def w_mt_closure(profile: str, recoil: Any) -> MtClosure:
 
 
 __all__ = ["CHAPTER", "METHODS", "MT_CHI2_RANGE", "MT_EDGES", "BinnedMoments", "MtClosure", "RecoilCalibration",
-           "RecoilConfig", "StatVariations", "TruthClosure", "bootstrap_variations", "method_delta", "binned_moments", "calibrate", "moment_chi2", "training_half", "truth_closure",
-           "truth_moments", "w_mt_closure"]
+           "RecoilConfig", "StatVariations", "TruthClosure", "binned_moments", "bootstrap_variations", "calibrate",
+           "method_delta", "moment_chi2", "training_half", "truth_closure", "truth_moments", "w_mt_closure"]

@@ -126,23 +126,13 @@ def load_models(artefact: str | Path) -> tuple[dict[str, ChainedMorph], str, flo
     """The chains of :func:`write_models` (method -> chain), the nominal method and q_T range;
     a missing or corrupt index raises :class:`MorphingError` naming the file."""
     path, doc = _read_index(artefact)
-    morphs = {m: ChainedMorph([_load_model(d, path.parent, str(path)) for d in sides["mc"]],
-                              [_load_model(d, path.parent, str(path)) for d in sides["data"]])
-              for m, sides in doc["methods"].items()}
-    return morphs, str(doc["nominal"]), float(doc["qt_max"])
+    return _chains(path, doc), str(doc["nominal"]), float(doc["qt_max"])
 
 
-def load_stat_deltas(artefact: str | Path) -> np.ndarray:
-    """The statistical eigenvariations stored by :func:`write_models` (``(K, 4, n_bins, n_levels)``)."""
-    _, doc = _read_index(artefact)
-    return np.asarray(doc.get("stat_variations", []), np.float64)
-
-
-def load_method_delta(artefact: str | Path) -> np.ndarray | None:
-    """The method difference stored by :func:`write_models` (``(4, n_bins, n_levels)``), or None."""
-    _, doc = _read_index(artefact)
-    method = doc.get("method_variation")
-    return None if method is None else np.asarray(method, np.float64)
+def _chains(path: Path, doc: dict[str, Any]) -> dict[str, ChainedMorph]:
+    return {m: ChainedMorph([_load_model(d, path.parent, str(path)) for d in sides["mc"]],
+                            [_load_model(d, path.parent, str(path)) for d in sides["data"]])
+            for m, sides in doc["methods"].items()}
 
 
 class RecoilCorrection(Correction):
@@ -230,10 +220,10 @@ class RecoilCorrection(Correction):
             rows = np.flatnonzero(np.any([np.abs(mt - t) < window for t in thresholds], axis=0))
             sub = {k: np.asarray(columns[k])[rows] for k in (*SIMULATED_RECOIL, "npv", "mu_pt", "mu_phi")}
             cond = tuple(np.asarray(a)[rows] for a in boson)
+            mx, my = to_xy(sub["mu_pt"], sub["mu_phi"])
             values, far = [], 0
             for chain in (c for c in chains if c is not None):
                 ux, uy = self._morphed(chain, sub[SIMULATED_RECOIL[0]], sub[SIMULATED_RECOIL[1]], *cond, sub["npv"])
-                mx, my = to_xy(sub["mu_pt"], sub["mu_phi"])
                 met, met_phi = to_ptphi(-(ux + mx), -(uy + my))
                 shift = np.abs(transverse_mass(sub["mu_pt"], sub["mu_phi"], met, met_phi) - mt[rows])
                 far = max(far, int(np.count_nonzero(shift > 0.5 * window)))
@@ -266,10 +256,14 @@ def recoil_variations(morphs: dict[str, ChainedMorph], nominal: str, stat_deltas
 
 def load_correction(artefact: str | Path) -> RecoilCorrection:
     """Factory named in the published manifest: the nominal method's chain, with the nuisances
-    of :func:`recoil_variations`."""
-    morphs, nominal, _ = load_models(artefact)
-    return RecoilCorrection(morphs[nominal], nominal, recoil_variations(morphs, nominal, load_stat_deltas(artefact),
-                                                                      load_method_delta(artefact)))
+    of :func:`recoil_variations` (the statistical eigenvariations and the method difference
+    stored by :func:`write_models`)."""
+    path, doc = _read_index(artefact)
+    morphs, nominal = _chains(path, doc), str(doc["nominal"])
+    method = doc.get("method_variation")
+    variations = recoil_variations(morphs, nominal, np.asarray(doc.get("stat_variations", []), np.float64),
+                                   None if method is None else np.asarray(method, np.float64))
+    return RecoilCorrection(morphs[nominal], nominal, variations)
 
 
 def publish_correction(chapter_dir: str | Path) -> Path:
@@ -281,5 +275,5 @@ def publish_correction(chapter_dir: str | Path) -> Path:
 
 
 __all__ = ["ARTEFACT", "CORRECTION_NAME", "GROUP", "MT_THRESHOLDS", "MT_WINDOW_GEV", "MT_WINDOW_MAX_GEV", "NOMINAL_METHOD", "SIMULATED_RECOIL",
-           "RecoilCorrection", "load_correction", "load_method_delta", "load_models", "load_stat_deltas", "publish_correction",
+           "RecoilCorrection", "load_correction", "load_models", "publish_correction",
            "recoil_variations", "write_models"]

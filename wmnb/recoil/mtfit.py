@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ..corrections import ColumnVariation, Correction, SampleInfo, Variation, WeightSet
-from ..engine.kinematics import to_ptphi
+from ..corrections import ColumnVariation, Correction, SampleInfo, Variation
 from ..templatefit.binning import Axis, Binning
 from ..templatefit.breitwigner import mass_weights
 from ..templatefit.fitting import run_fit
@@ -71,9 +70,6 @@ class NominalOnly(Correction):
 
     def nominal_factor(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> np.ndarray | None:
         return self.inner.nominal_factor(columns, sample)
-
-    def weights(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> WeightSet:
-        return WeightSet(self.inner.nominal_factor(columns, sample))
 
     def iter_variations(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> Iterator[Variation]:
         return iter(())
@@ -230,15 +226,6 @@ def build(profile: str, corrections: Sequence[Correction], recipe: CrossCheckRec
                            corrections=[NominalOnly(c) for c in corrections])
 
 
-def mt_from_recoil(columns: Mapping[str, np.ndarray]) -> np.ndarray:
-    """m_T of the muon and MET = −(muon + recoil) (for checks of the columns a correction leaves)."""
-    from ..engine.kinematics import mt, to_xy
-
-    mx, my = to_xy(columns["mu_pt"], columns["mu_phi"])
-    met, met_phi = to_ptphi(-(np.asarray(columns["ut_x"]) + mx), -(np.asarray(columns["ut_y"]) + my))
-    return mt(columns["mu_pt"], columns["mu_phi"], met, met_phi)
-
-
 __all__ = ["MT_EDGES", "MT_FIT_MAX", "OBSERVABLES", "SIGNAL", "TILT", "TILT_NUISANCE", "TILT_PIVOT_GEV",
            "CrossCheckRecipe", "DNNRecoil", "NominalOnly", "build", "cross_check_binning", "fit_shift",
-           "mt_from_recoil", "project", "tilt_bias", "tilt_factors"]
+           "project", "tilt_bias", "tilt_factors"]

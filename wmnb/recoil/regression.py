@@ -19,7 +19,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -35,7 +34,7 @@ ESTIMATORS: dict[str, tuple[str, str]] = {"PF": ("ut_x", "ut_y"), "track-only": 
 
 @dataclass(frozen=True)
 class DNNConfig:
-    """Network and training settings (profile parameters of chapter 04)."""
+    """Network and training settings (chapter 04 passes its max_train_events and seed)."""
 
     hidden: tuple[int, ...] = (64, 64, 64)
     epochs: int = 30
@@ -127,16 +126,5 @@ def closure(model: dnn.RecoilDNN, sample: RecoilSample, held_out: np.ndarray, qt
     return DNNClosure(dnn.pit(y, params), y, w, grid, dnn.summed_pdf(grid, params, w), res, train_time_s)
 
 
-def config_from_parameters(params: Mapping[str, Any]) -> DNNConfig:
-    """:class:`DNNConfig` from chapter 04's ``dnn_*`` parameters."""
-    kw: dict[str, Any] = {}
-    for key, field_name in (("dnn_epochs", "epochs"), ("dnn_max_train_events", "max_train_events"), ("seed", "seed")):
-        if key in params:
-            kw[field_name] = params[key]
-    if "dnn_hidden" in params:
-        kw["hidden"] = tuple(int(h) for h in params["dnn_hidden"])
-    return DNNConfig(**kw)
-
-
-__all__ = ["ESTIMATORS", "DNNClosure", "DNNConfig", "closure", "config_from_parameters", "resolution_gain",
+__all__ = ["ESTIMATORS", "DNNClosure", "DNNConfig", "closure", "resolution_gain",
            "scaled_resolution", "train", "true_recoil"]
