@@ -320,7 +320,7 @@ def _w_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
             "prefire_up": np.full(n, 0.99), "prefire_dn": np.full(n, 1.01),
             # the W's other decay lepton: its neutrino (the veto factor's second muon for a Z)
             "lep2_gen_pt": rng.uniform(20, 50, n), "lep2_gen_eta": rng.uniform(-3, 3, n),
-            "lep2_gen_pdgid": np.full(n, 14), "veto_pass": np.ones(n, bool)}
+            "lep2_gen_pdgid": np.full(n, 14), "veto_pass": np.ones(n, bool), "mu_iso": np.full(n, 0.05)}
 
 
 def test_correction_weights_and_local_variations(artefact):
@@ -381,20 +381,35 @@ def test_z_background_in_the_w_selection_takes_the_veto_failing_factor(artefact)
         corr.nominal_factor({k: v for k, v in cols.items() if k != "lep2_gen_pt"}, z)
 
 
-def test_isolation_failing_factor_uses_the_failing_probe_scale_factor(artefact):
+def test_isolation_failing_events_take_the_failing_probe_scale_factor(artefact):
+    """A W event whose muon fails the isolation (the nonprompt sidebands) carries
+    (1 - SF eps)/(1 - eps) instead of SF for the isolation step, and its isolation variations
+    move opposite to those of a passing muon at the same point."""
     path, _ = artefact
     corr = MuonEfficiencyCorrection(tables.load_tables(path))
-    cols = _w_columns(100, 6)
+    n = 100
+    cols = _w_columns(n, 6)
+    failing = {**cols, "mu_iso": np.full(n, 0.4)}
     info = SampleInfo("wplus_munu", False, "w", ("mu",))
-    f = corr.isolation_failing_factor(cols, info)
+    ratio = corr.nominal_factor(failing, info) / corr.nominal_factor(cols, info)
     upar = cols["gen_qt"] * np.cos(cols["gen_phi"] - cols["mu_phi"])
     sf = corr.tables.sf("isolation", cols["mu_eta"], cols["mu_pt"], cols["mu_charge"], upar)
     eff = corr.tables.eff_mc("isolation", cols["mu_eta"], cols["mu_pt"], cols["mu_charge"], upar)
-    assert np.allclose(f * sf, (1 - sf * eff) / (1 - eff))
+    assert np.allclose(ratio * sf, (1 - sf * eff) / (1 - eff))
     # a passing SF below 1 means more failing probes in data: the failing factor rises above 1
-    assert np.all((f * sf > 1) == (sf < 1))
-    with pytest.raises(ValueError, match="W selection"):
-        corr.isolation_failing_factor(cols, SampleInfo("z_mumu", False, "z", ("mup", "mum")))
+    assert np.all((ratio * sf > 1) == (sf < 1))
+    passing = {v.nuisance: v for v in corr.iter_variations(cols, info) if "_isolation_" in v.nuisance}
+    moved = 0
+    for v in corr.iter_variations(failing, info):
+        if "_isolation_" in v.nuisance and v.rows.size:
+            p = passing[v.nuisance]
+            shift_pass, shift_fail = p.up - 1, v.up - 1
+            big = np.abs(shift_pass) > 1e-6
+            assert np.all(np.sign(shift_fail[big]) == -np.sign(shift_pass[big]))
+            moved += int(big.sum())
+    assert moved > 0
+    with pytest.raises(KeyError, match="mu_iso"):
+        corr.nominal_factor({k: v for k, v in cols.items() if k != "mu_iso"}, info)
 
 
 def test_wlike_second_muon_takes_the_non_triggering_isolation(artefact):

@@ -79,6 +79,23 @@ def test_book_builds_offline_with_warnings_as_errors(smoke_run):
             assert key in results
 
 
+def test_nonprompt_chapter_on_smoke(smoke_run):
+    """Chapter 05 on smoke: the estimate, its nuisances and the truth comparison exist and are
+    sane, and chapter 08's fit uses the published data-driven template."""
+    if "05_nonprompt" not in smoke_run:
+        pytest.skip("chapter 05 not available")
+    h = smoke_run["05_nonprompt"]["headline"]
+    assert 0.3 < h["nonclosure_factor"] < 1.3 and h["nonclosure_factor_err"] > 0
+    assert h["n_stat_nuisances"] == (h["smoothing_order"] + 1) * h["n_slices"]
+    assert h["n_nuisances"] == h["n_stat_nuisances"] + 1 + min(h["smoothing_order"], 2)
+    assert h["n_propagated_nuisances"] > 100             # efficiency, recoil, theory, normalisations
+    assert abs(h["yield_over_truth"] - 1.0) < 3 * h["yield_over_truth_err"], h
+    assert math.isfinite(h["biased_pseudodata_shift_mev"])
+    if "08_mw_fit" in smoke_run:
+        text = (chapter_dir("smoke", "08_mw_fit") / "08_mw_fit.ipynb").read_text()
+        assert "nonprompt_abcd" in text, "chapter 08 does not list the data-driven nonprompt template"
+
+
 def test_theory_chapter_closes_on_smoke(smoke_run):
     """Chapter 06 on the smoke profile: the moments recover the simulation's A_i, the central
     prediction reproduces the generator (the reweighting factor is one within statistics), the

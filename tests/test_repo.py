@@ -158,7 +158,8 @@ def test_docstring_examples_run():
 
 #: one package per chapter, named by its physics (wmnb.chapters ids -> package)
 CHAPTER_PACKAGES = {"00_universe": "universe", "01_selection": "selection", "02_calibration": "muonscale",
-                    "03_efficiencies": "efficiency", "04_recoil": "recoil", "06_theory": "theory",
+                    "03_efficiencies": "efficiency", "04_recoil": "recoil", "05_nonprompt": "nonprompt",
+                    "06_theory": "theory",
                     "08_mw_fit": "mw"}
 
 

@@ -224,3 +224,13 @@ def test_from_chapters_restricts_to_declared_dependencies(results: Path) -> None
     with pytest.raises(C.CorrectionError, match="chapter 02_calibration publishes corrections.*depends_on"):
         C.discover(PROFILE, from_chapters=("01_selection",))
     assert C.discover(PROFILE, from_chapters=("01_selection",), exclude_chapters=("02_calibration",)) == []
+
+
+def test_upstream_takes_the_declared_chapters_and_ignores_later_ones(results: Path) -> None:
+    """A chapter rerun after a later chapter has published (06 after 05's template) sees only
+    the chapters it depends on."""
+    _publish_toy(results / "02_calibration", 0.01)
+    _publish_toy(results / "05_nonprompt", 0.02, chapter="05_nonprompt", name="later")
+    assert [c.name for c in C.upstream(PROFILE, "06_theory")] == ["toyscale"]
+    assert len(C.upstream(PROFILE, "08_mw_fit")) == 2
+    assert C.upstream(PROFILE, "06_theory", exclude_chapters=("02_calibration",)) == []

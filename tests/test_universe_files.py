@@ -320,3 +320,27 @@ def test_cli_reports_bad_card(tmp_path, capsys):
     bad.write_text("name: x\n")
     assert cli.cli_generate(["--truth", str(bad), "--profile", "smoke", "--out", str(tmp_path / "u"), "--quiet"]) == 2
     assert "missing field" in capsys.readouterr().err
+
+
+def test_regenerated_component_is_exactly_the_datas(universe, tmp_path):
+    """The truth gate's regeneration of one process of the data (the nonprompt background's
+    truth): every regenerated multijet event is an event of the data files, and a manifest that
+    the profile's plan does not reproduce is refused."""
+    out, man = universe
+    files = generate.regenerate_component("smoke", man, "qcd", tmp_path / "qcd")
+    assert len(files) == len(man["data"]["SingleMuon"]["files"])
+
+    def keys(paths: list) -> set:
+        found = set()
+        for p in paths:
+            ev = uproot.open(p)["Events"].arrays(["MET_pt", "Muon_pt", "nMuon"], library="np")
+            found |= {(float(m), tuple(np.round(mu, 4))) for m, mu in zip(ev["MET_pt"], ev["Muon_pt"])}
+        return found
+
+    mine = keys(files)
+    data = keys([out / f for f in man["data"]["SingleMuon"]["files"]])
+    assert len(mine) > 100 and mine <= data
+    bad = json.loads(json.dumps(man))
+    bad["data"]["SingleMuon"]["n_produced"]["qcd"] += 1
+    with pytest.raises(generate.GenerateError, match="rerun chapter 00"):
+        generate.regenerate_component("smoke", bad, "qcd", tmp_path / "bad")

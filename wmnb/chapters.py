@@ -85,6 +85,18 @@ _THEORY_PARAMETERS = (
     Param("pdf_cl_scale", float, 1.0, "divides the PDF variations (1.645 for a 90 % CL Hessian set)", positive=True),
     Param("z_fit", bool, True, "the Z validation fit of the dimuon (q_T, |y|) distribution"),
 )
+_NONPROMPT_PARAMETERS = (
+    Param("order", int, None, "order of the smoothing polynomial (None: chosen by an F-test; the paper's is 3)",
+          minimum=0, maximum=6, nullable=True),
+    Param("eta_rebin", int, 1, "fine eta bins per smoothing slice (1: the paper's 48 x 2 slices)", minimum=1,
+          maximum=48),
+    Param("eta_rebin_sv", int, 8, "the same in the secondary-vertex control region", minimum=1, maximum=48),
+    Param("norm_uncertainty", float, 0.05, "normalisation prior of the non-closure-corrected estimate (paper: 5 %)",
+          positive=True),
+    Param("skim_chunk_rows", int, 500_000, "skim rows read and filled at a time", minimum=1000),
+    Param("truth_closure", bool, True, "compare with the universe's true nonprompt background (the truth gate)"),
+    Param("fits", bool, True, "the m_W fits of the biased pseudo-data test and the SV control-region fit"),
+)
 _MW_PARAMETERS = (
     Param("unblind", bool, False, "show the true m_W of the data universe (only an explicit true unblinds)"),
     Param("n_random_starts", int, 3, "fits from random starting points (10 in the paper)", minimum=0),
@@ -117,8 +129,14 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("06_theory", "Theory corrections", ("00_universe", "01_selection", "02_calibration", "03_efficiencies"),
             ("wmnb/theory", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
             ("qt_truth_covered", "z_qt_gof_pvalue", "lam_tung_max_dev"), _THEORY_PARAMETERS),
+    Chapter("05_nonprompt", "Nonprompt background", ("01_selection", "02_calibration", "03_efficiencies",
+                                                      "04_recoil", "06_theory"),
+            ("wmnb/nonprompt", "wmnb/templatefit", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py",
+             "wmnb/truth.py"),
+            ("nonclosure_factor", "yield_over_truth", "n_nuisances", "biased_pseudodata_shift_mev"),
+            _NONPROMPT_PARAMETERS),
     Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration", "03_efficiencies", "04_recoil",
-                                              "06_theory"),
+                                              "05_nonprompt", "06_theory"),
             ("wmnb/mw", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"),
             ("mw", "mw_err", "stat_err", "blinded"), _MW_PARAMETERS),
 )

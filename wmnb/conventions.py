@@ -267,6 +267,12 @@ W_FIT_PROCESSES: dict[str, str] = {
     "z_mumu": "z_mumu", "z_tautau": "z_tautau", "w_taunu": "w_taunu",
     "ttbar": "top", "diboson": "diboson", "qcd": "nonprompt",
 }
+#: Log-normal normalisation priors of the W fits' background processes (fit process names); the
+#: simulated nonprompt's 30 % stands in until chapter 05's data-driven estimate replaces it.
+W_FIT_NORM_KAPPAS: dict[str, float] = {"z_mumu": 1.03, "z_tautau": 1.03, "top": 1.06, "diboson": 1.16,
+                                       "nonprompt": 1.30}
+#: Luminosity (1.2 %) and W production cross-section (3 %) priors of the W fits.
+LUMI_KAPPA, W_XSEC_KAPPA = 1.012, 1.03
 
 #: name -> (legend label, colour) for every sample, m_W-fit process and display group.  Colours
 #: from the CMS palettes (6- and 10-colour sets); processes that appear together in a plot

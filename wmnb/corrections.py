@@ -290,6 +290,7 @@ FACTORIES: dict[str, str] = {
     "wmnb.efficiency.correction:load_correction": "chapter 03: muon efficiency scale factors and prefiring",
     "wmnb.recoil.correction:load_correction": "chapter 04: the simulated hadronic recoil morphed to the data's",
     "wmnb.theory.correction:load_correction": "chapter 06: q_T reweighting, pTV, A_i and PDF variations",
+    "wmnb.nonprompt.correction:load_correction": "chapter 05: the data-driven nonprompt template (extended ABCD) and its nuisances",
     "wmnb.engine.testing:load_toy_scale": "toy muon scale of the engine tests (wmnb.engine.testing)",
 }
 
@@ -530,6 +531,17 @@ def list_manifests(profile: str, kinds: tuple[str, ...] | None = None,
                 continue
             docs.append(doc)
     return sorted(docs, key=lambda d: (d["order"], d["name"]))
+
+
+def upstream(profile: str, chapter: str, exclude_chapters: Sequence[str] = ()) -> list[Correction]:
+    """The corrections a chapter may apply: those of the chapters it declares in ``depends_on``
+    (:mod:`wmnb.chapters`), whatever later chapters have published meanwhile (a rerun of
+    chapter 06 after chapter 05 must not pick up 05's template), minus ``exclude_chapters``."""
+    from .chapters import get_chapter
+
+    deps = get_chapter(chapter).depends_on
+    later = tuple(c.id for c in CHAPTERS if c.id not in deps)
+    return discover(profile, from_chapters=deps, exclude_chapters=(*later, *exclude_chapters))
 
 
 def discover(profile: str, kinds: tuple[str, ...] | None = None,

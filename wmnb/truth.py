@@ -183,8 +183,35 @@ def pdf_shift(source: Source, *, purpose: str) -> Any:
     return np.asarray(_physics_for(source, purpose)["pdf"]["shift"], float)
 
 
+def data_component_skim(profile: str, process: str, selection: str, *, purpose: str,
+                        universe: Universe = "data", progress: bool = False) -> dict[str, Any]:
+    """The skim columns (chapter 01's ``selection``) of the events of one ``process`` inside a
+    universe's data files: what a data-driven estimate of that process (the nonprompt
+    background: ``process="qcd"``) should recover.  Data files do not say which process made an
+    event; the universe regenerates those events exactly, from their own seeds, into a
+    temporary folder (:func:`wmnb.universe.generate.regenerate_component`), and chapter 01's
+    selection runs on them.  ``purpose`` is recorded in :data:`READS`."""
+    import tempfile
+
+    from .engine.skims import load_manifest, run_selections
+    from .universe.generate import regenerate_component
+
+    if universe not in ("data", "closure"):
+        raise ValueError(f"universe must be 'data' or 'closure', got {universe!r}")
+    if not purpose:
+        raise ValueError("say why the truth is read (purpose=...)")
+    manifest = load_manifest(profile)
+    card = manifest.get("card_names", {}).get("data", "data")
+    with tempfile.TemporaryDirectory(prefix=f"wmnb-truth-{process}-") as tmp:
+        files = regenerate_component(profile, manifest, process, tmp, sample_set=universe, truth=card)
+        res = run_selections([str(f) for f in files], [selection], progress=progress,
+                             desc=f"truth: {universe} {process}")
+    READS.append((universe, f"data_component_skim:{process}:{selection}", purpose))
+    return res[selection]["columns"]
+
+
 #: (universe, key, purpose) of every read in this process, for the record
 READS: list[tuple[str, str, str]] = []
 
-__all__ = ["BLINDED", "BlindedTruth", "READS", "angular_coefficients", "compare", "efficiency_scale_factors", "pdf_shift",
+__all__ = ["BLINDED", "BlindedTruth", "READS", "angular_coefficients", "compare", "data_component_skim", "efficiency_scale_factors", "pdf_shift",
            "qt_shape", "recoil_response", "simulation"]

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from ..chapters import CHAPTERS
 from . import tnpfit
 from .binning import ISOLATION_STEPS, PT_EDGES, STEPS, TRUTH_STEPS, StepBinning, step_binnings
 from .measure import MODELS, StepMeasurement, StepTemplates, fit_step, spectra, templates, with_upar
@@ -68,12 +67,11 @@ class EfficiencyConfig:
 def load_probes(profile: str) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
     """Corrected tnp columns (with ``upar``) and weights of data and the simulated Z, and the
     uncorrected closure set and simulated Z (:data:`RAW_SIGNAL`) for the closure test."""
-    from ..corrections import discover
+    from ..corrections import upstream
     from ..engine import read_skim
     from ..engine.pipeline import run_pipeline
 
-    later = tuple(c.id for c in CHAPTERS if c.id not in DEPENDS_ON)
-    corr = discover(profile, from_chapters=DEPENDS_ON, exclude_chapters=later)
+    corr = upstream(profile, CHAPTER)
     out = {}
     for sample, key, corrections in (("data", "data", corr), (SIGNAL_SAMPLE, SIGNAL_SAMPLE, corr),
                                      ("closure", "closure", []), (SIGNAL_SAMPLE, RAW_SIGNAL, [])):

@@ -10,7 +10,10 @@ W, Z and W-like selections, reading the correctionlib file of chapter 03 through
   simulation's trigger efficiencies ε_i;
 * the isolation: measured on triggering probes for the muon that must trigger (W, the W-like
   template muon), without the trigger requirement (``isolation_notrig``) for the W-like's second
-  muon and the two muons of a dimuon event (:data:`STEPS_OF`);
+  muon and the two muons of a dimuon event (:data:`STEPS_OF`).  A W event whose muon *fails*
+  the isolation (``mu_iso`` >= 0.15: the nonprompt chapter's isolation-failing sidebands) gets
+  the failing-probe factor (1 − SF ε)/(1 − ε) with the simulation's isolation efficiency ε
+  (capped at 0.9995) instead, so its variations move opposite to the passing events';
 * the second-muon veto of the W selection: an event whose boson's other decay lepton is a muon
   (generator level, pT > 15 GeV, |eta| < 2.4; the Z → μμ background) and that passed the veto
   gets the failing-probe factor (1 − SF ε)/(1 − ε) of the loose ID at that generator muon
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..corrections import Correction, Manifest, SampleInfo, Variation, publish
+from ..conventions import ISO_MAX
 from .binning import STEPS
 from .scalefactors import EFF_CAP, failing_scale_factor
 from .tables import ARTEFACT, EfficiencyTables, load_tables
@@ -53,7 +57,10 @@ _TRIGGERING = ("reco", "tracking", "id", "trigger", "isolation")
 _SECOND = ("reco", "tracking", "id", "isolation_notrig")
 #: per selection: the steps whose event factor needs the simulation's efficiency (a dimuon
 #: event's either-muon trigger, the veto's failing probe)
-EFFICIENCY_STEPS = {"z": ("trigger",), "w": ("veto",)}
+EFFICIENCY_STEPS = {"z": ("trigger",), "w": ("veto", "isolation")}
+#: per selection: the muon whose isolation decides between the passing and the failing
+#: isolation factor (the W's isolation-failing sidebands)
+ISOLATION_FAILING = {"w": "mu"}
 #: per selection and muon prefix: the steps whose scale factors the muon carries (a dimuon
 #: event's trigger is the event-level "either muon" formula)
 STEPS_OF: dict[str, dict[str, tuple[str, ...]]] = {
@@ -95,6 +102,12 @@ class MuonEfficiencyCorrection(Correction):
                       "charge": np.asarray(columns[f"{p}_charge"], np.int64), "upar": _upar(columns, p)}
         if VETO_PREFIX in STEPS_OF[sample.selection]:
             out[VETO_PREFIX] = self._veto_muon(columns, sample)
+        iso_muon = ISOLATION_FAILING.get(sample.selection)
+        if iso_muon is not None and iso_muon in out:
+            if f"{iso_muon}_iso" not in columns:
+                raise KeyError(f"{CORRECTION_NAME}: sample {sample.name!r} (selection {sample.selection!r}) lacks "
+                               f"{iso_muon}_iso (the failing-isolation factor needs it); rerun chapter 01")
+            out[iso_muon]["iso_fail"] = np.asarray(columns[f"{iso_muon}_iso"], np.float64) >= ISO_MAX
         return self._with_efficiencies(out, sample)
 
     def _with_efficiencies(self, muons: dict[str, dict[str, np.ndarray]], sample: SampleInfo
@@ -104,6 +117,15 @@ class MuonEfficiencyCorrection(Correction):
         for step in EFFICIENCY_STEPS.get(sample.selection, ()):
             for p in self._users(step, sample, muons):
                 mu = muons[p]
+                if step == "isolation":
+                    # only the failing muons need it (few): the others keep a placeholder
+                    fail = mu.get("iso_fail")
+                    eff = np.full(mu["pt"].size, 0.5)
+                    if fail is not None and fail.any():
+                        eff[fail] = self.tables.eff_mc(step, mu["eta"][fail], mu["pt"][fail], mu["charge"][fail],
+                                                       mu["upar"][fail])
+                    mu["eff_isolation"] = np.minimum(eff, EFF_CAP)
+                    continue
                 mu[f"eff_{step}"] = np.minimum(self.tables.eff_mc(step, mu["eta"], mu["pt"], mu["charge"], mu["upar"]), EFF_CAP)
         return muons
 
@@ -137,6 +159,9 @@ class MuonEfficiencyCorrection(Correction):
                 mu = muons[p]
                 out = out * np.where(mu["active"], failing_scale_factor(sfs[p], mu["eff_veto"]), 1.0)
             return out
+        if step == "isolation":
+            return np.prod([np.where(muons[p]["iso_fail"], failing_scale_factor(sfs[p], muons[p]["eff_isolation"]),
+                                     sfs[p]) if "iso_fail" in muons[p] else sfs[p] for p in sfs], axis=0)
         if step != "trigger" or sample.selection != "z":
             return np.prod([sfs[p] for p in sfs], axis=0)
         num: np.ndarray | float = 1.0
@@ -228,20 +253,6 @@ class MuonEfficiencyCorrection(Correction):
         if "prefire_up" in columns:
             yield Variation("prefire", PREFIRE_GROUP, np.asarray(columns["prefire_up"], np.float64),
                             np.asarray(columns["prefire_dn"], np.float64))
-
-    def isolation_failing_factor(self, columns: Mapping[str, np.ndarray], sample: SampleInfo) -> np.ndarray:
-        """The factor that turns :meth:`nominal_factor` into the weight of an event whose
-        (triggering) muon *fails* the isolation, as the nonprompt chapter's isolation-failing
-        sidebands need: the isolation SF replaced by the failing-probe SF (1 − SF ε)/(1 − ε)
-        with the simulation's isolation efficiency ε, capped at 0.9995
-        (:func:`wmnb.efficiency.scalefactors.failing_scale_factor`).  W selection only."""
-        if sample.selection != "w":
-            raise ValueError(f"{CORRECTION_NAME}: the isolation-failing factor is defined for the W selection, "
-                             f"not {sample.selection!r}")
-        mu = self._muons(columns, sample)["mu"]
-        sf = self._sf("isolation", mu)
-        eff = self.tables.eff_mc("isolation", mu["eta"], mu["pt"], mu["charge"], mu["upar"])
-        return failing_scale_factor(sf, eff) / sf
 
     def nuisance_counts(self, selection: str | None = None) -> dict[str, int]:
         """Nuisances per kind (stat per step, syst per step, prefire) this correction declares

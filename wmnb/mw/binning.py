@@ -1,6 +1,6 @@
 """The observable of the W-mass fit: muon (eta, pT, charge) in 48 × 30 × 2 = 2880 bins.
 
-The binning is a :class:`wmnb.templatefit.Binning` (:data:`W_BINNING`); this module names its
+The binning is the shared :data:`wmnb.templatefit.binning.W_BINNING`; this module names its
 edges and the regions of the chapter's cross-checks.  The functions below are the W binning's
 methods under the names the chapter and its tests use.
 """
@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..templatefit.binning import Axis, Binning
-
-ETA_EDGES = np.round(np.linspace(-2.4, 2.4, 49), 10)
-PT_EDGES = np.linspace(26.0, 56.0, 31)
-CHARGE_EDGES = np.array([-2.0, 0.0, 2.0])
-W_BINNING = Binning(Axis("eta", ETA_EDGES, "mu_eta", r"Muon $\eta$"),
-                    Axis("pt", PT_EDGES, "mu_pt", r"Muon $p_T$ [GeV]"),
-                    Axis("charge", CHARGE_EDGES, "mu_charge", "Muon charge", allowed=(-1, 1)))
+from ..templatefit.binning import W_BINNING
+from ..templatefit.binning import W_CHARGE_EDGES as CHARGE_EDGES  # noqa: F401  (re-exported)
+from ..templatefit.binning import W_ETA_EDGES as ETA_EDGES
+from ..templatefit.binning import W_PT_EDGES as PT_EDGES
 SHAPE = W_BINNING.shape
 NBINS = W_BINNING.nbins
 

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..conventions import (LHE_PDF_CENTRAL, LHE_SCALE_NOMINAL, LHE_SCALE_PAIRS, N_LHE_SCALE, W_FIT_PROCESSES,
-                           W_WIDTH_PDG_ERR, lhe_pdf_index, lhe_pdf_pairs)
+from ..conventions import (LHE_PDF_CENTRAL, LHE_SCALE_NOMINAL, LHE_SCALE_PAIRS, LUMI_KAPPA, N_LHE_SCALE,
+                           W_FIT_NORM_KAPPAS, W_FIT_PROCESSES, W_WIDTH_PDG_ERR, W_XSEC_KAPPA, lhe_pdf_index,
+                           lhe_pdf_pairs)
 from ..corrections import Variation
 from ..templatefit.breitwigner import mass_weights
 
@@ -62,10 +63,9 @@ class MwConfig:
     mass_step_mev: float = 100.0        # POI θ = 1 ⇔ +mass_step_mev
     width_unc_mev: float = W_WIDTH_PDG_ERR * 1e3   # PDG uncertainty of Γ_W
     qt_edges: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 30.0, np.inf)
-    lumi_kappa: float = 1.012
-    w_xsec_kappa: float = 1.03
-    norm_kappas: Mapping[str, float] = field(default_factory=lambda: {
-        "z_mumu": 1.03, "z_tautau": 1.03, "top": 1.06, "diboson": 1.16, "nonprompt": 1.30})
+    lumi_kappa: float = LUMI_KAPPA
+    w_xsec_kappa: float = W_XSEC_KAPPA
+    norm_kappas: Mapping[str, float] = field(default_factory=lambda: dict(W_FIT_NORM_KAPPAS))
     bb_scale: float = 1.25
     mass_eta_merge: int = 4             # eta bins over which the relative mass variation is averaged
     use_pdf: bool = True

@@ -90,7 +90,9 @@ class WMassRecipe:
         out: list[tuple[str, float, str]] = []
         if source == "simulation":
             out.append(("lumi", cfg.lumi_kappa, "lumi"))
-        if process in cfg.norm_kappas:
+        # a template published by a correction (the data-driven nonprompt) brings its own
+        # normalisation nuisance: the simulation's stand-in prior would count it twice
+        if process in cfg.norm_kappas and source == "simulation":
             out.append((f"norm_{process}", cfg.norm_kappas[process], "normalisation"))
         if process in W_PRODUCTION and cfg.w_xsec_kappa and not float_norm:
             out.append(("norm_wxsec", cfg.w_xsec_kappa, "normalisation"))

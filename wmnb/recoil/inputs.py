@@ -78,11 +78,9 @@ def check_columns(sample: str, cols: Mapping[str, np.ndarray]) -> None:
 
 def upstream_corrections(profile: str) -> list[Any]:
     """The corrections published by the chapters the recoil is taken after (:data:`DEPENDS_ON`)."""
-    from ..chapters import CHAPTERS
-    from ..corrections import discover
+    from ..corrections import upstream
 
-    later = tuple(c.id for c in CHAPTERS if c.id not in DEPENDS_ON)
-    return discover(profile, from_chapters=DEPENDS_ON, exclude_chapters=later)
+    return upstream(profile, "04_recoil")
 
 
 def load_z(profile: str, samples: tuple[str, ...] = ("data", SIGNAL, *BACKGROUNDS)) -> dict[str, RecoilSample]:

@@ -150,3 +150,13 @@ class Binning:
             view.value = values
             view.variance = np.asarray(variances, dtype=np.float64).reshape(self.shape)
         return h
+
+
+#: The observable of every W fit (chapters 05, 08, 09): muon eta (48 × 0.1), pT (30 × 1 GeV in
+#: 26-56) and charge: 2880 bins (PHYSICS.md, "Observable and binning").
+W_ETA_EDGES = np.round(np.linspace(-2.4, 2.4, 49), 10)
+W_PT_EDGES = np.linspace(26.0, 56.0, 31)
+W_CHARGE_EDGES = np.array([-2.0, 0.0, 2.0])
+W_BINNING = Binning(Axis("eta", W_ETA_EDGES, "mu_eta", r"Muon $\eta$"),
+                    Axis("pt", W_PT_EDGES, "mu_pt", r"Muon $p_T$ [GeV]"),
+                    Axis("charge", W_CHARGE_EDGES, "mu_charge", "Muon charge", allowed=(-1, 1)))

@@ -49,6 +49,8 @@ class TemplateRecipe(Protocol):
     def region_mask(self, region: str) -> np.ndarray: ...
     def norms(self, process: str, source: str, float_norm: bool) -> list[tuple[str, float, str]]: ...
 
+    # optional: ``final_cuts`` (a callable on the derived columns, see
+    # :func:`wmnb.engine.pipeline.run_pipeline`) replaces the selection's own final cuts
 
 
 
@@ -156,7 +158,10 @@ def select_events(recipe: TemplateRecipe, cols: Mapping[str, np.ndarray], sample
     if missing:
         raise KeyError(f"sample {sample!r}: skim column(s) {missing} missing "
                        f"({recipe.selection!r} skim of chapter 01 expected)")
-    result = run_pipeline(recipe.selection, "data" if is_data else sample, cols, corrections=corrections)
+    # a recipe may replace the selection's final cuts (chapter 05: every extended-ABCD region)
+    final_cuts = getattr(recipe, "final_cuts", "default")
+    result = run_pipeline(recipe.selection, "data" if is_data else sample, cols, corrections=corrections,
+                          final_cuts=final_cuts)
     return result.columns, result.weight, result.variations()
 
 

@@ -506,14 +506,13 @@ class ZInputs:
 def z_inputs(profile: str, correction: TheoryCorrection) -> ZInputs:
     """Data and simulation of the Z selection with every published correction of the chapters 06
     depends on and this chapter's own ``correction``."""
-    from ..chapters import get_chapter
-    from ..corrections import discover
+    from ..corrections import upstream
     from ..engine import read_skim
     from ..engine.pipeline import run_pipeline
     from ..engine.skims import list_skim_samples, mc_lumi_scale
 
     # the dimuon (q_T, |y|) fit uses no recoil quantity: chapter 04's recoil correction stays out
-    published = discover(profile, exclude_chapters=(CHAPTER, "04_recoil"), from_chapters=get_chapter(CHAPTER).depends_on)
+    published = upstream(profile, CHAPTER, exclude_chapters=("04_recoil",))
     corrections = [*published, correction]
     run = lambda sample: run_pipeline("z", sample, read_skim(profile, "z", sample), corrections=corrections)  # noqa: E731
     backgrounds = {s: run(s) for s in list_skim_samples(profile, "z") if s not in ("data", "closure", "z_mumu")}

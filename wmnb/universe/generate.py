@@ -561,3 +561,78 @@ def sample_paths(manifest: dict[str, Any], sample_set: str, name: str, root: Pat
 def remove_universe(out: Path) -> None:  # pragma: no cover - convenience
     """Delete a generated universe folder."""
     shutil.rmtree(out, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ one process of a data set
+
+def regenerate_component(profile: str, manifest: Mapping[str, Any], process: str, out: Path | str,
+                         sample_set: str = "data", truth: str | os.PathLike = "data") -> list[Path]:
+    """Write the events of one ``process`` that the ``sample_set`` (``data`` or ``closure``)
+    files of a generated universe hold, and nothing else, as NanoAOD-like files in ``out``.
+
+    Every process of a data file is drawn from its own seed stream (see the module docstring),
+    so the events are regenerated exactly: the same generator and detector draws, in the order
+    the job made them (the file's shuffle is not applied).  The universe is re-planned from the
+    profile and the manifest's seed and events scale; a plan whose produced events per process
+    or file list disagree with ``manifest`` raises :class:`GenerateError` (chapter 00 was run
+    with other settings: rerun it).  Only the truth gate calls this (for the true nonprompt
+    background of the data, :func:`wmnb.truth.data_component_skim`)."""
+    if sample_set not in ("data", "closure"):
+        raise GenerateError(f"sample_set must be 'data' or 'closure', got {sample_set!r}")
+    settings = universe_settings(profile, {"events_scale": manifest.get("events_scale_name")})
+    if not math.isclose(settings["events_scale"], float(manifest["events_scale"]), rel_tol=1e-12):
+        raise GenerateError(f"profile {profile!r}: events_scale {settings['events_scale']} differs from the "
+                            f"universe's {manifest['events_scale']}; rerun chapter 00")
+    cards, _ = _universe_cards(truth)
+    hashes = {k: card_hash(v) for k, v in cards.items()}
+    if hashes != dict(manifest.get("cards", {})):
+        raise GenerateError(f"the truth cards changed since chapter 00 generated {profile!r}: rerun chapter 00")
+    out = Path(out)
+    jobs, info = plan_jobs(settings, cards, hashes, out, int(manifest["seed"]))
+    produced = info[f"{sample_set}_produced"]
+    streams = [s for s, procs in STREAMS.items() if process in procs]
+    if not streams:
+        raise GenerateError(f"process {process!r} is in no data stream; streams hold {STREAMS}")
+    stream = streams[0]
+    recorded = manifest[sample_set][stream]
+    if produced.get(process) != recorded["n_produced"].get(process):
+        raise GenerateError(f"re-planned {sample_set} yield of {process!r} ({produced.get(process)}) differs from "
+                            f"the manifest's ({recorded['n_produced'].get(process)}); rerun chapter 00")
+    mine = [j for j in jobs if j["kind"] == "data" and j["stream"] == stream
+            and any(o["set"] == sample_set for o in j["outputs"])]
+    if len(mine) != len(recorded["files"]):
+        raise GenerateError(f"re-planned {len(mine)} {stream} files, the manifest lists {len(recorded['files'])}; "
+                            "rerun chapter 00")
+    out.mkdir(parents=True, exist_ok=True)
+    trig = STREAM_TRIGGERS[stream]
+    paths = []
+    for job in mine:
+        o = next(x for x in job["outputs"] if x["set"] == sample_set)
+        seed, k = job["seed"], job["index"]
+        path = out / f"{process}_{sample_set}_{k}.root"
+        writer = TreeWriter(str(path), job["compression"])
+        written = 0
+        try:
+            total = sum(job["counts"].values())
+            n_chunks = max(1, math.ceil(total / job["chunk_size"]))
+            for c, nc in enumerate(_split(job["counts"].get(process, 0), n_chunks)):
+                if not nc:
+                    continue
+                t = GENERATORS[process](_rng(seed, job["physics_set"], stream, process, k, c, "physics"), nc,
+                                        job["physics"])
+                t = t.select(t.passed)
+                reco = simulate(t, o["detector"], _rng(seed, o["set"], stream, process, k, c, "detector"), is_data=True)
+                sel = reco["keep"] & np.logical_or.reduce([reco["scalars"][h] for h in trig])
+                br = assemble(t, reco, sel, False)
+                m = n_events(br)
+                writer.extend(_with_ids(br, _event_ids(m, written, True, k)))
+                written += m
+            runs = {"run": np.array([273158 + 53 * k], dtype=np.uint32),
+                    "genEventCount": np.array([written], dtype=np.int64),
+                    "genEventSumw": np.array([float(written)]), "genEventSumw2": np.array([float(written)])}
+            writer.close(runs, {**o["provenance"], "component": process})
+        except BaseException:
+            writer.abort()
+            raise
+        paths.append(path)
+    return paths
