@@ -38,7 +38,7 @@ BUILTIN_SOURCES: list[dict[str, Any]] = [
     {"source": "μR/μF scales", "kind": "builtin", "group": "scales", "detail": "per q_T bin (W production)"},
     {"source": "luminosity", "kind": "builtin", "group": "lumi", "detail": "1.2 % log-normal"},
     {"source": "process normalisations", "kind": "builtin", "group": "normalisation",
-     "detail": "Z, top, diboson, nonprompt"},
+     "detail": "Z, top, diboson; the simulated nonprompt's 30 % until chapter 05's template (with its own) replaces it"},
     {"source": "MC statistics", "kind": "builtin", "group": "binByBinStat", "detail": "BB-lite × 1.25"},
 ]
 

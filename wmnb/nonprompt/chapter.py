@@ -29,10 +29,10 @@ import numpy as np
 from ..templatefit.binning import W_BINNING, W_ETA_EDGES, W_PT_EDGES
 from ..templatefit.templates import ProcessTemplate, Shape, TemplateSet, build_templates
 from .abcd import REGIONS, SIGNAL, NonpromptError
-from .estimate import (SmoothedABCD, estimator_totals, eta_shares, simulation_inputs, slice_names, smoothed_abcd,
-                       subtract, to_slices, to_template)
+from .estimate import (SmoothedABCD, coefficient_variation, eigen_variation, estimator_totals, eta_shares,
+                       simulation_inputs, slice_names, smoothed_abcd, subtract, to_slices, to_template)
 from .regions import MULTIJET_SAMPLE, PROMPT_SAMPLES, RegionRecipe, fill_nominal
-from .smoothing import design, fit_exp_poly
+from .smoothing import fit_exp_poly
 
 CHAPTER = "05_nonprompt"
 SIGNAL_INDEX = REGIONS.index(SIGNAL)
@@ -298,15 +298,10 @@ def own_variations(m: NonpromptMeasurement, group: str = "nonprompt") -> Nonprom
     nuisances, in the W binning."""
     out = NonpromptVariations()
     comb = m.smoothed.combined
-    nominal_slices = m.smoothed.prediction
-    shifts = comb.eigen_shifts()                                   # (S, k+1, k+1)
-    X = design(comb.x, comb.order)
-    for s in range(nominal_slices.shape[0]):
+    for s in range(comb.coef.shape[0]):
         tag = _slice_tag(m.names[s], s, m.config.eta_rebin)
         for j in range(comb.order + 1):
-            up, down = nominal_slices.copy(), nominal_slices.copy()
-            up[s] = np.exp(X @ (comb.coef[s] + shifts[s, j]))
-            down[s] = np.exp(X @ (comb.coef[s] - shifts[s, j]))
+            up, down = eigen_variation(comb, s, j)
             name = f"nonpromptStat_{tag}_{j}"
             out.templates[name] = (m.template(up), m.template(down))
             out.groups[name] = group
@@ -314,13 +309,10 @@ def own_variations(m: NonpromptMeasurement, group: str = "nonprompt") -> Nonprom
     out.templates["nonpromptNorm"] = (nominal * (1 + m.config.norm_uncertainty), nominal * (1 - m.config.norm_uncertainty))
     out.groups["nonpromptNorm"] = group
     for j, label in ((1, "Lin"), (2, "Quad")):
-        if j > comb.order:
-            continue
-        delta = np.zeros_like(comb.coef)
-        delta[:, j] = m.shape_sizes[j - 1]
-        name = f"nonpromptShape{label}"
-        out.templates[name] = (m.template(comb.values(comb.coef + delta)), m.template(comb.values(comb.coef - delta)))
-        out.groups[name] = group
+        if j <= comb.order:
+            up, down = coefficient_variation(comb, j, m.shape_sizes[j - 1])
+            out.templates[f"nonpromptShape{label}"] = (m.template(up), m.template(down))
+            out.groups[f"nonpromptShape{label}"] = group
     return out
 
 
@@ -460,17 +452,12 @@ def sv_validation_fit(inputs: RegionInputs, m: NonpromptMeasurement) -> dict[str
     comb = sv.combined
     for j, label in ((1, "Lin"), (2, "Quad")):
         if j <= comb.order:
-            delta = np.zeros_like(comb.coef)
-            delta[:, j] = m.shape_sizes[j - 1]
-            b.add_shape_systematic(f"nonpromptShape{label}", "nonprompt", template(comb.values(comb.coef + delta))[keep],
-                                   template(comb.values(comb.coef - delta))[keep], group="nonprompt")
-    shifts = comb.eigen_shifts()
-    X = design(comb.x, comb.order)
+            up, down = coefficient_variation(comb, j, m.shape_sizes[j - 1])
+            b.add_shape_systematic(f"nonpromptShape{label}", "nonprompt", template(up)[keep], template(down)[keep],
+                                   group="nonprompt")
     for s in range(comb.coef.shape[0]):
         for j in range(comb.order + 1):
-            up, down = sv.prediction.copy(), sv.prediction.copy()
-            up[s] = np.exp(X @ (comb.coef[s] + shifts[s, j]))
-            down[s] = np.exp(X @ (comb.coef[s] - shifts[s, j]))
+            up, down = eigen_variation(comb, s, j)
             b.add_shape_systematic(f"svStat_{s}_{j}", "nonprompt", template(up)[keep], template(down)[keep],
                                    group="nonprompt")
     b.bb_scale = 1.0

@@ -105,14 +105,7 @@ class SmoothedABCD:
 
 def _fit_or_raise(y: np.ndarray, x: np.ndarray, order: int, off: np.ndarray, w: np.ndarray, region: str,
                   rows: np.ndarray, start: np.ndarray | None = None, names: list[str] | None = None) -> ExpPolyFit:
-    totals = y.sum(axis=-1)
-    bad = np.flatnonzero(~(totals > 0))
-    if bad.size:
-        which = [names[rows[b]] if names else int(rows[b]) for b in bad[:5]]
-        raise NonpromptError(f"region {region!r}: no nonprompt events left after the prompt subtraction in "
-                             f"slice(s) {which} (nonprompt yield {np.round(totals[bad[:5]], 2).tolist()}); "
-                             "the sideband is empty at this granularity: merge eta bins (eta_rebin) or use "
-                             "more data")
+    _check_region(y, region, [names[r] for r in rows] if names else [str(int(r)) for r in rows])
     return fit_exp_poly(y, x, order, offset_var=off, event_weight=w, start=start)
 
 
@@ -136,7 +129,27 @@ def smoothed_abcd(nonprompt: np.ndarray, offset_var: np.ndarray, event_weight: n
     return SmoothedABCD(x, order, nonprompt, offset_var, event_weight, fits, combine(fits, LOG_COEFFICIENTS), scan)
 
 
+def eigen_variation(fit: ExpPolyFit, s: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """The slice predictions (S, n_pt) with slice ``s``'s coefficients moved by ± its
+    eigenvector ``j`` (:meth:`ExpPolyFit.eigen_shifts`): one smoothing-statistics nuisance."""
+    shift = fit.eigen_shifts()[s, j]
+    X = design(fit.x, fit.order)
+    up, down = fit.values(), fit.values()
+    up[s] = np.exp(X @ (fit.coef[s] + shift))
+    down[s] = np.exp(X @ (fit.coef[s] - shift))
+    return up, down
+
+
+def coefficient_variation(fit: ExpPolyFit, j: int, size: float) -> tuple[np.ndarray, np.ndarray]:
+    """The slice predictions with coefficient ``j`` of every slice moved by ± ``size`` (a shape
+    nuisance correlated across eta and charge)."""
+    delta = np.zeros_like(fit.coef)
+    delta[:, j] = size
+    return fit.values(fit.coef + delta), fit.values(fit.coef - delta)
+
+
 def _check_region(y: np.ndarray, region: str, names: list[str] | None) -> None:
+    """A :class:`NonpromptError` naming the region and slices whose nonprompt yield is not positive."""
     totals = y.sum(axis=-1)
     bad = np.flatnonzero(~(totals > 0))
     if bad.size:
@@ -221,5 +234,6 @@ def estimator_totals(data_s: np.ndarray, prompt_s: np.ndarray, prompt_sumw2_s: n
             "extended ABCD (smoothed, corrected)": factor * total}
 
 
-__all__ = ["BinnedEstimates", "SmoothedABCD", "binned_estimates", "estimator_totals", "eta_shares",
+__all__ = ["BinnedEstimates", "SmoothedABCD", "binned_estimates", "coefficient_variation", "eigen_variation",
+           "estimator_totals", "eta_shares",
            "simulation_inputs", "slice_names", "smoothed_abcd", "subtract", "to_slices", "to_template"]
