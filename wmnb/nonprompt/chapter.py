@@ -321,15 +321,18 @@ def _prompt_deltas(ts: TemplateSet) -> Iterator[tuple[str, str, np.ndarray, np.n
     the shape variations first, then the normalisation priors (:meth:`RegionRecipe.norms`)."""
     names: dict[str, str] = {}
     for p in ts.processes.values():
-        for n, s in p.shapes.items():
+        for n, s in (*p.shapes.items(), *p.rejected.items()):
             names.setdefault(n, s.group)
     for n, group in names.items():
         up = np.zeros(ts.binning.shape)
         down: np.ndarray | None = np.zeros(ts.binning.shape)
         for p in ts.processes.values():
-            if n not in p.shapes:
+            # a variation the fit rejects for emptying single-event bins of a sparse sideband
+            # still moves the prompt yields there: it is subtracted all the same
+            shape = p.shapes.get(n, p.rejected.get(n))
+            if shape is None:
                 continue
-            u, d = p.varied(n)
+            u, d = shape.dense(p.nominal)
             up += u - p.nominal
             if d is None or down is None:
                 down = None
@@ -359,7 +362,7 @@ def propagate_prompt_variations(m: NonpromptMeasurement, ts: TemplateSet, out: N
     if progress:
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-        n_total = len({n for p in ts.processes.values() for n in p.shapes}) + len(
+        n_total = len({n for p in ts.processes.values() for n in (*p.shapes, *p.rejected)}) + len(
             {n for p in ts.processes.values() for n, _, _ in ts.recipe.norms(p.name, p.source, False)})
         items = tqdm(items, total=n_total, desc="prompt variations through the subtraction")
     for name, group, up, down in items:
@@ -523,6 +526,8 @@ def summary_numbers(m: NonpromptMeasurement, variations: NonpromptVariations, cl
         "sv_prompt_fraction": m.sv_prompt_fraction,
         "propagation_unfit_slices": m.smoothed.unfit_slices,
         "shape_nuisance_sizes": list(m.shape_sizes),
+        "shape_residual_mc": [list(m.nonclosure_mc.shape_coefficients), list(m.nonclosure_mc.shape_errors)],
+        "shape_residual_sv": [list(m.nonclosure_sv.shape_coefficients), list(m.nonclosure_sv.shape_errors)],
         "relative_uncertainty": m.uncertainty(),
     }
     if closure is not None:

@@ -2,8 +2,9 @@
 and the estimate against the truth."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,6 +13,20 @@ from ..conventions import process_style
 from ..style import cms_label
 from ..templatefit.binning import W_ETA_EDGES, W_PT_EDGES
 from .abcd import LETTERS, REGIONS, SIDEBANDS, SIGNAL
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: these figures hold many panels: the book style's fonts would crowd them
+COMPACT: dict[str, Any] = {"font.size": 9, "axes.labelsize": 10, "axes.titlesize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
+           "legend.fontsize": 7}
+
+
+def _compact(fn: F) -> F:
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        with plt.rc_context(COMPACT):  # type: ignore[arg-type]
+            return fn(*args, **kwargs)
+    return inner  # type: ignore[return-value]
+
 
 MT_LABELS = {"low": r"$m_T<20$", "mid": r"$20<m_T<40$", "high": r"$m_T>40$ GeV"}
 
@@ -25,11 +40,12 @@ def _step(ax: Any, edges: np.ndarray, values: np.ndarray, **kw: Any) -> None:
     ax.stairs(values, edges, **kw)
 
 
+@_compact
 def plot_regions(data: np.ndarray, prompt_by_process: Mapping[str, np.ndarray], true_nonprompt: np.ndarray | None = None
                  ) -> Any:
     """Muon pT in the six regions (summed over eta and charge): data, the stacked prompt
     simulation, and the nonprompt yield data − prompt (with the true one where known)."""
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 8), sharex=True)
     for r, ax in zip(("fail_low", "fail_mid", "fail_high", "pass_low", "pass_mid", "pass_high"), axes.ravel()):
         i = REGIONS.index(r)
         bottom = np.zeros(len(W_PT_EDGES) - 1)
@@ -58,11 +74,12 @@ def plot_regions(data: np.ndarray, prompt_by_process: Mapping[str, np.ndarray], 
     return fig
 
 
+@_compact
 def plot_smoothing(m: Any, slices: Sequence[int]) -> Any:
     """The exp-polynomial fits of the five sidebands and the signal-region prediction for a
     few slices (rows), data − prompt with its Poisson error."""
     sm = m.smoothed
-    fig, axes = plt.subplots(len(slices), 6, figsize=(15, 2.3 * len(slices)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(slices), 6, figsize=(16, 2.6 * len(slices)), sharex=True, squeeze=False)
     c = 0.5 * (W_PT_EDGES[1:] + W_PT_EDGES[:-1])
     for row, s in zip(axes, slices):
         for ax, r in zip(row, (*SIDEBANDS, SIGNAL)):
@@ -89,11 +106,12 @@ def plot_smoothing(m: Any, slices: Sequence[int]) -> Any:
     return fig
 
 
+@_compact
 def plot_nonclosure(m: Any) -> Any:
     """The non-closure factor (direct / extended-ABCD prediction) in bins of |eta|, charge and
     pT, in the multijet simulation and in the SV control region of data, with the applied factor
     and its normalisation band."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     k, band = m.factor, m.config.norm_uncertainty
     labels = list(dict.fromkeys((r["axis"], r["bin"]) for nc in (m.nonclosure_mc, m.nonclosure_sv) for r in nc.stability))
     x = np.arange(len(labels))
@@ -113,38 +131,54 @@ def plot_nonclosure(m: Any) -> Any:
     return fig
 
 
+@_compact
 def plot_truth_comparison(closure: Mapping[str, Any], rel_unc: float) -> Any:
     """Left: each estimator's signal-region yield over the truth, with the corrected estimate's
     stated uncertainty; middle/right: the corrected estimate's pT and eta spectra against the
     true nonprompt background."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), gridspec_kw={"width_ratios": [1.2, 1, 1]})
-    ax = axes[0]
+    fig = plt.figure(figsize=(15, 5.5))
+    grid = fig.add_gridspec(2, 3, height_ratios=[3, 1], width_ratios=[1.3, 1, 1], hspace=0.05, wspace=0.35)
+    ax = fig.add_subplot(grid[:, 0])
     est = closure["estimators_over_truth"]
     names = list(est)
     ax.barh(names, [est[n] - 1 for n in names], left=1, color=["0.6"] * (len(names) - 1) + ["tab:red"])
     ax.axvspan(1 - rel_unc, 1 + rel_unc, color="tab:red", alpha=0.15, label="stated uncertainty")
     ax.axvline(1, color="k", lw=0.8)
     ax.set_xlabel("estimate / true nonprompt (signal region)")
-    ax.legend(fontsize=8)
-    for ax, key, edges, xlabel in ((axes[1], "pt", W_PT_EDGES, r"Muon $p_T$ [GeV]"),
-                                   (axes[2], "eta", W_ETA_EDGES, r"Muon $\eta$")):
-        ax.stairs(closure[f"{key}_true"], edges, color="k", label="truth")
-        ax.stairs(closure[f"{key}_estimated"], edges, color="tab:red", label="corrected extended ABCD")
-        ax.fill_between(edges[:-1], closure[f"{key}_estimated"] * (1 - rel_unc),
-                        closure[f"{key}_estimated"] * (1 + rel_unc), step="post", color="tab:red", alpha=0.15)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("nonprompt events / bin")
-        ax.legend(fontsize=8)
-    cms_label(axes[1])
-    fig.tight_layout()
+    ax.legend(loc="lower right")
+    for col, (key, edges, xlabel) in enumerate((("pt", W_PT_EDGES, r"Muon $p_T$ [GeV]"),
+                                                 ("eta", W_ETA_EDGES, r"Muon $\eta$")), start=1):
+        top, bot = fig.add_subplot(grid[0, col]), fig.add_subplot(grid[1, col])
+        true, est_h = closure[f"{key}_true"], closure[f"{key}_estimated"]
+        top.stairs(true, edges, color="k", label="truth")
+        top.stairs(est_h, edges, color="tab:red", label="corrected extended ABCD")
+        top.fill_between(edges[:-1], est_h * (1 - rel_unc), est_h * (1 + rel_unc), step="post", color="tab:red",
+                         alpha=0.15)
+        top.set_ylabel("nonprompt events / bin")
+        top.tick_params(labelbottom=False)
+        top.legend()
+        ratio = np.where(true > 0, est_h / np.where(true > 0, true, 1.0), np.nan)
+        bot.stairs(ratio, edges, color="tab:red")
+        bot.fill_between(edges[:-1], ratio * (1 - rel_unc), ratio * (1 + rel_unc), step="post", color="tab:red",
+                         alpha=0.15)
+        c = 0.5 * (edges[1:] + edges[:-1])
+        bot.errorbar(c, np.ones_like(c), np.sqrt(np.maximum(true, 1.0)) / np.maximum(true, 1.0), fmt="none",
+                     ecolor="k", lw=0.8)
+        bot.axhline(1, color="k", lw=0.8)
+        bot.set_ylim(0.8, 1.2)
+        bot.set_xlabel(xlabel)
+        bot.set_ylabel("est. / truth")
+        if col == 1:
+            cms_label(top)
     return fig
 
 
+@_compact
 def plot_sv_fit(fit: Mapping[str, Any]) -> Any:
     """The SV control region (signal-region cuts, muon on a secondary vertex): data against the
     prompt simulation plus the corrected extended-ABCD estimate, before and after the fit, in
     pT and eta projections with the ratio."""
-    fig, axes = plt.subplots(2, 2, figsize=(12, 6), sharex="col", gridspec_kw={"height_ratios": [3, 1]})
+    fig, axes = plt.subplots(2, 2, figsize=(13, 6), sharex="col", gridspec_kw={"height_ratios": [3, 1]})
     for col, (axis, edges, xlabel) in enumerate(((1, W_PT_EDGES, r"Muon $p_T$ [GeV]"), (0, W_ETA_EDGES, r"Muon $\eta$"))):
         other = tuple(a for a in (0, 1, 2) if a != axis)
         d = fit["data"].sum(axis=other)

@@ -98,6 +98,10 @@ class ProcessTemplate:
     shapes: dict[str, Shape] = field(default_factory=dict)
     source: str = "simulation"
     dropped: list[str] = field(default_factory=list)       # variations rejected as unphysical
+    #: the rejected variations themselves: kept out of every fit, but a consumer that needs the
+    #: change of the yields rather than a log-normal shape (chapter 05's prompt subtraction,
+    #: where an event leaving a single-event sideband bin is physics, not a bug) can use them
+    rejected: dict[str, Shape] = field(default_factory=dict)
     #: signal only: the ±100 MeV difference filled separately from even and odd events, to
     #: measure the sensitivity free of the templates' own statistical noise
     mass_halves: tuple[np.ndarray, np.ndarray] | None = None
@@ -246,7 +250,7 @@ def process_template(recipe: TemplateRecipe, cols: SampleInput, sample: str,
             # producer; it would wreck the fit, so it is left out, warned about once by
             # build_templates and listed by the chapter
             tmpl.dropped.append(nuis)
-            del tmpl.shapes[nuis]
+            tmpl.rejected[nuis] = tmpl.shapes.pop(nuis)
     return tmpl, shifted
 
 
