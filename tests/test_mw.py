@@ -390,3 +390,6 @@ def test_unphysical_variations_are_rejected_and_listed():
         ts = build_templates(samples, data, CONFIG, corrections=[Broken()])
     assert "fine" in ts.processes["wplus_munu"].shapes and "huge" not in ts.processes["wplus_munu"].shapes
     assert any(r["kind"] == "dropped" and "huge (wplus_munu)" in r["detail"] for r in ts.sources)
+    # kept aside for consumers that need the yields' change, not a fit shape (chapter 05)
+    kept = ts.processes["wplus_munu"].rejected["huge"]
+    assert np.all(kept.dense(ts.processes["wplus_munu"].nominal)[0] < 1e-200)

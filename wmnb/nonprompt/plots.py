@@ -15,16 +15,25 @@ from ..templatefit.binning import W_ETA_EDGES, W_PT_EDGES
 from .abcd import LETTERS, REGIONS, SIDEBANDS, SIGNAL
 
 F = TypeVar("F", bound=Callable[..., Any])
-#: these figures hold many panels: the book style's fonts would crowd them
-COMPACT: dict[str, Any] = {"font.size": 9, "axes.labelsize": 10, "axes.titlesize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8,
-           "legend.fontsize": 7}
 
 
 def _compact(fn: F) -> F:
+    """Smaller axis labels, ticks, titles and legends: these figures hold many panels and the
+    book style's fonts would crowd them.  (Applied to the finished figure: a ``plt.rc_context``
+    around the plotting resets the inline backend in Jupyter, which then shows no figure.)"""
     @functools.wraps(fn)
     def inner(*args: Any, **kwargs: Any) -> Any:
-        with plt.rc_context(COMPACT):  # type: ignore[arg-type]
-            return fn(*args, **kwargs)
+        fig = fn(*args, **kwargs)
+        for ax in fig.axes:
+            ax.xaxis.label.set_size(10)
+            ax.yaxis.label.set_size(10)
+            ax.title.set_size(9)
+            ax.tick_params(labelsize=8)
+            legend = ax.get_legend()
+            if legend is not None:
+                for text in legend.get_texts():
+                    text.set_fontsize(7)
+        return fig
     return inner  # type: ignore[return-value]
 
 
