@@ -159,7 +159,7 @@ def test_docstring_examples_run():
 #: one package per chapter, named by its physics (wmnb.chapters ids -> package)
 CHAPTER_PACKAGES = {"00_universe": "universe", "01_selection": "selection", "02_calibration": "muonscale",
                     "03_efficiencies": "efficiency", "04_recoil": "recoil", "05_nonprompt": "nonprompt",
-                    "06_theory": "theory",
+                    "06_theory": "theory", "07_wlike": "wlike",
                     "08_mw_fit": "mw"}
 
 

@@ -97,6 +97,13 @@ _NONPROMPT_PARAMETERS = (
     Param("truth_closure", bool, True, "compare with the universe's true nonprompt background (the truth gate)"),
     Param("fits", bool, True, "the m_W fits of the biased pseudo-data test and the SV control-region fit"),
 )
+_WLIKE_PARAMETERS = (
+    Param("unblind", bool, False, "show the fitted m_Z (and its pull against the truth); only an explicit true unblinds"),
+    Param("cross_checks", bool, True, "charge / central-forward / eta-sign fits"),
+    Param("reversed_parity", bool, True, "the fit of the alternative sample (negative muons in odd events)"),
+    Param("closure", bool, True, "fits of the pure-detector closure universe"),
+    Param("skim_chunk_rows", int, 500_000, "skim rows read and filled at a time", minimum=1000),
+)
 _MW_PARAMETERS = (
     Param("unblind", bool, False, "show the true m_W of the data universe (only an explicit true unblinds)"),
     Param("n_random_starts", int, 3, "fits from random starting points (10 in the paper)", minimum=0),
@@ -135,6 +142,11 @@ CHAPTERS: tuple[Chapter, ...] = (
              "wmnb/truth.py"),
             ("nonclosure_factor", "yield_over_truth", "n_nuisances", "biased_pseudodata_shift_mev"),
             _NONPROMPT_PARAMETERS),
+    Chapter("07_wlike", "The W-like Z mass", ("01_selection", "02_calibration", "03_efficiencies", "04_recoil",
+                                              "06_theory"),
+            ("wmnb/wlike", "wmnb/templatefit", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py",
+             "wmnb/truth.py"),
+            ("mz", "mz_err", "mz_pull", "n_nuisances", "central_minus_forward_mev", "blinded"), _WLIKE_PARAMETERS),
     Chapter("08_mw_fit", "The W-boson mass", ("01_selection", "02_calibration", "03_efficiencies", "04_recoil",
                                               "05_nonprompt", "06_theory"),
             ("wmnb/mw", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"),

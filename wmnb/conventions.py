@@ -86,8 +86,9 @@ ISO_MAX = 0.15
 #: calibration, chapter 02).
 Z_MASS_PDG = 91.1880
 Z_MASS_PDG_ERR = 0.0020
-#: Z total width.  PDG 2024: 2.4955 ± 0.0023 GeV.
+#: Z total width and uncertainty.  PDG 2024: 2.4955 ± 0.0023 GeV (chapter 07's Γ_Z nuisance).
 Z_WIDTH_PDG = 2.4955
+Z_WIDTH_PDG_ERR = 0.0023
 #: W total width and uncertainty.  PDG 2024: 2.085 ± 0.042 GeV (chapter 08's Γ_W nuisance).
 W_WIDTH_PDG = 2.085
 W_WIDTH_PDG_ERR = 0.042

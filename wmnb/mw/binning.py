@@ -15,8 +15,8 @@ from ..templatefit.binning import W_PT_EDGES as PT_EDGES
 SHAPE = W_BINNING.shape
 NBINS = W_BINNING.nbins
 
-#: |eta| boundary between the "central" and "forward" regions of the cross-check (paper: 0.9).
-CENTRAL_ETA = 0.9
+from ..templatefit.binning import CENTRAL_ETA  # noqa: F401  (re-exported)
+from ..templatefit.binning import region_mask as shared_region_mask
 
 
 def bin_index(eta: np.ndarray, pt: np.ndarray, charge: np.ndarray) -> np.ndarray:
@@ -44,30 +44,8 @@ def pt_centers() -> np.ndarray:
 
 
 def region_mask(region: str) -> np.ndarray:
-    """Boolean mask of shape ``SHAPE`` for the cross-check regions.
-
-    ``"all"``, ``"plus"``/``"minus"`` (muon charge), ``"etapos"``/``"etaneg"`` (eta sign),
-    ``"central"``/``"forward"`` (|eta| below/above :data:`CENTRAL_ETA`), and
-    ``"pt<lo>-<hi>"`` (a pT range in GeV on the bin edges, e.g. ``"pt27-55"``).
-    """
-    e = eta_centers()[:, None, None]
-    p = pt_centers()[None, :, None]
-    q = np.array([-1, 1])[None, None, :]
-    full = np.ones(SHAPE, dtype=bool)
-    simple = {
-        "all": full,
-        "plus": full & (q > 0), "minus": full & (q < 0),
-        "etapos": full & (e > 0), "etaneg": full & (e < 0),
-        "central": full & (np.abs(e) < CENTRAL_ETA), "forward": full & (np.abs(e) > CENTRAL_ETA),
-    }
-    if region in simple:
-        return simple[region]
-    if region.startswith("pt") and "-" in region:
-        try:
-            lo, hi = (float(x) for x in region[2:].split("-"))
-        except ValueError:
-            lo = hi = float("nan")
-        if lo < hi and PT_EDGES[0] <= lo and hi <= PT_EDGES[-1]:
-            return full & (p > lo) & (p < hi)
-    raise ValueError(f"unknown region {region!r}: use one of {sorted(simple)} or 'pt<lo>-<hi>' "
-                     f"within [{PT_EDGES[0]:g}, {PT_EDGES[-1]:g}] GeV")
+    """Boolean mask of shape ``SHAPE`` for the cross-check regions (see
+    :func:`wmnb.templatefit.binning.region_mask`): ``"all"``, ``"plus"``/``"minus"``,
+    ``"etapos"``/``"etaneg"``, ``"central"``/``"forward"`` (|eta| below/above :data:`CENTRAL_ETA`)
+    and ``"pt<lo>-<hi>"``."""
+    return shared_region_mask(W_BINNING, region, CENTRAL_ETA)

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..conventions import (LHE_PDF_CENTRAL, LHE_SCALE_NOMINAL, LHE_SCALE_PAIRS, LUMI_KAPPA, N_LHE_SCALE,
-                           W_FIT_NORM_KAPPAS, W_FIT_PROCESSES, W_WIDTH_PDG_ERR, W_XSEC_KAPPA, lhe_pdf_index,
-                           lhe_pdf_pairs)
+from ..conventions import LUMI_KAPPA, W_FIT_NORM_KAPPAS, W_FIT_PROCESSES, W_WIDTH_PDG_ERR, W_XSEC_KAPPA
 from ..corrections import Variation
 from ..templatefit.breitwigner import mass_weights
+from ..templatefit.lhe import pdf_variations, require, scale_variations, width_variation
+from ..templatefit.templates import config_record
 
 #: Simulated samples of the W selection and the fit process each becomes.
 PROCESSES: dict[str, str] = W_FIT_PROCESSES
@@ -73,22 +73,13 @@ class MwConfig:
 
     def to_dict(self) -> dict:
         """JSON-friendly record of the configuration."""
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["qt_edges"] = [float(x) if np.isfinite(x) else "inf" for x in self.qt_edges]
-        d["norm_kappas"] = dict(self.norm_kappas)
-        return d
-
-
-def _require(cols: Mapping[str, np.ndarray], name: str, sample: str, why: str) -> np.ndarray:
-    if name not in cols:
-        raise KeyError(f"sample {sample!r}: skim column {name!r} is missing; {why}")
-    return np.asarray(cols[name])
+        return config_record(self)
 
 
 def mass_factors(cols: Mapping[str, np.ndarray], config: MwConfig, shift_mev: float,
                  sample: str = "?") -> np.ndarray:
     """Weight factors moving the W mass by ``shift_mev`` (width following by Γ ∝ M³)."""
-    m = _require(cols, "gen_mass", sample, "signal templates need the generator W mass (GeV)")
+    m = require(cols, "gen_mass", sample, "signal templates need the generator W mass (GeV)")
     return mass_weights(m, config.ref_mass_gev, config.ref_width_gev,
                         config.ref_mass_gev + shift_mev * 1e-3)
 
@@ -97,31 +88,9 @@ def builtin_variations(cols: Mapping[str, np.ndarray], sample: str,
                        config: MwConfig) -> Iterator[Variation]:
     """The chapter's own theory variations for one simulated sample (lazily, one at a time)."""
     if sample in SIGNAL:
-        m = _require(cols, "gen_mass", sample, "signal templates need the generator W mass (GeV)")
-        m0, g0 = config.ref_mass_gev, config.ref_width_gev
-        dg = config.width_unc_mev * 1e-3
-        yield Variation("widthW", "width",
-                        mass_weights(m, m0, g0, m0, g0 + dg), mass_weights(m, m0, g0, m0, g0 - dg))
-    if config.use_pdf and (sample in W_PRODUCTION or sample in Z_PRODUCTION) and "lhe_pdf" in cols:
-        pdf = np.asarray(cols["lhe_pdf"])          # kept in its stored precision (it is large)
-        if pdf.ndim != 2 or pdf.shape[1] < 3 or pdf.shape[1] % 2 == 0:
-            raise ValueError(f"sample {sample!r}: lhe_pdf must be [n, 1 + 2k] (central + Hessian pairs), "
-                             f"got shape {pdf.shape}")
-        c0 = pdf[:, LHE_PDF_CENTRAL].astype(np.float64)
-        central = np.where(c0 != 0, c0, 1.0)
-        for k in range(lhe_pdf_pairs(pdf.shape[1])):
-            yield Variation(f"pdf{k + 1}", "pdf", pdf[:, lhe_pdf_index(k, True)] / central,
-                            pdf[:, lhe_pdf_index(k, False)] / central)
-    if config.use_scales and sample in W_PRODUCTION and "lhe_scale" in cols:
-        sc = np.asarray(cols["lhe_scale"], dtype=np.float64)
-        if sc.ndim != 2 or sc.shape[1] != N_LHE_SCALE:
-            raise ValueError(f"sample {sample!r}: lhe_scale must be [n, {N_LHE_SCALE}] (NanoAOD order), got {sc.shape}")
-        qt = _require(cols, "gen_qt", sample, "scale variations are decorrelated in generator q_T bins")
-        nominal = np.where(sc[:, LHE_SCALE_NOMINAL] != 0, sc[:, LHE_SCALE_NOMINAL], 1.0)
-        ibin = np.digitize(qt, config.qt_edges[1:-1])
-        for j in range(len(config.qt_edges) - 1):
-            inbin = ibin == j
-            for kind, (iu, idn) in LHE_SCALE_PAIRS.items():
-                up = np.where(inbin, sc[:, iu] / nominal, 1.0)
-                dn = np.where(inbin, sc[:, idn] / nominal, 1.0)
-                yield Variation(f"scale{kind}_qT{j}", "scales", up, dn)
+        yield width_variation(cols, sample, "widthW", config.ref_mass_gev, config.ref_width_gev,
+                              config.width_unc_mev * 1e-3)
+    if config.use_pdf and (sample in W_PRODUCTION or sample in Z_PRODUCTION):
+        yield from pdf_variations(cols, sample)
+    if config.use_scales and sample in W_PRODUCTION:
+        yield from scale_variations(cols, sample, config.qt_edges)

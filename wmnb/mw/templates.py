@@ -17,18 +17,14 @@ import numpy as np
 
 from ..corrections import Variation
 from ..templatefit import templates as _tf
-from ..templatefit.binning import Binning
+from ..templatefit.binning import MASS_POI_LAYOUTS, Binning
+from ..templatefit.recipes import BosonMassRecipe
 from ..templatefit.templates import MAX_VARIATION, ProcessTemplate, TemplateSet
 from . import binning
-from .systematics import PROCESSES, SIGNAL, W_PRODUCTION, MwConfig, builtin_variations, mass_factors
+from .systematics import PROCESSES, SIGNAL, W_PRODUCTION, MwConfig, builtin_variations
 
 #: POI layouts: name -> list of (POI name, region of the bins where the POI moves the signal).
-POI_LAYOUTS: dict[str, list[tuple[str, str]]] = {
-    "mass": [("mass", "all")],
-    "charge": [("mass_plus", "plus"), ("mass_minus", "minus")],
-    "etasign": [("mass_etaneg", "etaneg"), ("mass_etapos", "etapos")],
-    "centralforward": [("mass_central", "central"), ("mass_forward", "forward")],
-}
+POI_LAYOUTS: dict[str, list[tuple[str, str]]] = MASS_POI_LAYOUTS
 
 #: The sources the chapter's own recipe puts into every fit (shown in the chapter).
 BUILTIN_SOURCES: list[dict[str, Any]] = [
@@ -44,7 +40,7 @@ BUILTIN_SOURCES: list[dict[str, Any]] = [
 
 
 @dataclass(frozen=True)
-class WMassRecipe:
+class WMassRecipe(BosonMassRecipe):
     """The W-mass fit for :mod:`wmnb.templatefit` (a :class:`~wmnb.templatefit.templates.TemplateRecipe`)."""
 
     config: MwConfig
@@ -54,36 +50,14 @@ class WMassRecipe:
     required: tuple[str, ...] = ("mu_pt", "mu_eta", "mu_phi", "mu_charge", "mu_iso", "met_pt", "met_phi",
                                  "veto_pass")
 
-    @property
-    def mass_step_mev(self) -> float:
-        return self.config.mass_step_mev
-
-    @property
-    def bb_scale(self) -> float:
-        return self.config.bb_scale
-
-    @property
-    def mass_merge(self) -> tuple[str, int]:
-        return ("eta", self.config.mass_eta_merge)
-
-    @property
-    def poi_layouts(self) -> Mapping[str, Sequence[tuple[str, str]]]:
-        return POI_LAYOUTS
-
     def process_name(self, sample: str) -> str:
         return PROCESSES.get(sample, sample)
 
     def builtin_variations(self, cols: Mapping[str, np.ndarray], sample: str) -> Iterator[Variation]:
         return builtin_variations(cols, sample, self.config)
 
-    def mass_factors(self, cols: Mapping[str, np.ndarray], shift_mev: float, sample: str) -> np.ndarray:
-        return mass_factors(cols, self.config, shift_mev, sample)
-
     def builtin_sources(self) -> list[dict[str, Any]]:
         return [dict(row) for row in BUILTIN_SOURCES]
-
-    def region_mask(self, region: str) -> np.ndarray:
-        return binning.region_mask(region)
 
     def norms(self, process: str, source: str, float_norm: bool) -> list[tuple[str, float, str]]:
         cfg = self.config

@@ -8,7 +8,8 @@ u_∥ of every consumer).  The boson q_T an event's recoil is split along is
   neutrino, as the paper does — the recoil balances the boson, and the muon is the one the
   analysis measures;
 * Z and other samples with a generator boson: the reconstructed dimuon where the selection has
-  one, else the generator boson;
+  one (the dimuon and W-like selections, whose recoil is the same hadronic recoil against both
+  muons that chapter 04 calibrated on), else the generator boson;
 
 and the conditions are that q_T, the generator boson's rapidity (the dimuon's for the Z
 selection) and the number of vertices.  Samples without a boson (tt̄, dibosons, QCD) are left
@@ -46,7 +47,7 @@ from ..artefacts import write_json
 from ..corrections import ColumnVariation, Correction, Manifest, SampleInfo, publish
 from ..engine.kinematics import mt as transverse_mass
 from ..engine.kinematics import project, to_ptphi, to_xy
-from ..engine.selections import MT_SIDEBANDS, MT_SIGNAL
+from ..engine.selections import MT_SIDEBANDS, MT_SIGNAL, WLIKE_MT
 from .morphing import BDTQuantiles, BinnedQuantiles, ChainedMorph, MorphingError, QuantileModel
 
 CHAPTER = "04_recoil"
@@ -58,8 +59,11 @@ FORMAT = "wmnb-recoil-models-1"
 #: the method the correction applies (the paper's); the other is stored for the comparison
 NOMINAL_METHOD = "binned"
 #: per selection, the m_T values where its cuts or regions change (the W's signal cut and the
-#: nonprompt sidebands); the recoil variations act on events near them only
-MT_THRESHOLDS: dict[str, tuple[float, ...]] = {"w": tuple(sorted({*MT_SIDEBANDS, MT_SIGNAL}))}
+#: nonprompt sidebands, the W-like's 45 GeV cut); the recoil variations act on events near them only
+MT_THRESHOLDS: dict[str, tuple[float, ...]] = {"w": tuple(sorted({*MT_SIDEBANDS, MT_SIGNAL})), "wlike": (WLIKE_MT,)}
+#: selections whose samples the correction morphs, and those among them with a reconstructed dimuon
+SELECTIONS = ("w", "z", "wlike")
+DIMUON_SELECTIONS = ("z", "wlike")
 MT_WINDOW_GEV = 5.0
 MT_WINDOW_MAX_GEV = 80.0
 #: the share of a window's events a variation may move by more than half the window before the
@@ -152,11 +156,11 @@ class RecoilCorrection(Correction):
         self.mt_shift_stats: dict[str, tuple[float, int, int]] = {}
 
     def applies_to(self, sample: SampleInfo) -> bool:
-        return not sample.is_data and sample.selection in ("w", "z")
+        return not sample.is_data and sample.selection in SELECTIONS
 
     def boson(self, columns: dict[str, np.ndarray], sample: SampleInfo) -> tuple[np.ndarray, ...] | None:
         """(q_T, its azimuth, rapidity) of each event, or None for a sample without a boson."""
-        if sample.selection == "z" and "pair_pt" in columns:
+        if sample.selection in DIMUON_SELECTIONS and "pair_pt" in columns:
             return tuple(np.asarray(columns[k], np.float64) for k in ("pair_pt", "pair_phi", "pair_y"))
         if not {"gen_qt", "gen_phi", "gen_y"} <= set(columns):
             return None

@@ -160,3 +160,45 @@ W_CHARGE_EDGES = np.array([-2.0, 0.0, 2.0])
 W_BINNING = Binning(Axis("eta", W_ETA_EDGES, "mu_eta", r"Muon $\eta$"),
                     Axis("pt", W_PT_EDGES, "mu_pt", r"Muon $p_T$ [GeV]"),
                     Axis("charge", W_CHARGE_EDGES, "mu_charge", "Muon charge", allowed=(-1, 1)))
+
+#: |eta| boundary between the "central" and "forward" regions of the cross-checks (paper: 0.9).
+CENTRAL_ETA = 0.9
+
+
+#: POI layouts of a mass fit on an (eta, pt, charge) observable: name -> [(POI, region of
+#: :func:`region_mask` where it moves the signal)]: one mass, split by charge, by eta sign, central
+#: against forward (chapters 07 and 08)
+MASS_POI_LAYOUTS: dict[str, list[tuple[str, str]]] = {
+    "mass": [("mass", "all")],
+    "charge": [("mass_plus", "plus"), ("mass_minus", "minus")],
+    "etasign": [("mass_etaneg", "etaneg"), ("mass_etapos", "etapos")],
+    "centralforward": [("mass_central", "central"), ("mass_forward", "forward")],
+}
+
+
+def region_mask(binning: Binning, region: str, central_eta: float = CENTRAL_ETA) -> np.ndarray:
+    """Boolean mask of ``binning.shape`` for the cross-check regions of an (eta, pt, charge)
+    observable (the W and W-like fits; axes named ``eta``, ``pt``, ``charge``).
+
+    ``"all"``, ``"plus"``/``"minus"`` (muon charge), ``"etapos"``/``"etaneg"`` (eta sign),
+    ``"central"``/``"forward"`` (|eta| below/above ``central_eta``), and ``"pt<lo>-<hi>"`` (a pT
+    range in GeV on the bin edges, e.g. ``"pt27-55"``).
+    """
+    simple: dict[str, Callable[..., Any]] = {
+        "all": lambda **_: True,
+        "plus": lambda charge, **_: charge > 0, "minus": lambda charge, **_: charge < 0,
+        "etapos": lambda eta, **_: eta > 0, "etaneg": lambda eta, **_: eta < 0,
+        "central": lambda eta, **_: np.abs(eta) < central_eta, "forward": lambda eta, **_: np.abs(eta) > central_eta,
+    }
+    if region in simple:
+        return binning.mask(simple[region])
+    pt_edges = binning.axis("pt").edges
+    if region.startswith("pt") and "-" in region:
+        try:
+            lo, hi = (float(x) for x in region[2:].split("-"))
+        except ValueError:
+            lo = hi = float("nan")
+        if lo < hi and pt_edges[0] <= lo and hi <= pt_edges[-1]:
+            return binning.mask(lambda pt, **_: (pt > lo) & (pt < hi))
+    raise ValueError(f"unknown region {region!r}: use one of {sorted(simple)} or 'pt<lo>-<hi>' "
+                     f"within [{pt_edges[0]:g}, {pt_edges[-1]:g}] GeV")

@@ -13,7 +13,7 @@ _LAST = ("stat", "total")
 
 
 def impact_table(nominal: Mapping[str, float] | None, global_: Mapping[str, float] | None,
-                 reference: Mapping[str, tuple[float, float]] | None = None, label: str = "paper") -> str:
+                 reference: Mapping[str, tuple[float | None, float | None]] | None = None, label: str = "paper") -> str:
     """Markdown table of group impacts (nominal, global) next to ``reference`` (group ->
     (nominal, global)); groups missing on a side are shown as "–"."""
     nominal, global_, reference = nominal or {}, global_ or {}, reference or {}

@@ -30,17 +30,27 @@ from .binning import Binning
 
 
 class TemplateRecipe(Protocol):
-    """What a chapter tells the template-fit layer about its fit (see the module docstring)."""
+    """What a chapter tells the template-fit layer about its fit (see the module docstring).
+    Read-only members: a frozen dataclass, plain attributes or properties all qualify."""
 
-    selection: str                       # registered selection of the skims (wmnb.engine.registry)
-    binning: Binning
-    signal: tuple[str, ...]              # fit processes carrying the mass POI(s)
-    config: Any                          # the chapter's configuration, recorded with the templates
-    mass_step_mev: float                 # POI theta = 1 <=> +mass_step_mev
-    required: tuple[str, ...]            # skim columns every sample needs
-    poi_layouts: Mapping[str, Sequence[tuple[str, str]]]   # layout -> [(POI, region)]
-    bb_scale: float
-    mass_merge: tuple[str, int]          # (axis, bins) over which the relative mass variation is averaged
+    @property
+    def selection(self) -> str: ...               # registered selection of the skims (wmnb.engine.registry)
+    @property
+    def binning(self) -> Binning: ...
+    @property
+    def signal(self) -> tuple[str, ...]: ...      # fit processes carrying the mass POI(s)
+    @property
+    def config(self) -> Any: ...                  # the chapter's configuration, recorded with the templates
+    @property
+    def mass_step_mev(self) -> float: ...         # POI theta = 1 <=> +mass_step_mev
+    @property
+    def required(self) -> tuple[str, ...]: ...    # skim columns every sample needs
+    @property
+    def poi_layouts(self) -> Mapping[str, Sequence[tuple[str, str]]]: ...   # layout -> [(POI, region)]
+    @property
+    def bb_scale(self) -> float: ...
+    @property
+    def mass_merge(self) -> tuple[str, int]: ...  # (axis, bins) over which the relative mass variation is averaged
 
     def process_name(self, sample: str) -> str: ...
     def builtin_variations(self, cols: Mapping[str, np.ndarray], sample: str) -> Iterator[Variation]: ...
@@ -50,8 +60,24 @@ class TemplateRecipe(Protocol):
     def norms(self, process: str, source: str, float_norm: bool) -> list[tuple[str, float, str]]: ...
 
     # optional: ``final_cuts`` (a callable on the derived columns, see
-    # :func:`wmnb.engine.pipeline.run_pipeline`) replaces the selection's own final cuts
+    # :func:`wmnb.engine.pipeline.run_pipeline`) replaces the selection's own final cuts;
+    # ``reversed_parity`` (bool) selects the W-like sample with the roles of the muons exchanged
 
+
+
+def config_record(config: Any) -> dict[str, Any]:
+    """JSON-friendly record of a chapter's fit configuration (a dataclass): sequences become
+    lists with non-finite numbers as strings ("inf"), mappings plain dicts."""
+    def value(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: value(x) for k, x in v.items()}
+        if isinstance(v, (tuple, list)):
+            return [value(x) for x in v]
+        if isinstance(v, float) and not np.isfinite(v):
+            return str(v)
+        return v
+
+    return {f.name: value(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
 @dataclass(frozen=True)
@@ -165,7 +191,7 @@ def select_events(recipe: TemplateRecipe, cols: Mapping[str, np.ndarray], sample
     # a recipe may replace the selection's final cuts (chapter 05: every extended-ABCD region)
     final_cuts = getattr(recipe, "final_cuts", "default")
     result = run_pipeline(recipe.selection, "data" if is_data else sample, cols, corrections=corrections,
-                          final_cuts=final_cuts)
+                          final_cuts=final_cuts, wlike_reversed=bool(getattr(recipe, "reversed_parity", False)))
     return result.columns, result.weight, result.variations()
 
 
@@ -443,3 +469,34 @@ def active_sources(recipe: TemplateRecipe, samples: Iterable[str], corrections: 
                      "detail": type(c).__module__})
     rows.append({"source": "samples", "kind": "input", "group": "", "detail": ", ".join(samples)})
     return rows
+
+
+def reference_shifted(ts: TemplateSet, shift_mev: float) -> TemplateSet:
+    """The templates as if the simulation had been generated at its mass + ``shift_mev``: each
+    signal's nominal and ±step templates are replaced by the exactly reweighted ones of
+    ``ts.mass_scan`` (which must hold ``shift_mev`` and ``shift_mev ± step``), its sumw2 and
+    shape variations carried over in proportion.  Fitting data generated at the simulation's own
+    mass then has to return ``−shift_mev``: a closure test that a fit returning the simulation's
+    reference would fail."""
+    step = ts.recipe.mass_step_mev
+    wanted = [float(shift_mev + d) for d in (-step, 0.0, step)]
+    have = {0.0: {p: ts.processes[p].nominal for p in ts.signal}, step: ts.mass_up, -step: ts.mass_down,
+            **ts.mass_scan}
+    missing = [s for s in wanted if s not in have]
+    if missing:
+        raise KeyError(f"reference_shifted({shift_mev:g}) needs exact templates at {missing} MeV; build the "
+                       f"templates with mass_shifts_mev including them (have {sorted(have)})")
+    processes = dict(ts.processes)
+    for p in ts.signal:
+        old = ts.processes[p]
+        new = have[wanted[1]][p]
+        ratio = np.where(old.nominal > 0, new / np.where(old.nominal > 0, old.nominal, 1.0), 1.0)
+        shapes = {}
+        for nuis, s in old.shapes.items():
+            r = ratio if s.bins is None else ratio.ravel()[s.bins]
+            shapes[nuis] = Shape(s.group, s.up * r, None if s.down is None else s.down * r, s.bins)
+        processes[p] = dataclasses.replace(old, nominal=new, sumw2=old.sumw2 * ratio**2, shapes=shapes,
+                                           mass_halves=None)
+    up = {p: have[wanted[2]][p] for p in ts.signal}
+    down = {p: have[wanted[0]][p] for p in ts.signal}
+    return dataclasses.replace(ts, processes=processes, mass_up=up, mass_down=down, mass_scan={})
