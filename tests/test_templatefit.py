@@ -92,3 +92,18 @@ def test_extended_fill_is_identical_to_the_masked_fill():
     idx = b.bin_index({"mu_eta": rng.uniform(-2.6, 2.6, 100_000), "mu_pt": rng.uniform(24, 58, 100_000)})
     w = rng.normal(1.0, 0.3, idx.size)
     assert np.array_equal(b.fill_extended(b.extended_index(idx), w), b.fill_values(idx, w))
+
+
+def test_a_variation_that_changes_nothing_is_no_nuisance(templates):
+    """A theory parameter of the other boson leaves a process exactly at nominal: the spec drops
+    it (it would be a parameter without any effect on the yields), but keeps real ones."""
+    from wmnb.templatefit.templates import Shape
+
+    ts = dataclasses.replace(templates, processes=dict(templates.processes))
+    tmpl = dataclasses.replace(ts.processes["wplus_munu"], shapes={})
+    nom = tmpl.nominal
+    tmpl.shapes["np_kt_z"] = Shape("pTV", nom.copy(), nom.copy())
+    tmpl.shapes["local_noop"] = Shape("pTV", nom.ravel()[[1, 5]].copy(), None, np.array([1, 5]))
+    tmpl.shapes["real"] = Shape("pTV", nom * 1.01, nom * 0.99)
+    ts.processes["wplus_munu"] = tmpl
+    assert make_spec(ts).nuisances == ["real", "lumi"]

@@ -101,6 +101,8 @@ _WLIKE_PARAMETERS = (
     Param("unblind", bool, False, "show the fitted m_Z (and its pull against the truth); only an explicit true unblinds"),
     Param("cross_checks", bool, True, "charge / central-forward / eta-sign fits"),
     Param("reversed_parity", bool, True, "the fit of the alternative sample (negative muons in odd events)"),
+    Param("n_parity_bootstrap", int, 50, "bootstrap replicas of the data for the error of the reversed-parity "
+          "difference (the two samples share most events)", minimum=2),
     Param("closure", bool, True, "fits of the pure-detector closure universe"),
     Param("skim_chunk_rows", int, 500_000, "skim rows read and filled at a time", minimum=1000),
 )

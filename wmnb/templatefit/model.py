@@ -172,15 +172,19 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
     position[mask.ravel()] = np.arange(int(mask.sum()))
     for p in names:
         tmpl = ts.processes[p]
+        flat_nominal = tmpl.nominal[mask]
         for nuis, shape in tmpl.shapes.items():
             if shape.bins is None:
-                spec.shapes.append(SpecShape(nuis, p, shape.up[mask], None if shape.down is None else shape.down[mask],
-                                             shape.group))
-                continue
-            at = position[shape.bins]
-            kept = at >= 0
-            spec.shapes.append(SpecShape(nuis, p, shape.up[kept], None if shape.down is None else shape.down[kept],
-                                         shape.group, at[kept]))
+                s = SpecShape(nuis, p, shape.up[mask], None if shape.down is None else shape.down[mask], shape.group)
+            else:
+                at = position[shape.bins]
+                kept = at >= 0
+                s = SpecShape(nuis, p, shape.up[kept], None if shape.down is None else shape.down[kept],
+                              shape.group, at[kept])
+            # a variation that leaves this process exactly at nominal (a W-only theory parameter on
+            # the Z) is no nuisance of it; one that changes no process is no nuisance of the model
+            if _changes(s, flat_nominal):
+                spec.shapes.append(s)
         for name, kappa, group in recipe.norms(p, tmpl.source, float_norm):
             spec.norms.append((name, p, kappa, group))
     if nois:
@@ -191,6 +195,12 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
                            f"(groups: {sorted(set(groups.values()))})")
         spec.nois = [n for n in spec.nuisances if n in nois or groups[n] in nois]
     return spec
+
+
+def _changes(shape: SpecShape, nominal: np.ndarray) -> bool:
+    """Whether ``shape`` moves any bin of its process away from ``nominal`` (flat over the spec)."""
+    nom = nominal if shape.bins is None else nominal[shape.bins]
+    return not (np.array_equal(shape.up, nom) and (shape.down is None or np.array_equal(shape.down, nom)))
 
 
 def to_builder(spec: ModelSpec) -> Any:
