@@ -286,6 +286,26 @@ def test_blinding_offset_is_reproducible_and_bounded():
     assert blinding.present(80_400.0, seed=7, unblind=True) == 80_400.0
 
 
+def test_blinding_offset_comes_from_a_local_secret(tmp_path, monkeypatch):
+    """The offset is not a function of the repository and the seed alone: another key gives
+    another offset; the key file is made on first use, private, and then reused."""
+    monkeypatch.delenv(blinding.KEY_ENV, raising=False)
+    monkeypatch.setenv(blinding.KEY_ENV_FILE, str(tmp_path / "sub" / "blinding.key"))
+    first = blinding.offset_mev(7)
+    key = tmp_path / "sub" / "blinding.key"
+    assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600
+    assert blinding.offset_mev(7) == first                      # reused, not regenerated
+    monkeypatch.setenv(blinding.KEY_ENV_FILE, str(tmp_path / "other.key"))
+    assert blinding.offset_mev(7) != first                      # another machine, another offset
+    monkeypatch.setenv(blinding.KEY_ENV, "a secret of the blind challenge")
+    assert blinding.offset_mev(7) == blinding.offset_mev(7) != first
+    (tmp_path / "short.key").write_text("abc\n")
+    monkeypatch.delenv(blinding.KEY_ENV)
+    monkeypatch.setenv(blinding.KEY_ENV_FILE, str(tmp_path / "short.key"))
+    with pytest.raises(blinding.BlindingKeyError, match="too short"):
+        blinding.offset_mev(7)
+
+
 # ---------------------------------------------------------------- the correction hook
 def _corrections():
     """Toy corrections of the three kinds, as calibration chapters would publish them."""

@@ -107,3 +107,27 @@ def test_a_variation_that_changes_nothing_is_no_nuisance(templates):
     tmpl.shapes["real"] = Shape("pTV", nom * 1.01, nom * 0.99)
     ts.processes["wplus_munu"] = tmpl
     assert make_spec(ts).nuisances == ["real", "lumi"]
+
+
+def test_asymmetric_variations_are_split_not_averaged(templates):
+    """An up/down pair with an even part (a one-sided +10 %: up 1.1, down 1.0) gets a second
+    nuisance for it; a symmetric pair (1.1, 1/1.1) does not; both fitters see the same model."""
+    from wmnb.templatefit.model import EVEN_SUFFIX
+    from wmnb.templatefit.templates import Shape
+
+    ts = dataclasses.replace(templates, processes=dict(templates.processes))
+    tmpl = dataclasses.replace(ts.processes["wplus_munu"], shapes={})
+    nom = tmpl.nominal
+    tilt = np.linspace(0.95, 1.05, nom.shape[1])[None, :]
+    tmpl.shapes["onesided"] = Shape("pTV", nom * 1.1 * tilt, nom.copy())
+    tmpl.shapes["symmetric"] = Shape("pTV", nom * 1.1, nom / 1.1)
+    ts.processes["wplus_munu"] = tmpl
+    spec = make_spec(ts, data=ts.prediction() * 1.03)
+    assert spec.nuisances == ["onesided", "symmetric", "onesided" + EVEN_SUFFIX, "lumi"]
+    even = next(s for s in spec.shapes if s.name == "onesided" + EVEN_SUFFIX)
+    np.testing.assert_allclose(np.log(even.up / spec.nominal[0]), 0.5 * np.log(1.1 * np.broadcast_to(tilt, nom.shape))[spec.mask])
+    assert make_spec(ts, asymmetry_split=None).nuisances == ["onesided", "symmetric", "lumi"]
+    a = run_fit(spec, backend="reference")
+    b = run_fit(spec)
+    for k in ("onesided", "onesided" + EVEN_SUFFIX):
+        assert a.nuisances[k][0] == pytest.approx(b.nuisances[k][0], abs=2e-3)

@@ -54,7 +54,7 @@ def test_wlike_normalisations_follow_the_source():
 
 def test_the_wlike_offset_is_not_the_w_mass_offset():
     assert blinding.offset_mev(20161, "mz_wlike") != blinding.offset_mev(20161)
-    assert blinding.offset_mev(20161) == blinding.offset_mev(20161, "mw")      # m_W's stream unchanged
+    assert blinding.offset_mev(20161) == blinding.offset_mev(20161, "mw")
     assert blinding.present(91188.0, 1, True, quantity="mz_wlike") == 91188.0
     with pytest.raises(ValueError, match="unknown blinded quantity"):
         blinding.offset_mev(1, "mt")

@@ -200,11 +200,14 @@ def injection_scan(ts: TemplateSet, backend: str = "auto") -> list[tuple[float, 
     return out
 
 
-def random_starts(ts: TemplateSet, n: int, seed: int) -> list[float]:
-    """m_W (MeV) from ``n`` fits of the nominal model started at random points."""
+def random_starts(ts: TemplateSet, n: int, seed: int, reference_mev: float) -> list[float]:
+    """Mass shifts (MeV) of ``n`` fits of the nominal model started at random points, *relative
+    to* ``reference_mev`` (the nominal fit's mass): only differences are returned, so a list of
+    them written to an artefact cannot reveal a blinded mass."""
     spec = make_spec(ts)
     if fitter_available():
-        return [run_fit(spec, seed=seed + k, full_cov=False, keep_raw=False).values["mass"] for k in range(n)]
+        return [run_fit(spec, seed=seed + k, full_cov=False, keep_raw=False).values["mass"] - reference_mev
+                for k in range(n)]
     model = reffit.RefModel(spec)
     rng = np.random.default_rng([seed, 8])
     free = ~model.constrained & ~model.is_norm
@@ -212,7 +215,7 @@ def random_starts(ts: TemplateSet, n: int, seed: int) -> list[float]:
     for _ in range(n):
         x0 = model.start() + rng.normal(0.0, 1.0, len(model.names)) * model.constrained
         x0[free] = rng.uniform(-3, 3, int(free.sum()))
-        out.append(run_fit(spec, backend="reference", start=x0).values["mass"])
+        out.append(run_fit(spec, backend="reference", start=x0).values["mass"] - reference_mev)
     return out
 
 

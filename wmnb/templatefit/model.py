@@ -119,9 +119,16 @@ def _even_logk(nom: np.ndarray, up: np.ndarray, down: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(lk), lk, 0.0)
 
 
+#: default of :func:`make_spec`'s ``asymmetry_split``: an even part above 10 % of the odd one
+ASYMMETRY_SPLIT = 0.1
+#: suffix of the nuisance carrying the even part of an asymmetric variation (as wmnb.fit names it)
+EVEN_SUFFIX = "SymDiff"
+
+
 def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass",
               region: str = "all", float_norm: bool = False, systematics: bool = True,
-              mc_stat: bool = True, nois: Sequence[str] = ()) -> ModelSpec:
+              mc_stat: bool = True, nois: Sequence[str] = (),
+              asymmetry_split: float | None = ASYMMETRY_SPLIT) -> ModelSpec:
     """Build the model of the fit from templates.
 
     ``data`` replaces the observed histogram (Asimov or injected pseudo-data, the binning's
@@ -187,6 +194,8 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
                 spec.shapes.append(s)
         for name, kappa, group in recipe.norms(p, tmpl.source, float_norm):
             spec.norms.append((name, p, kappa, group))
+    if asymmetry_split is not None:
+        spec.shapes += _even_parts(spec, asymmetry_split)
     if nois:
         groups = spec.groups()
         unknown = [n for n in nois if n not in groups and n not in set(groups.values())]
@@ -195,6 +204,24 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
                            f"(groups: {sorted(set(groups.values()))})")
         spec.nois = [n for n in spec.nuisances if n in nois or groups[n] in nois]
     return spec
+
+
+def _even_parts(spec: ModelSpec, threshold: float) -> list[SpecShape]:
+    """The ``<name>SymDiff`` shapes of the asymmetric variations of ``spec`` (see :func:`make_spec`):
+    a nuisance is split on every process it acts on if it is asymmetric on any of them."""
+    parts: dict[str, list[SpecShape]] = {}
+    asymmetric: set[str] = set()
+    for s in spec.shapes:
+        if s.down is None:
+            continue
+        nom = spec.nominal[spec.processes.index(s.process)]
+        bins, odd = s.logk(nom)
+        even = _even_logk(nom[bins], s.up, s.down)
+        if np.max(np.abs(even), initial=0.0) > threshold * np.max(np.abs(odd), initial=0.0) and np.any(even != 0):
+            asymmetric.add(s.name)
+        parts.setdefault(s.name, []).append(SpecShape(s.name + EVEN_SUFFIX, s.process, nom[bins] * np.exp(even), None,
+                                                      s.group, s.bins))
+    return [p for name in sorted(asymmetric) for p in parts[name]]
 
 
 def _changes(shape: SpecShape, nominal: np.ndarray) -> bool:
