@@ -67,10 +67,27 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, float):
-        return f"{value:.4g}"
+        # masses in MeV keep their MeV digit (80 360.2, not 8.036e+04)
+        return f"{value:.1f}" if 1e4 <= abs(value) < 1e7 else f"{value:.4g}"
     if isinstance(value, dict):
         return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
     return str(value)
+
+
+#: the paper's numbers next to a chapter's headline keys on the results page (PHYSICS.md)
+PAPER_VALUES: dict[str, dict[str, str]] = {
+    "00_universe": {"stat_err_scaled_117M": "2.4 MeV (data statistics, 117 M W)"},
+    "01_selection": {"n_w_data": "117 M", "n_z_data": "7.5 M"},
+    "02_calibration": {"mz_minus_truth": "−2.2 ± 4.8 MeV (dimuon m_Z − PDG)", "mz_err": "4.8 MeV"},
+    "03_efficiencies": {"n_nuisances": "3658 (efficiency group of the m_W fit)"},
+    "05_nonprompt": {"nonclosure_factor": "0.85 ± 5 %", "n_nuisances": "387 (nonprompt group)",
+                     "sv_prompt_fraction": "< 2 %"},
+    "07_wlike": {"mz_minus_pdg": "−6 ± 14 MeV", "mz_err": "14 MeV (total 13.5)",
+                 "central_minus_forward_mev": "22.8 ± 21.1 MeV", "purity": "> 99.5 %",
+                 "stat_err_scaled_7p4M": "6.9 MeV"},
+    "08_mw_fit": {"mw": "80 360.2 MeV", "mw_err": "9.9 MeV", "stat_err_scaled_117M": "2.4 MeV",
+                  "n_nuisances": "4859"},
+}
 
 
 def results_page(profile: str) -> str:
@@ -78,7 +95,8 @@ def results_page(profile: str) -> str:
     lines = [
         "# Results at a glance", "",
         f"Headline numbers of every chapter on the **{profile}** profile, read from the",
-        "`summary.json` each chapter writes (`results/<profile>/<chapter>/summary.json`).",
+        "`summary.json` each chapter writes (`results/<profile>/<chapter>/summary.json`), with the",
+        "paper's number where it measured the same quantity.",
         "Numbers come from the synthetic universe, never from real CMS data; blinded values stay",
         "blinded here.", "",
     ]
@@ -89,9 +107,12 @@ def results_page(profile: str) -> str:
             continue
         found = True
         summary = read_json(path)
-        lines += [f"## {c.id.split('_', 1)[0]} · {c.title}", "", "| quantity | value |", "|---|---|"]
+        paper = PAPER_VALUES.get(c.id, {})
+        lines += [f"## {c.id.split('_', 1)[0]} · {c.title}", "",
+                  f"From [the chapter](../../notebooks/{c.id}.ipynb).", "",
+                  "| quantity | value | paper |", "|---|---|---|"]
         for key, value in summary.get("headline", {}).items():
-            lines.append(f"| `{key}` | {_fmt(value).replace('|', chr(92) + '|')} |")
+            lines.append(f"| `{key}` | {_fmt(value).replace('|', chr(92) + '|')} | {paper.get(key, '')} |")
         versions = summary.get("versions", {})
         lines += ["", f"Written {summary.get('written_at', '?')} with wmnb {versions.get('wmnb', '?')}, "
                   f"Python {versions.get('python', '?')}.", ""]
