@@ -104,6 +104,8 @@ _WLIKE_PARAMETERS = (
     Param("n_parity_bootstrap", int, 50, "bootstrap replicas of the data for the error of the reversed-parity "
           "difference (the two samples share most events)", minimum=2),
     Param("closure", bool, True, "fits of the pure-detector closure universe"),
+    Param("n_gof_toys", int, 25, "toys calibrating the saturated goodness of fit (0: the asymptotic p-value only)",
+          minimum=0),
     Param("skim_chunk_rows", int, 500_000, "skim rows read and filled at a time", minimum=1000),
 )
 _MW_PARAMETERS = (
