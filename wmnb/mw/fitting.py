@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..templatefit.fitting import (TemplateFit, difference, fitter_available, injection_scan, random_starts,
-                                   run_fit, stat_only, warm_start)
-from ..templatefit.model import make_spec
+from ..templatefit.fitting import (TemplateFit, cross_check_fits, difference, fitter_available, injection_scan, random_starts,
+                                   run_fit, stat_only)
 from ..templatefit.templates import TemplateSet
 
 #: The fit result the chapter works with (the shared layer's).
@@ -27,18 +26,9 @@ CROSS_CHECKS: dict[str, dict[str, Any]] = {
 
 def cross_checks(ts: TemplateSet, which: list[str] | None = None, nominal: TemplateFit | None = None,
                  **kw: Any) -> dict[str, TemplateFit]:
-    """The chapter's cross-check fits (see :data:`CROSS_CHECKS`) on the observed data: POIs,
-    their errors and correlations only (no nuisance covariance is kept), each started from the
-    ``nominal`` fit if given (:func:`~wmnb.templatefit.fitting.warm_start`): their cost stays
-    a few Newton steps each at thousands of nuisances."""
-    which = list(CROSS_CHECKS) if which is None else which
-    kw = {"full_cov": False, "keep_raw": False, **kw}
-    out = {}
-    for name in which:
-        spec = make_spec(ts, **CROSS_CHECKS[name])
-        start = warm_start(spec, nominal) if nominal is not None else None
-        out[name] = run_fit(spec, start=start, **kw)
-    return out
+    """The chapter's cross-check fits (:data:`CROSS_CHECKS`), see
+    :func:`wmnb.templatefit.fitting.cross_check_fits`."""
+    return cross_check_fits(ts, CROSS_CHECKS, which, nominal, **kw)
 
 
 __all__ = ["CROSS_CHECKS", "MwFit", "cross_checks", "difference", "fitter_available", "injection_scan",

@@ -219,6 +219,21 @@ def random_starts(ts: TemplateSet, n: int, seed: int, reference_mev: float) -> l
     return out
 
 
+def cross_check_fits(ts: TemplateSet, checks: Mapping[str, Mapping[str, Any]], which: list[str] | None = None,
+                     nominal: TemplateFit | None = None, **kw: Any) -> dict[str, TemplateFit]:
+    """A chapter's cross-check fits on the observed data: ``checks`` maps a name to the
+    :func:`~wmnb.templatefit.model.make_spec` arguments of its model (POI layout, region,
+    floating normalisation).  POIs, their errors and correlations only (no nuisance covariance is
+    kept), each started from the ``nominal`` fit if given (:func:`warm_start`): their cost stays
+    a few Newton steps each at thousands of nuisances."""
+    kw = {"full_cov": False, "keep_raw": False, **kw}
+    out = {}
+    for name in (list(checks) if which is None else which):
+        spec = make_spec(ts, **checks[name])
+        out[name] = run_fit(spec, start=warm_start(spec, nominal) if nominal is not None else None, **kw)
+    return out
+
+
 def difference(fit: TemplateFit, a: str, b: str) -> tuple[float, float]:
     """``a − b`` (MeV) and its uncertainty, using the fit's correlation of the two POIs."""
     rho = fit.corr(a, b)

@@ -209,19 +209,19 @@ def make_spec(ts: TemplateSet, data: np.ndarray | None = None, pois: str = "mass
 def _even_parts(spec: ModelSpec, threshold: float) -> list[SpecShape]:
     """The ``<name>SymDiff`` shapes of the asymmetric variations of ``spec`` (see :func:`make_spec`):
     a nuisance is split on every process it acts on if it is asymmetric on any of them."""
-    parts: dict[str, list[SpecShape]] = {}
+    even: list[tuple[SpecShape, np.ndarray, np.ndarray]] = []     # (shape, its nominal, even part)
     asymmetric: set[str] = set()
     for s in spec.shapes:
         if s.down is None:
             continue
         nom = spec.nominal[spec.processes.index(s.process)]
         bins, odd = s.logk(nom)
-        even = _even_logk(nom[bins], s.up, s.down)
-        if np.max(np.abs(even), initial=0.0) > threshold * np.max(np.abs(odd), initial=0.0) and np.any(even != 0):
+        e = _even_logk(nom[bins], s.up, s.down)
+        if np.max(np.abs(e), initial=0.0) > threshold * np.max(np.abs(odd), initial=0.0) and np.any(e != 0):
             asymmetric.add(s.name)
-        parts.setdefault(s.name, []).append(SpecShape(s.name + EVEN_SUFFIX, s.process, nom[bins] * np.exp(even), None,
-                                                      s.group, s.bins))
-    return [p for name in sorted(asymmetric) for p in parts[name]]
+        even.append((s, nom[bins], e))
+    kept = sorted((x for x in even if x[0].name in asymmetric), key=lambda x: x[0].name)   # stable: process order kept
+    return [SpecShape(s.name + EVEN_SUFFIX, s.process, nom * np.exp(e), None, s.group, s.bins) for s, nom, e in kept]
 
 
 def _changes(shape: SpecShape, nominal: np.ndarray) -> bool:

@@ -76,16 +76,19 @@ def build(profile: str, data_sample: str = "data", config: WLikeConfig | None = 
 
 
 def purity_table(profile: str, config: WLikeConfig | None = None, corrections: Sequence[Any] | None = None,
-                 chunk_rows: int = 500_000) -> list[dict[str, Any]]:
+                 chunk_rows: int = 500_000, skims: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Expected selected events of every simulated sample (fitted or not) with the corrections
     applied, and each one's share: the Z→μμ purity the paper quotes (> 99.5 %) and the
-    negligible W and nonprompt contributions that the fit leaves out."""
+    negligible W and nonprompt contributions that the fit leaves out.  ``skims``: simulated
+    samples already opened by :func:`load_skims` (the others are opened here)."""
     from wmnb.templatefit.templates import select_events
 
     config = config or simulation_config()
     corrections = corrections_for(profile, "data") if corrections is None else corrections
     recipe = WLikeRecipe(config)
-    sim, _ = load_skims(profile, chunk_rows, tuple(FIT_PROCESSES) + NEGLIGIBLE_SAMPLES)
+    skims = dict(skims or {})
+    wanted = [s for s in (*FIT_PROCESSES, *NEGLIGIBLE_SAMPLES) if s not in skims]
+    sim = {**skims, **load_skims(profile, chunk_rows, tuple(wanted))[0]} if wanted else skims
     yields: dict[str, float] = {}
     for sample, chunks in sim.items():
         total = 0.0
@@ -158,14 +161,9 @@ CROSS_CHECKS: dict[str, dict[str, Any]] = {
 
 def cross_checks(ts: Any, nominal: Any, which: Sequence[str] | None = None) -> dict[str, Any]:
     """The cross-check fits (:data:`CROSS_CHECKS`), each started from the ``nominal`` fit."""
-    from ..templatefit.fitting import run_fit, warm_start
-    from ..templatefit.model import make_spec
+    from ..templatefit.fitting import cross_check_fits
 
-    out = {}
-    for name in (list(CROSS_CHECKS) if which is None else which):
-        spec = make_spec(ts, **CROSS_CHECKS[name])
-        out[name] = run_fit(spec, start=warm_start(spec, nominal), full_cov=False, keep_raw=False)
-    return out
+    return cross_check_fits(ts, CROSS_CHECKS, None if which is None else list(which), nominal)
 
 
 def _data_events(ts: Any, chunks: Any, corrections: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
