@@ -150,7 +150,7 @@ def test_docstring_examples_run():
     import importlib
 
     for name in ("wmnb.params", "wmnb.truth", "wmnb.histio", "wmnb.corrections", "wmnb.fit",
-                 "wmnb.engine.registry", "wmnb.templatefit.binning"):
+                 "wmnb.engine.registry", "wmnb.templatefit.binning", "wmnb.helicity.binning"):
         module = importlib.import_module(name)
         failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert failed == 0, f"{name}: {failed} of {attempted} docstring examples failed"
@@ -160,7 +160,7 @@ def test_docstring_examples_run():
 CHAPTER_PACKAGES = {"00_universe": "universe", "01_selection": "selection", "02_calibration": "muonscale",
                     "03_efficiencies": "efficiency", "04_recoil": "recoil", "05_nonprompt": "nonprompt",
                     "06_theory": "theory", "07_wlike": "wlike",
-                    "08_mw_fit": "mw"}
+                    "08_mw_fit": "mw", "09_helicity": "helicity"}
 
 
 def _wmnb_imports(path: Path) -> set[str]:

@@ -121,3 +121,21 @@ def test_cli_reports_failure_and_status(project, capsys, monkeypatch):
     assert runner.cli_status(["--profile", "t"]) == 0
     out = capsys.readouterr().out
     assert "a_first" in out and "failed" in out and "never run" in out
+
+
+def test_a_chapter_depends_on_its_own_registry_entry_not_on_the_others(project):
+    """Adding a chapter to the registry (or editing another's entry) leaves the others' hashes
+    alone; editing a chapter's own entry, or one it depends on, changes its hash."""
+    import dataclasses
+
+    nbdir = project / "notebooks"
+    base = runner.expected_hashes("t", CHAPTERS, nbdir)
+    added = runner.expected_hashes("t", CHAPTERS + (Chapter("e_new", "a new chapter", ("a_first",)),), nbdir)
+    assert {k: added[k] for k in base} == base
+    retitled = (CHAPTERS[0], CHAPTERS[1], dataclasses.replace(CHAPTERS[2], title="renamed"), CHAPTERS[3])
+    moved = runner.expected_hashes("t", retitled, nbdir)
+    assert moved["a_first"] == base["a_first"] and moved["b_second"] == base["b_second"]
+    assert moved["c_third"] != base["c_third"]
+    upstream = (dataclasses.replace(CHAPTERS[0], headline=("value",)), *CHAPTERS[1:])
+    changed = runner.expected_hashes("t", upstream, nbdir)
+    assert all(changed[k] != base[k] for k in ("a_first", "b_second", "c_third"))

@@ -116,6 +116,22 @@ _MW_PARAMETERS = (
           "(templates equal the one-pass ones up to rounding)", minimum=1000),
 )
 
+_HELICITY_PARAMETERS = (
+    Param("unblind", bool, False, "show the helicity fit's m_W (and its pull against the truth); only an explicit "
+          "true unblinds"),
+    Param("binning", str, "paper", "helicity binning: 'paper' (8 q_T x 7 |y| bins + 16 overflow per charge), "
+          "'reduced' (a coarse one for CI) or explicit edges 'qt=0,6,16,60; absy=0,1.2,3'"),
+    Param("overflow", bool, True, "helicity parameters also for the q_T and |y| overflow bins (else those events "
+          "are the out-of-acceptance process)"),
+    Param("mode", str, "constrained", "'constrained': the paper's loose priors; 'regularised': the thesis's free "
+          "parameters with a weak ridge regularisation", choices=("constrained", "regularised")),
+    Param("regularisation_scale", float, 10.0, "regularised mode: the priors widened by this factor "
+          "(ridge strength 1/scale^2 in units of the paper's priors)", positive=True),
+    Param("prior_scans", bool, True, "refits with the sigma_3 prior x0.5 and x2 and the others x2 and x5"),
+    Param("injection", bool, True, "Asimov pseudo-data with sigma_UL and A_i shifted within their priors"),
+    Param("skim_chunk_rows", int, 500_000, "skim rows read and filled at a time", minimum=1000),
+)
+
 
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter("00_universe", "The synthetic universe", (),
@@ -155,6 +171,11 @@ CHAPTERS: tuple[Chapter, ...] = (
                                               "05_nonprompt", "06_theory"),
             ("wmnb/mw", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py"),
             ("mw", "mw_err", "stat_err", "blinded"), _MW_PARAMETERS),
+    Chapter("09_helicity", "The helicity fit", ("01_selection", "02_calibration", "03_efficiencies", "04_recoil",
+                                                 "05_nonprompt", "06_theory"),
+            ("wmnb/helicity", "wmnb/fit", "wmnb/engine", "wmnb/plotting.py", "wmnb/corrections.py", "wmnb/truth.py"),
+            ("mw", "mw_err", "mw_err_nominal_fit", "n_helicity_params", "ai_postfit_pull_width", "blinded"),
+            _HELICITY_PARAMETERS),
 )
 """Every planned chapter; the runner and the book use only those whose notebook exists."""
 

@@ -268,8 +268,12 @@ def expected_hashes(profile: str, chapters: Sequence[Chapter] | None = None,
         h = hashlib.sha256()
         h.update(_notebook_source_digest(nb).encode())
         h.update(json.dumps(chapter_parameters(prof, c.id), sort_keys=True).encode())
-        files = chapter_code_files(c, nb, root, _factory_modules(profile, c))
+        # the registry file holds every chapter's record: a chapter depends on its own record
+        # (and, through the hashes below, on its dependencies'), so adding or editing another
+        # chapter's entry reruns nothing
+        files = chapter_code_files(c, nb, root, _factory_modules(profile, c)) - {root / "wmnb" / "chapters.py"}
         h.update(_code_digest(files, root).encode())
+        h.update(repr(c).encode())
         for dep in c.depends_on:
             if dep not in by_id:
                 raise KeyError(f"chapter {c.id} depends on unknown chapter {dep}")

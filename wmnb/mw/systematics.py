@@ -1,99 +1,21 @@
-"""The systematic uncertainties of the W-mass fit that this chapter owns, and the hook for others.
+"""The systematic uncertainties of the W-mass fit and the hook for the other chapters' corrections.
 
-Built in (available now, from the simulation itself):
-
-=================  ============================================================  ===============
-group              what                                                          nuisances
-=================  ============================================================  ===============
-``massW``          POI: ±100 MeV Breit–Wigner reweighting (θ = 1 ⇔ +100 MeV)     1 (free)
-``width``          Γ_W ± :attr:`MwConfig.width_unc_mev` (line-shape reweighting)  1
-``pdf``            Hessian eigenvector pairs of ``lhe_pdf`` (W and Z processes)    (N − 1) / 2
-``scales``         μR, μF, μRμF from ``lhe_scale``, one set per q_T bin (W)       3 × n(q_T bins)
-``lumi``           luminosity, log-normal 1.2 % on every simulated process          1
-``normalisation``  process cross sections (:attr:`MwConfig.norm_kappas`); the W   one per process
-                   production cross section (W⁺, W⁻, W→τν together) carries
-                   :attr:`MwConfig.w_xsec_kappa` (chapter 06's q_T correction is a
-                   shape and leaves the rate; the paper's fit has no free W norm)
-``binByBinStat``   MC statistics, Barlow–Beeston-lite scaled by 1.25 (in the fitter) one per bin
-=================  ============================================================  ===============
-
-Scale variations are decorrelated across q_T bins by applying the LHE weight only to events of
-one generator q_T bin.  When chapter 06 has run, its published theory correction *supersedes*
-the built-in ``pdf`` and ``scales`` groups (its manifest says so and the template builder drops
-them): the fit then carries its ``pTV`` (q_T prediction), ``angularCoeffs`` (μR/μF per A_i in
-q_T bins, A1/A3 handles), ``pdf`` and ``EW`` nuisances instead, through the hook below.
-
-**The hook.**  Every other chapter contributes through :mod:`wmnb.corrections`:
-``weight`` corrections multiply the event weight, and each of their ``WeightSet.variations``
-(paired by :func:`wmnb.corrections.pair_variations`) becomes a shape nuisance of the group the
-correction declares (else the correction's name), through the one pipeline,
-:func:`wmnb.engine.pipeline.run_pipeline`; ``muon`` corrections change the muon kinematics before
-binning; ``template`` corrections replace a process template (e.g. the data-driven nonprompt
-background of chapter 05 replaces ``qcd``).  :func:`active_sources` lists what is in force.
+They are shared with the helicity fit (chapter 09), so they live in the template-fit layer,
+:mod:`wmnb.templatefit.wmass` (its docstring has the table of groups); this module keeps the
+chapter's names.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from ..templatefit.wmass import (
+    MASS_PROCESSES,
+    PROCESSES,
+    SIGNAL,
+    W_PRODUCTION,
+    Z_PRODUCTION,
+    MwConfig,
+    builtin_variations,
+    mass_factors,
+)
 
-import numpy as np
-
-from ..conventions import LUMI_KAPPA, W_FIT_NORM_KAPPAS, W_FIT_PROCESSES, W_WIDTH_PDG_ERR, W_XSEC_KAPPA
-from ..corrections import Variation
-from ..templatefit.breitwigner import mass_weights
-from ..templatefit.lhe import pdf_variations, require, scale_variations, width_variation
-from ..templatefit.templates import config_record
-
-#: Simulated samples of the W selection and the fit process each becomes.
-PROCESSES: dict[str, str] = W_FIT_PROCESSES
-SIGNAL = ("wplus_munu", "wminus_munu")
-#: Processes whose templates follow m_W (the mass POI and the width): the signal and W→τν,
-#: which has the same W line shape (the audit found the mass variation missing on it)
-MASS_PROCESSES = SIGNAL + ("w_taunu",)
-#: Processes made by W production: they share the W theory nuisances (PDF, scales).
-W_PRODUCTION = ("wplus_munu", "wminus_munu", "w_taunu")
-#: Processes made by Z production: they share the PDF nuisances with W.
-Z_PRODUCTION = ("z_mumu", "z_tautau")
-
-
-
-@dataclass(frozen=True)
-class MwConfig:
-    """Everything the chapter's model depends on besides the inputs (all recorded in summary.json)."""
-
-    ref_mass_gev: float                 # m_W the simulation was generated with
-    ref_width_gev: float                # Γ_W the simulation was generated with
-    mass_step_mev: float = 100.0        # POI θ = 1 ⇔ +mass_step_mev
-    width_unc_mev: float = W_WIDTH_PDG_ERR * 1e3   # PDG uncertainty of Γ_W
-    qt_edges: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 30.0, np.inf)
-    lumi_kappa: float = LUMI_KAPPA
-    w_xsec_kappa: float = W_XSEC_KAPPA
-    norm_kappas: Mapping[str, float] = field(default_factory=lambda: dict(W_FIT_NORM_KAPPAS))
-    bb_scale: float = 1.25
-    mass_eta_merge: int = 4             # eta bins over which the relative mass variation is averaged
-    use_pdf: bool = True
-    use_scales: bool = True
-
-    def to_dict(self) -> dict:
-        """JSON-friendly record of the configuration."""
-        return config_record(self)
-
-
-def mass_factors(cols: Mapping[str, np.ndarray], config: MwConfig, shift_mev: float,
-                 sample: str = "?") -> np.ndarray:
-    """Weight factors moving the W mass by ``shift_mev`` (width following by Γ ∝ M³)."""
-    m = require(cols, "gen_mass", sample, "signal templates need the generator W mass (GeV)")
-    return mass_weights(m, config.ref_mass_gev, config.ref_width_gev,
-                        config.ref_mass_gev + shift_mev * 1e-3)
-
-
-def builtin_variations(cols: Mapping[str, np.ndarray], sample: str,
-                       config: MwConfig) -> Iterator[Variation]:
-    """The chapter's own theory variations for one simulated sample (lazily, one at a time)."""
-    if sample in MASS_PROCESSES:
-        yield width_variation(cols, sample, "widthW", config.ref_mass_gev, config.ref_width_gev,
-                              config.width_unc_mev * 1e-3)
-    if config.use_pdf and (sample in W_PRODUCTION or sample in Z_PRODUCTION):
-        yield from pdf_variations(cols, sample)
-    if config.use_scales and sample in W_PRODUCTION:
-        yield from scale_variations(cols, sample, config.qt_edges)
+__all__ = ["MASS_PROCESSES", "PROCESSES", "SIGNAL", "W_PRODUCTION", "Z_PRODUCTION", "MwConfig", "builtin_variations",
+           "mass_factors"]

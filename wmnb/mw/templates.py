@@ -2,75 +2,26 @@
 
 Everything generic (filling, the correction pipeline, mass variations, template corrections,
 smoothing) lives in :mod:`wmnb.templatefit.templates`; this module says what is particular to
-the W-mass fit: the ``w`` selection, the (eta, pT, charge) binning, the two signal processes,
-the chapter's own nuisances (:mod:`wmnb.mw.systematics`), the cross-check regions, the POI
-layouts and the normalisation uncertainties.  :func:`build_templates` keeps the chapter's
+the W-mass fit, whose recipe (:class:`~wmnb.templatefit.wmass.WMassRecipe`: the ``w`` selection,
+the (eta, pT, charge) binning, the signal processes, the recipe's own nuisances, the POI
+layouts and the normalisation uncertainties) it shares with the helicity fit.  :func:`build_templates` keeps the chapter's
 call signature.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..corrections import Variation
 from ..templatefit import templates as _tf
-from ..templatefit.binning import MASS_POI_LAYOUTS, Binning
-from ..templatefit.recipes import BosonMassRecipe
+from ..templatefit.binning import MASS_POI_LAYOUTS
 from ..templatefit.templates import MAX_VARIATION, ProcessTemplate, TemplateSet
-from . import binning
-from .systematics import MASS_PROCESSES, PROCESSES, SIGNAL, W_PRODUCTION, MwConfig, builtin_variations
+from ..templatefit.wmass import BUILTIN_SOURCES, WMassRecipe
+from .systematics import MASS_PROCESSES, SIGNAL, MwConfig
 
 #: POI layouts: name -> list of (POI name, region of the bins where the POI moves the signal).
 POI_LAYOUTS: dict[str, list[tuple[str, str]]] = MASS_POI_LAYOUTS
-
-#: The sources the chapter's own recipe puts into every fit (shown in the chapter).
-BUILTIN_SOURCES: list[dict[str, Any]] = [
-    {"source": "mass (POI)", "kind": "builtin", "group": "massW", "detail": "BW reweighting, ±100 MeV, Γ∝M³"},
-    {"source": "W width", "kind": "builtin", "group": "width", "detail": "Γ_W ± width_unc_mev"},
-    {"source": "PDF", "kind": "builtin", "group": "pdf", "detail": "Hessian pairs of lhe_pdf"},
-    {"source": "μR/μF scales", "kind": "builtin", "group": "scales", "detail": "per q_T bin (W production)"},
-    {"source": "luminosity", "kind": "builtin", "group": "lumi", "detail": "1.2 % log-normal"},
-    {"source": "process normalisations", "kind": "builtin", "group": "normalisation",
-     "detail": "Z, top, diboson; the simulated nonprompt's 30 % until chapter 05's template (with its own) replaces it"},
-    {"source": "MC statistics", "kind": "builtin", "group": "binByBinStat", "detail": "BB-lite × 1.25"},
-]
-
-
-@dataclass(frozen=True)
-class WMassRecipe(BosonMassRecipe):
-    """The W-mass fit for :mod:`wmnb.templatefit` (a :class:`~wmnb.templatefit.templates.TemplateRecipe`)."""
-
-    config: MwConfig
-    selection: str = "w"
-    binning: Binning = binning.W_BINNING
-    signal: tuple[str, ...] = MASS_PROCESSES    # the fit processes carrying the mass POI
-    required: tuple[str, ...] = ("mu_pt", "mu_eta", "mu_phi", "mu_charge", "mu_iso", "met_pt", "met_phi",
-                                 "veto_pass")
-
-    def process_name(self, sample: str) -> str:
-        return PROCESSES.get(sample, sample)
-
-    def builtin_variations(self, cols: Mapping[str, np.ndarray], sample: str) -> Iterator[Variation]:
-        return builtin_variations(cols, sample, self.config)
-
-    def builtin_sources(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in BUILTIN_SOURCES]
-
-    def norms(self, process: str, source: str, float_norm: bool) -> list[tuple[str, float, str]]:
-        cfg = self.config
-        out: list[tuple[str, float, str]] = []
-        if source == "simulation":
-            out.append(("lumi", cfg.lumi_kappa, "lumi"))
-        # a template published by a correction (the data-driven nonprompt) brings its own
-        # normalisation nuisance: the simulation's stand-in prior would count it twice
-        if process in cfg.norm_kappas and source == "simulation":
-            out.append((f"norm_{process}", cfg.norm_kappas[process], "normalisation"))
-        if process in W_PRODUCTION and cfg.w_xsec_kappa and not float_norm:
-            out.append(("norm_wxsec", cfg.w_xsec_kappa, "normalisation"))
-        return out
 
 
 def build_templates(samples: Mapping[str, _tf.SampleInput], data: _tf.SampleInput | np.ndarray,

@@ -14,14 +14,13 @@
 """
 from __future__ import annotations
 
+from ..angular import angular_density, harmonic_polynomials
 from .correction import TheoryCorrection, TheoryTables
 from .moments import (
     COEFFICIENTS,
     AngularMoments,
     MomentsInputError,
-    angular_density,
     angular_moments,
-    harmonic_polynomials,
     moments_from_files,
     read_generator_events,
 )

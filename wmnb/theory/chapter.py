@@ -411,7 +411,7 @@ def data_theory_weights(events: Mapping[str, Mapping[str, np.ndarray]], qt_edges
     the event's own (q_T, y, cos θ, φ).  For the generator-level m_W bias; its PDF position (a
     change of the rapidity distribution) is not included."""
     from .. import truth
-    from .moments import harmonic_polynomials
+    from ..angular import harmonic_polynomials
 
     why = "chapter 06: m_W bias of the data universe's theory at generator level"
     out = {}

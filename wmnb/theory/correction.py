@@ -36,7 +36,7 @@ import numpy as np
 from ..conventions import LHE_PDF_CENTRAL, lhe_pdf_index, lhe_pdf_pairs
 from ..corrections import Correction, Manifest, SampleInfo, Variation, publish
 from .ew import FSR_STRENGTH_PRIOR
-from .moments import harmonic_polynomials
+from ..angular import harmonic_polynomials
 
 CORRECTION_NAME = "theory"
 ARTEFACT = "theory_corrections.h5"

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..angular import harmonic_polynomials
+
 #: bin edges: a sequence of floats or an array
 Edges = Sequence[float] | np.ndarray
 
@@ -46,25 +48,6 @@ GEN_BRANCHES = ("GenV_pt", "GenV_y", "GenV_cosThetaCS", "GenV_phiCS", "genWeight
 
 class MomentsInputError(ValueError):
     """Input the moments cannot use: names the file, branch or argument and what to do."""
-
-
-def harmonic_polynomials(cos_theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
-    """P0..P7 (shape (8, N)) of the Collins-Soper angles."""
-    c = np.asarray(cos_theta, dtype=float)
-    f = np.asarray(phi, dtype=float)
-    s = np.sqrt(np.clip(1.0 - c * c, 0.0, 1.0))
-    s2t = 2.0 * s * c
-    return np.stack([0.5 * (1.0 - 3.0 * c * c), s2t * np.cos(f), 0.5 * s * s * np.cos(2.0 * f), s * np.cos(f), c,
-                     s * s * np.sin(2.0 * f), s2t * np.sin(f), s * np.sin(f)])
-
-
-def angular_density(cos_theta: np.ndarray, phi: np.ndarray, coeffs: Sequence[float] | np.ndarray) -> np.ndarray:
-    """(1 + cos²θ) + Σ A_i P_i for coefficients of shape (8,) or (8, N) (fewer than 8: the rest 0)."""
-    a = np.asarray(coeffs, dtype=float)
-    a = np.concatenate([a, np.zeros((8 - a.shape[0],) + a.shape[1:])]) if a.shape[0] < 8 else a
-    polys = harmonic_polynomials(cos_theta, phi)
-    c = np.asarray(cos_theta, dtype=float)
-    return 1.0 + c * c + np.sum((a if a.ndim == 2 else a[:, None]) * polys, axis=0)
 
 
 @dataclass(frozen=True)

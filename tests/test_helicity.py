@@ -1,0 +1,170 @@
+"""Chapter 09, the helicity fit: binning, helicity weights, the two models, priors, injection.
+
+The template tests run on the smoke profile's W skims (made through the runner when missing)
+without corrections (what they check does not depend on them):
+
+* the components of every generator bin plus the out-of-acceptance part add up to the nominal
+  template, and each parameter's variation is its prior times its component's template;
+* Asimov pseudo-data with every helicity parameter moved within its prior are fitted back to
+  the predicted θ_inj − C θ_inj to 0.02 prior widths (a wrong template, sign or interpolation
+  misses by the size of the shift), and m_W moves by less than 0.1σ.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from wmnb.engine import skim_path
+from wmnb.helicity import chapter
+from wmnb.helicity.binning import COMPONENTS, HelicityBinning, HelicityBinningError, parse_binning
+from wmnb.helicity.templates import (
+    GROUP,
+    helicity_fractions,
+    helicity_set,
+    nominal_set,
+    parameter_table,
+    scale_priors,
+)
+from wmnb.templatefit.model import make_spec
+from wmnb.templatefit.templates import ProcessTemplate, Shape, TemplateSet
+
+PROFILE = "smoke"
+
+
+def test_the_paper_binning_has_864_parameters():
+    b = parse_binning("paper")
+    assert (b.n_qt, b.n_absy, b.n_bins, b.n_parameters) == (9, 8, 72, 864)
+    assert sum(b.is_overflow(k) for k in range(b.n_bins)) == 16
+    assert parse_binning("paper", overflow=False).n_parameters == 2 * 6 * 56
+    r = parse_binning("qt=0,6,16,60; absy=0,1.2,3")
+    assert r.qt_edges == (0.0, 6.0, 16.0, 60.0) and r.absy_edges == (0.0, 1.2, 3.0)
+
+
+@pytest.mark.parametrize("spec, name", [("papre", "binning"), ("qt=0,6,x; absy=0,1", "binning"),
+                                        ("qt=0,16,6; absy=0,1", "qt_edges"), ("qt=1,6; absy=0,1", "qt_edges"),
+                                        ("qt=0,6; absy=0", "absy_edges"), ("qt=0,6; absy=0,7", "absy_edges")])
+def test_a_bad_binning_request_fails_by_name(spec, name):
+    with pytest.raises(HelicityBinningError, match=name):
+        parse_binning(spec)
+
+
+def test_events_beyond_the_edges_are_out_of_acceptance_without_overflow():
+    qt, y = np.array([1.0, 70.0, 5.0, 5.0]), np.array([0.5, 0.1, 3.5, -0.5])
+    assert HelicityBinning((0.0, 6.0, 60.0), (0.0, 1.2, 3.0), overflow=False).bin_index(qt, y).tolist() == [0, -1, -1, 0]
+    assert HelicityBinning((0.0, 6.0, 60.0), (0.0, 1.2, 3.0)).bin_index(qt, y).tolist() == [0, 6, 2, 0]
+
+
+def test_helicity_fractions_sum_to_one_and_follow_the_density():
+    rng = np.random.default_rng(3)
+    c, f = rng.uniform(-1, 1, 5000), rng.uniform(0, 2 * np.pi, 5000)
+    a = np.vstack([rng.uniform(0, 0.5, 5000), rng.uniform(-0.1, 0.1, 5000), rng.uniform(0, 0.5, 5000),
+                   rng.uniform(-0.1, 0.1, 5000), rng.uniform(-1, 1, 5000)])
+    fr = helicity_fractions(c, f, a)
+    assert fr.shape == (6, 5000)
+    np.testing.assert_allclose(fr.sum(axis=0), 1.0, atol=1e-12)
+    np.testing.assert_allclose(fr[5], a[4] * c / (1 + c * c + np.sum(a * _polys(c, f), axis=0)), rtol=1e-12)
+
+
+def _polys(c, f):
+    s = np.sqrt(1 - c * c)
+    return np.stack([0.5 * (1 - 3 * c * c), 2 * s * c * np.cos(f), 0.5 * s * s * np.cos(2 * f), s * np.cos(f), c])
+
+
+def _toy_set() -> TemplateSet:
+    from wmnb.templatefit.wmass import WMassRecipe
+
+    recipe = chapter.make_recipe(parse_binning("reduced"))
+    shape = recipe.binning.shape
+    nom = np.full(shape, 10.0)
+
+    def tmpl(name: str, shapes: dict[str, str]) -> ProcessTemplate:
+        return ProcessTemplate(name, nom.copy(), nom.copy(), {n: Shape(g, nom * 1.01, nom * 0.99) for n, g in shapes.items()})
+
+    procs = {p: tmpl(p, {"tnp_hard": "pTV", "np_kt_w": "pTV", "A3_MuR_W_qT1": "angularCoeffs", "muonScale0": "muonScale",
+                         f"hel_{'plus' if p == 'wplus_munu' else 'minus'}_UL_qT0_y0": GROUP})
+             for p in ("wplus_munu", "wminus_munu")}
+    procs["w_taunu"] = tmpl("w_taunu", {"tnp_hard": "pTV", "A3_MuR_W_qT1": "angularCoeffs"})
+    assert isinstance(recipe, WMassRecipe)
+    return TemplateSet(nom * 3, procs, {p: nom for p in procs}, {p: nom for p in procs}, recipe, float(nom.sum() * 3))
+
+
+def test_the_helicity_model_drops_only_the_redundant_signal_nuisances():
+    ts = _toy_set()
+    hel, nom = helicity_set(ts), nominal_set(ts)
+    assert set(hel.processes["wplus_munu"].shapes) == {"np_kt_w", "muonScale0", "hel_plus_UL_qT0_y0"}
+    assert set(hel.processes["w_taunu"].shapes) == {"tnp_hard", "A3_MuR_W_qT1"}     # no helicity parameter acts on it
+    assert set(nom.processes["wminus_munu"].shapes) == {"tnp_hard", "np_kt_w", "A3_MuR_W_qT1", "muonScale0"}
+
+
+def test_a_prior_scaled_by_f_scales_the_log_variation_by_f():
+    spec = make_spec(helicity_set(_toy_set()), nois=(GROUP,))
+    assert spec.nois == ["hel_plus_UL_qT0_y0", "hel_minus_UL_qT0_y0"]
+    scaled = scale_priors(spec, {"UL": 5.0})
+    for a, b in zip(spec.shapes, scaled.shapes):
+        nom = spec.nominal[spec.processes.index(a.process)]
+        ka, kb = a.logk(nom)[1], b.logk(nom)[1]
+        np.testing.assert_allclose(kb, (5.0 if a.name.startswith("hel_") else 1.0) * ka, rtol=1e-12)
+        assert np.all(b.up > 0) and (b.down is None or np.all(b.down > 0))
+
+
+def test_parameter_table_lists_every_parameter_with_its_prior():
+    rows = parameter_table(chapter.make_recipe(parse_binning("reduced")))
+    assert len(rows) == parse_binning("reduced").n_parameters == len({r["name"] for r in rows})
+    priors = {r["component"]: r["prior"] for r in rows}
+    assert priors["UL"] == 0.5 and priors["A4"] == 1.0
+    assert all(0.0 < priors[c] < 0.5 for c in ("A0", "A1", "A2", "A3"))
+    assert priors["A3"] > priors["A0"]      # O(α_s) coefficients have the larger scale dependence
+
+
+@pytest.fixture(scope="module")
+def smoke_inputs():
+    needed = ["wplus_munu", "wminus_munu", "data"]
+    if not all(skim_path(PROFILE, "w", s).is_file() for s in needed):
+        from wmnb import runner
+
+        runner.run(PROFILE, only=["01_selection"], progress=False)
+    recipe = chapter.make_recipe(parse_binning("reduced"))
+    skims = chapter.load_skims(PROFILE, 20_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ts = chapter.build(recipe, skims, [])
+    return recipe, skims, ts
+
+
+@pytest.mark.slow
+def test_the_components_sum_to_the_nominal_template(smoke_inputs):
+    recipe, skims, ts = smoke_inputs
+    decs = chapter.decompositions(recipe, skims, [])
+    for sample, dec in decs.items():
+        assert dec.nominal.sum() > 1000
+        np.testing.assert_allclose(dec.total(), dec.nominal, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(dec.nominal, ts.processes[sample].nominal, rtol=1e-10, atol=1e-9)
+        # a parameter's variation is its prior times its component's template
+        k = int(np.argmax(dec.sumw))
+        charge = "plus" if sample == "wplus_munu" else "minus"
+        for ic, comp in enumerate(COMPONENTS):
+            up, down = ts.processes[sample].varied(recipe.helicity.parameter(charge, comp, k))
+            np.testing.assert_allclose(up - dec.nominal, recipe.prior(comp) * dec.templates[k, ic], atol=1e-9)
+            np.testing.assert_allclose(dec.nominal - down, recipe.prior(comp) * dec.templates[k, ic], atol=1e-9)
+    # without overflow bins the events beyond the edges are out of acceptance, and still add up
+    narrow = chapter.make_recipe(HelicityBinning((0.0, 6.0, 16.0), (0.0, 1.2), overflow=False))
+    dec = chapter.decompositions(narrow, skims, [])["wplus_munu"]
+    assert 0.1 < dec.out_of_acceptance.sum() / dec.nominal.sum() < 0.9
+    np.testing.assert_allclose(dec.total(), dec.nominal, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_injected_helicity_cross_sections_are_recovered(smoke_inputs):
+    _, _, ts = smoke_inputs
+    spec = chapter.helicity_spec(helicity_set(ts))
+    assert len(spec.nois) == parse_binning("reduced").n_parameters        # every bin is populated on smoke
+    assert not [n for n in spec.nuisances if n.startswith("hel_") and n.endswith("SymDiff")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        res = chapter.injection_test(spec, theta_scale=0.7, seed=5)
+    assert res["max_departure_from_prediction"] < 0.02
+    assert res["max_abs_pull"] < 1.0
+    assert abs(res["mw_shift_over_err"]) < 0.1
+    assert abs(res["mw_shift_mev"] - res["mw_shift_predicted_mev"]) < 0.5      # MeV; σ(m_W) ≈ 200 MeV on smoke
