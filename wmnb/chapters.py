@@ -114,6 +114,10 @@ _MW_PARAMETERS = (
     Param("cross_checks", bool, True, "charge / eta / central-forward / pT-range / floating-normalisation fits"),
     Param("skim_chunk_rows", int, 500_000, "skim rows read and filled at a time: bounds the memory per sample "
           "(templates equal the one-pass ones up to rounding)", minimum=1000),
+    Param("projection", bool, True, "the Asimov fit at the paper's statistics (wmnb.mw.projection)"),
+    Param("n_gof_toys", int, 0, "toys calibrating the saturated goodness of fit (0: the asymptotic p-value only)",
+          minimum=0),
+    Param("n_coverage_toys", int, 0, "pseudo-experiments of the model for the coverage of m_W (0: none)", minimum=0),
 )
 
 _HELICITY_PARAMETERS = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..templatefit.fitting import (TemplateFit, cross_check_fits, difference, fitter_available, injection_scan, random_starts,
-                                   run_fit, stat_only)
+from ..templatefit.fitting import (TemplateFit, cross_check_fits, difference, fitter_available, gof_toys, injection_scan,
+                                   random_starts, run_fit, stat_only)
 from ..templatefit.templates import TemplateSet
 
 #: The fit result the chapter works with (the shared layer's).
@@ -31,5 +31,5 @@ def cross_checks(ts: TemplateSet, which: list[str] | None = None, nominal: Templ
     return cross_check_fits(ts, CROSS_CHECKS, which, nominal, **kw)
 
 
-__all__ = ["CROSS_CHECKS", "MwFit", "cross_checks", "difference", "fitter_available", "injection_scan",
+__all__ = ["CROSS_CHECKS", "MwFit", "cross_checks", "difference", "fitter_available", "gof_toys", "injection_scan",
            "random_starts", "run_fit", "stat_only"]
