@@ -28,7 +28,8 @@ def plot_components(dec: HelicityDecomposition, binning: Any, bin_index: int, la
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel(xl)
         ax.set_ylabel("expected events")
-        ax.legend(title=f"{dec.sample}, {label}", fontsize=11, ncol=2)
+        ax.legend(fontsize=12, ncol=3)
+    fig.suptitle(f"{dec.sample}: the components of the generator bin {label}", fontsize=16)
     nom = dec.nominal.sum(axis=(0, 2))
     tot = dec.total().sum(axis=(0, 2))
     axes[2].stairs(np.where(nom > 0, tot / np.where(nom > 0, nom, 1.0), 1.0), pt.edges, baseline=None,
@@ -36,7 +37,7 @@ def plot_components(dec: HelicityDecomposition, binning: Any, bin_index: int, la
     axes[2].set_ylim(0.99, 1.01)
     axes[2].set_xlabel(pt.label)
     axes[2].set_ylabel("sum / nominal")
-    axes[2].legend()
+    axes[2].legend(fontsize=12)
     fig.tight_layout()
     return fig
 
@@ -70,10 +71,10 @@ def plot_unfolded(rows: Sequence[Mapping[str, Any]], charge: str, absy_bins: Seq
     axes[0, 0].set_ylabel(r"$\sigma_{UL}$ post-fit / pre-fit")
     axes[0, 0].legend(fontsize=10)
     for i in range(5):
-        axes.flat[i + 1].set_ylabel(f"$A_{i}$ (points: post-fit, band: prior, ×: truth)")
+        axes.flat[i + 1].set_ylabel(f"$A_{i}$")
     for ax in axes.flat:
         ax.set_xlabel(r"$q_T^W$ [GeV]")
-    fig.suptitle(f"W{'+' if charge == 'plus' else '−'}: unfolded helicity cross sections")
+    fig.suptitle(f"W{'+' if charge == 'plus' else '−'}: post-fit (points), prior (bands), data universe's truth (×)")
     fig.tight_layout()
     return fig
 
