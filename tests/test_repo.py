@@ -92,7 +92,8 @@ def test_profiles_are_complete():
 
 #: modules allowed to read truth cards: the universe that generates from them, and the truth gate
 TRUTH_READERS = ("wmnb/universe/", "wmnb/truth.py")
-_CARD_READ = re.compile(r"load_card|universe\.card|universe import[^\n]*\bload_card|cards/(data|closure)")
+_CARD_READ = re.compile(r"load_card|universe\.card|universe import[^\n]*\bload_card|cards/(data|closure)"
+                        r"|recorded_data_card|DATA_CARD_FILE|data_card\.json")   # the universe's copy of its data card
 
 
 def test_only_the_truth_gate_reads_truth_cards():

@@ -160,13 +160,17 @@ def parse_parameters(chapter: str, spec: Sequence[Param], values: Mapping[str, A
 def notebook_config(chapter: str, namespace: Mapping[str, Any]) -> ChapterConfig:
     """Check the parameters a notebook runs with (call it right after the ``parameters`` cell
     with ``globals()``): the same gate as the runner's, for runs started by hand or by papermill
-    directly (``papermill -p unblind no`` passes the *string* ``'no'``)."""
+    directly (``papermill -p unblind no`` passes the *string* ``'no'``).  It also declares the
+    notebook's profile to this process (:func:`wmnb.paths.declare_profile`)."""
     from .chapters import get_chapter
+    from .paths import declare_profile
     from .profiles import check_common
 
     c = get_chapter(chapter)
     spec = c.parameters or ()
     check_common({k: namespace[k] for k in COMMON if k in namespace}, f"notebook {c.id}")
+    if isinstance(namespace.get("profile"), str):
+        declare_profile(namespace["profile"])   # for the truth gate (wmnb.truth), also in a run by hand
     values = {p.name: namespace[p.name] for p in spec if p.name in namespace}
     missing = [p.name for p in spec if p.name not in namespace]
     if missing:

@@ -16,6 +16,32 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 STAGE_ENV = "WMNB_STAGE"
 
 
+#: the profile a chapter notebook declared in this process (:func:`declare_profile`)
+_DECLARED_PROFILE: str | None = None
+
+
+def declare_profile(profile: str | None) -> None:
+    """Record the profile the chapter notebook running in this process works on
+    (:func:`wmnb.params.notebook_config` calls it), so that code which is not handed the profile
+    (the truth gate) knows it also when the notebook is run by hand; ``None`` forgets it."""
+    global _DECLARED_PROFILE
+    _DECLARED_PROFILE = profile
+
+
+def current_profile() -> str | None:
+    """The profile of the chapter running now: the runner's (:data:`STAGE_ENV`, set for the
+    chapter it executes), else the one a notebook declared (:func:`declare_profile`), else None."""
+    stage = os.environ.get(STAGE_ENV)
+    if stage:
+        try:
+            info = json.loads(stage)
+        except ValueError:
+            info = None
+        if isinstance(info, dict) and isinstance(info.get("profile"), str):
+            return str(info["profile"])
+    return _DECLARED_PROFILE
+
+
 def project_root() -> Path:
     """Return the project root: ``$WMNB_ROOT`` if set, else the checkout holding this package,
     else the current directory (an installed, non-editable package)."""

@@ -1,11 +1,16 @@
 """Run profiles: ``params/<name>.yaml``.
 
 A profile fixes sizes, seeds and the executor for a whole run of the book.  Its top-level keys
-are shared by every chapter (``name``, ``seed``, ``executor``, ``dask_scheduler``); the
+concern the whole run (``name``, ``seed``, ``executor``, ``dask_scheduler``, ``truth_card``); the
 ``chapters`` mapping holds each chapter's own parameters, which the runner injects into that
 notebook's ``parameters`` cell through papermill.  Every value passes the parameter gate
 (:mod:`wmnb.params`) when the profile is loaded: unknown keys, wrong types and out-of-range
 values are errors naming the file and the key.
+
+The top-level ``truth_card`` names the truth card of the *data* universe (a shipped card name
+such as ``data``, or the path of a YAML file; a relative path is read from the profile file's
+folder): chapter 00 generates the data from it, and only the truth gate (:mod:`wmnb.truth`) reads
+it afterwards.  ``null`` (the default) is the shipped ``data`` card.
 
 A profile is named by a *profile name* (``smoke``, ``default``, ``full`` or any other file in
 ``params/``) or given as the path of a YAML file elsewhere.  Either way it is known by its name
@@ -45,7 +50,15 @@ TOP_LEVEL: tuple[Param, ...] = (
     Param("executor", str, "local", "histogram engine executor", choices=EXECUTOR_NAMES),
     Param("dask_scheduler", str, None, "Dask scheduler address (null: a LocalCluster)", nullable=True),
     Param("description", str, "", "free text"),
+    Param("truth_card", str, None, "truth card of the data universe: a shipped card name or a YAML path "
+          "(relative: from the profile file's folder); null: the shipped data card", nullable=True),
 )
+#: the one chapter that reads the profile's ``truth_card``: it generates the data universe from it
+TRUTH_CARD_CHAPTER = "00_universe"
+#: the shipped truth cards (wmnb/universe/cards/<name>.yaml), which ``truth_card`` may name
+_CARD_FOLDER = Path(__file__).resolve().parent / "universe" / "cards"
+#: the shipped card that ``truth_card: null`` stands for
+DEFAULT_TRUTH_CARD = "data"
 
 
 class ProfileError(ValueError):
@@ -111,6 +124,52 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def resolve_truth_card(value: str | None, path: Path) -> str | None:
+    """The ``truth_card`` of the profile file ``path``, resolved: ``None`` for the shipped
+    ``data`` card, the name of another shipped card, or the absolute path of a YAML file (a
+    relative path is read from the folder of ``path``).  Only the file's existence is checked
+    here; its content is validated (against the card schema of wmnb.universe) when chapter 00 or the
+    truth gate reads it.  Errors name the profile file and the key."""
+    if value is None:
+        return None
+    source = f"profile file {path}: 'truth_card' = {value!r}"
+    shipped = sorted(q.stem for q in _CARD_FOLDER.glob("*.yaml"))
+    if not value.strip():
+        raise ProfileError(f"{source} is empty: give a shipped card {shipped}, a YAML path or null")
+    if not _is_yaml_path(value):
+        if value not in shipped:
+            raise ProfileError(f"{source} is neither a shipped card {shipped} nor a YAML path "
+                               "(a path ends in .yaml or .yml or holds a '/')")
+        return None if value == DEFAULT_TRUTH_CARD else value
+    card = Path(value).expanduser()
+    if not card.is_absolute():
+        card = path.resolve().parent / card
+    card = card.resolve()
+    if card.is_dir():
+        raise ProfileError(f"{source}: {card} is a directory, not a truth card YAML file")
+    if not card.is_file():
+        raise ProfileError(f"{source}: the truth card {card} does not exist (a relative path is read "
+                           f"from the profile file's folder, {path.resolve().parent})")
+    return str(card)
+
+
+def truth_card_digest(profile: Mapping[str, Any]) -> str | None:
+    """SHA-256 of the bytes of a loaded profile's truth card (``None`` for the shipped ``data``
+    card, whose file is part of chapter 00's code).  It enters chapter 00's run hash, so editing
+    the card, not only renaming it, makes the universe and everything after it stale; the same
+    content at another path keeps them fresh."""
+    import hashlib
+
+    card = profile.get("truth_card")
+    if card is None:
+        return None
+    file = Path(card) if _is_yaml_path(card) else _CARD_FOLDER / f"{card}.yaml"
+    try:
+        return hashlib.sha256(file.read_bytes()).hexdigest()
+    except OSError as err:
+        raise ProfileError(f"profile {profile.get('name')!r}: the truth card {file} cannot be read ({err})") from err
+
+
 def check_common(values: Mapping[str, Any], source: str) -> None:
     """Check the shared top-level values (``seed``, ``executor``, ...) wherever they appear."""
     spec = {p.name: p for p in TOP_LEVEL}
@@ -134,6 +193,7 @@ def validate_profile(data: Mapping[str, Any], path: Path,
     top = {k: v for k, v in data.items() if k != "chapters"}
     out = dict(parse_parameters("top level", TOP_LEVEL, top, source))
     check_name(out["name"], f"{source}: 'name'")
+    out["truth_card"] = resolve_truth_card(out["truth_card"], path)
     sections = data.get("chapters") or {}
     if not isinstance(sections, dict):
         raise ProfileError(f"{source}: 'chapters' must be a mapping of chapter id: parameters, "
@@ -205,5 +265,6 @@ def chapter_parameters(profile: Mapping[str, Any], chapter: str) -> dict[str, An
     return params
 
 
-__all__ = ["COMMON", "PROFILES", "ProfileError", "check_name", "chapter_parameters", "load_profile",
-           "profile_path", "register_profile", "validate_profile"]
+__all__ = ["COMMON", "DEFAULT_TRUTH_CARD", "PROFILES", "ProfileError", "TRUTH_CARD_CHAPTER", "check_name",
+           "chapter_parameters", "load_profile", "profile_path", "register_profile", "resolve_truth_card",
+           "truth_card_digest", "validate_profile"]

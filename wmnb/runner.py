@@ -5,8 +5,8 @@ Each chapter ``<id>`` runs ``notebooks/<id>.ipynb`` with the profile's parameter
 
 * **skipping** — a chapter is *up to date* when the hash of its notebook source (code and
   markdown, not outputs), its parameters, the source of the ``wmnb`` code it uses and its inputs
-  (the hashes and ``summary.json`` of the chapters it depends on) equals the hash recorded at its
-  last successful run;
+  (the hashes and ``summary.json`` of the chapters it depends on; for chapter 00 also the content
+  of the profile's ``truth_card``) equals the hash recorded at its last successful run;
 * **no half-written results** — the notebook runs against a *staging* directory
   (``results/<profile>/.<id>.staging``; :func:`wmnb.paths.chapter_dir` points there for the
   chapter being run) that replaces the chapter directory only when the whole notebook succeeded;
@@ -39,8 +39,8 @@ from .artefacts import read_json, write_json
 from .chapters import CHAPTERS, Chapter, dependency_order, get_chapter
 from .paths import STAGE_ENV, profile_results, project_root, results_root
 from .signals import TerminationGuard
-from .profiles import (ProfileError, chapter_parameters, check_name, load_profile, profile_path,
-                       register_profile)
+from .profiles import (TRUTH_CARD_CHAPTER, ProfileError, chapter_parameters, check_name, load_profile,
+                       profile_path, register_profile, truth_card_digest)
 
 STATE_FILE = ".run.json"
 #: written into every results/<profile>/ the runner creates; `wmnb clean` removes nothing else
@@ -268,6 +268,9 @@ def expected_hashes(profile: str, chapters: Sequence[Chapter] | None = None,
         h = hashlib.sha256()
         h.update(_notebook_source_digest(nb).encode())
         h.update(json.dumps(chapter_parameters(prof, c.id), sort_keys=True).encode())
+        card = truth_card_digest(prof) if c.id == TRUTH_CARD_CHAPTER else None
+        if card is not None:  # the content of the profile's own truth card, wherever its file lies
+            h.update(f"truth_card:{card}".encode())
         # the registry file holds every chapter's record: a chapter depends on its own record
         # (and, through the hashes below, on its dependencies'), so adding or editing another
         # chapter's entry reruns nothing

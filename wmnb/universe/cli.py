@@ -37,7 +37,9 @@ def _workers(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wmnb generate", description=cli_generate.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--truth", default="data", help="truth card of the data: shipped name or YAML path (default: data)")
+    parser.add_argument("--truth", default=None,
+                        help="truth card of the data: shipped name or YAML path (default: the profile's "
+                             "truth_card, else the shipped data card)")
     parser.add_argument("--profile", default="smoke", help="run profile (smoke, default, full or a YAML path)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="output folder, required; it must lie outside the results store (results/), "
@@ -56,7 +58,7 @@ def cli_generate(argv: list[str]) -> int:
     """``wmnb generate --truth CARD --profile P --out DIR [--seed N] [--workers W] [--quiet]``.
 
     CARD is a shipped card name (``data``, ``nominal``, ``closure``) or a YAML path; it defines
-    the data universe (the simulation always uses the ``nominal`` card and the closure set the
+    the data universe (default: the profile's ``truth_card``, else ``data``; the simulation always uses the ``nominal`` card and the closure set the
     shipped ``closure`` card: the simulation with its own m_W).  Prints the manifest's generation
     summary as JSON.
 

@@ -166,9 +166,15 @@ def plot_mass_peaks(axes: Any, root: Path, manifest: dict[str, Any]) -> dict[str
     return res
 
 
-def plot_detector_knobs(axes: Any) -> None:
-    """A, e, M and the resolution at pT = 40 GeV per eta bin, data card vs nominal card."""
-    nom, dat = load_card("nominal")["detector"], load_card("data")["detector"]
+def _data_card(card: dict[str, Any] | None) -> dict[str, Any]:
+    """The data card a panel shows: the universe's own (``recorded_data_card``), else the shipped one."""
+    return load_card("data") if card is None else card
+
+
+def plot_detector_knobs(axes: Any, data_card: dict[str, Any] | None = None) -> None:
+    """A, e, M and the resolution at pT = 40 GeV per eta bin, data card (default: the shipped
+    one) vs nominal card."""
+    nom, dat = load_card("nominal")["detector"], _data_card(data_card)["detector"]
     for ax, knob, unit in zip(axes[:3], ("A", "e", "M"), ("", " (GeV)", r" (GeV$^{-1}$)")):
         ax.step(ETA_CENTRES, nom["momentum_scale"][knob], where="mid", label="simulation (nominal)")
         ax.step(ETA_CENTRES, dat["momentum_scale"][knob], where="mid", label="data (truth)")
@@ -185,9 +191,10 @@ def plot_detector_knobs(axes: Any) -> None:
     axes[3].legend(fontsize=11)
 
 
-def plot_efficiencies(ax: Any) -> None:
-    """Efficiency plateaus per step and eta (data card vs nominal), positive muons."""
-    nom, dat = load_card("nominal")["detector"]["efficiency"], load_card("data")["detector"]["efficiency"]
+def plot_efficiencies(ax: Any, data_card: dict[str, Any] | None = None) -> None:
+    """Efficiency plateaus per step and eta (data card, default the shipped one, vs nominal),
+    positive muons."""
+    nom, dat = load_card("nominal")["detector"]["efficiency"], _data_card(data_card)["detector"]["efficiency"]
     for step in ("reco", "tracking", "id", "trigger"):
         l, = ax.step(ETA_CENTRES, np.asarray(nom[step]["plateau"]) * (1 + np.asarray(nom[step]["charge_asym"])), where="mid", label=f"{step} (sim)")
         ax.step(ETA_CENTRES, np.asarray(dat[step]["plateau"]) * (1 + np.asarray(dat[step]["charge_asym"])), where="mid", ls="--", color=l.get_color(), label=f"{step} (data)")
@@ -196,12 +203,13 @@ def plot_efficiencies(ax: Any) -> None:
     ax.legend(ncol=2, fontsize=10)
 
 
-def plot_truth_scale_factors(axes: Any, eta_bin_edges: tuple[float, float] = (0.0, 0.1)) -> None:
-    """The truth scale factors (data card / nominal card) of every step versus pT (one eta bin,
-    mu+, u_par = 0) and of trigger and isolation versus u_par (pT = 30-31 GeV)."""
+def plot_truth_scale_factors(axes: Any, eta_bin_edges: tuple[float, float] = (0.0, 0.1),
+                             data_card: dict[str, Any] | None = None) -> None:
+    """The truth scale factors (data card, default the shipped one, / nominal card) of every step
+    versus pT (one eta bin, mu+, u_par = 0) and of trigger and isolation versus u_par (pT = 30-31 GeV)."""
     from .efficiency import STEPS, UPAR_STEPS, binned_efficiencies
 
-    nom, dat = load_card("nominal")["detector"], load_card("data")["detector"]
+    nom, dat = load_card("nominal")["detector"], _data_card(data_card)["detector"]
     pt_edges = np.arange(24.0, 65.0 + 0.5, 1.0)
     x = 0.5 * (pt_edges[1:] + pt_edges[:-1])
     for step in STEPS:
