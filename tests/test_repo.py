@@ -150,7 +150,7 @@ def test_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("wmnb.params", "wmnb.truth", "wmnb.histio", "wmnb.corrections", "wmnb.fit",
+    for name in ("wmnb.params", "wmnb.execution", "wmnb.truth", "wmnb.histio", "wmnb.corrections", "wmnb.fit",
                  "wmnb.engine.registry", "wmnb.templatefit.binning", "wmnb.helicity.binning"):
         module = importlib.import_module(name)
         failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

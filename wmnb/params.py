@@ -161,7 +161,8 @@ def notebook_config(chapter: str, namespace: Mapping[str, Any]) -> ChapterConfig
     """Check the parameters a notebook runs with (call it right after the ``parameters`` cell
     with ``globals()``): the same gate as the runner's, for runs started by hand or by papermill
     directly (``papermill -p unblind no`` passes the *string* ``'no'``).  It also declares the
-    notebook's profile to this process (:func:`wmnb.paths.declare_profile`)."""
+    notebook's profile to this process (:func:`wmnb.paths.declare_profile`), and the checked
+    ``executor`` and ``dask_scheduler`` become the process's executor (:func:`wmnb.execution.activate`)."""
     from .chapters import get_chapter
     from .paths import declare_profile
     from .profiles import check_common
@@ -175,5 +176,12 @@ def notebook_config(chapter: str, namespace: Mapping[str, Any]) -> ChapterConfig
     missing = [p.name for p in spec if p.name not in namespace]
     if missing:
         raise ParameterError(f"notebook {c.id}: the parameters cell lacks {missing}")
-    return parse_parameters(c.id, spec, values, "notebook")
+    config = parse_parameters(c.id, spec, values, "notebook")
+    if "executor" in namespace:
+        # the profile's executor becomes the kernel's: the heavy steps of the shared layers
+        # (generation, selection, templates, toys) run on it unless told otherwise
+        from .execution import activate
+
+        activate(namespace["executor"], namespace.get("dask_scheduler"))
+    return config
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .execution import EXECUTOR_NAMES
 from .params import COMMON, Param, ParameterError, parse_parameters
 from .paths import project_root
 
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
     from .chapters import Chapter
 
 PROFILES = ("smoke", "default", "full")
-#: executors of the histogram engine (wmnb.engine.executors.EXECUTORS; a test keeps them equal)
-EXECUTOR_NAMES = ("local", "dask")
 #: profile names: what may stand in a directory name under results/
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 #: profile files outside params/ known to this process: JSON {name: path}, inherited by kernels
@@ -47,7 +46,8 @@ PROFILE_FILES_ENV = "WMNB_PROFILE_FILES"
 TOP_LEVEL: tuple[Param, ...] = (
     Param("name", str, None, "profile name, equal to the file's stem"),
     Param("seed", int, None, "master seed of the whole run", minimum=0),
-    Param("executor", str, "local", "histogram engine executor", choices=EXECUTOR_NAMES),
+    Param("executor", str, "local", "executor of the heavy steps (generation, selection, templates, toys)",
+          choices=EXECUTOR_NAMES),
     Param("dask_scheduler", str, None, "Dask scheduler address (null: a LocalCluster)", nullable=True),
     Param("description", str, "", "free text"),
     Param("truth_card", str, None, "truth card of the data universe: a shipped card name or a YAML path "

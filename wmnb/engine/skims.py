@@ -141,6 +141,28 @@ class SkimChunks:
     def num_rows(self) -> int:
         return int(_skim_tree(self.path, self.columns, self.exclude)[0].num_entries)
 
+    def ranges(self) -> list[tuple[int, int]]:
+        """The ``(start, stop)`` rows of the chunks :meth:`__iter__` yields, in order (one empty
+        range for an empty skim): what a distributed template build reads one task each."""
+        n = self.num_rows
+        return [(s, min(s + self.step_rows, n)) for s in range(0, n, self.step_rows)] or [(0, 0)]
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows ``start:stop`` as :meth:`__iter__` yields them (``weight`` scaled), read on their
+        own: with ``(start, stop)`` from :meth:`ranges` the very arrays of that chunk."""
+        tree, names = _skim_tree(self.path, self.columns, self.exclude)
+        if tree.num_entries == 0 and start == stop == 0:
+            return self._scaled(read_skim_file(self.path, names))
+        if not 0 <= start < stop <= tree.num_entries:
+            raise ValueError(f"skim {self.path}: rows {start}:{stop} are not a non-empty range of its "
+                             f"{tree.num_entries} rows (use SkimChunks.ranges())")
+        try:
+            arrays = tree.arrays(names, entry_start=start, entry_stop=stop, library="np")
+        except Exception as err:
+            raise OSError(f"skim {self.path} cannot be read ({type(err).__name__}: {err}); "
+                          "delete it and rerun chapter 01") from err
+        return self._scaled({k: np.asarray(arrays[k]) for k in names})
+
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         tree, names = _skim_tree(self.path, self.columns, self.exclude)
         if tree.num_entries == 0:       # uproot yields no chunk at all: give one empty chunk

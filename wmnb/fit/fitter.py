@@ -1,9 +1,11 @@
 """Fits, impacts, scans and toys on top of :class:`Likelihood` and :func:`minimize`."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
@@ -32,6 +34,24 @@ def likelihood_for(model: Model) -> Likelihood:
         cached = (key, Likelihood(model))
         model.__dict__["_likelihood"] = cached
     return cached[1]
+
+
+@contextlib.contextmanager
+def traced(model: Model) -> Iterator[Likelihood]:
+    """Within the block every call of ``model``'s likelihood runs its compiled graph, from the
+    first (:meth:`Likelihood._run` otherwise runs the first calls eagerly, whose rounding differs
+    from the graph's in the last bits).  A fit's numbers then do not depend on which fits ran
+    before it in this process: what makes toy fits bit-identical on any worker of any executor."""
+    lik = likelihood_for(model)
+    own = lik.__dict__.pop("EAGER_CALLS", None)     # an instance's own setting, if any
+    lik.__dict__["EAGER_CALLS"] = 0
+    try:
+        yield lik
+    finally:
+        if own is None:
+            del lik.__dict__["EAGER_CALLS"]
+        else:
+            lik.__dict__["EAGER_CALLS"] = own
 
 
 def blind_offset(model: Model, name: str, seed: int) -> float:
@@ -273,13 +293,20 @@ def scan(model: Model, poi: str, values: Sequence[float], data: np.ndarray | Non
 
 
 def toys(model: Model, n: int, seed: int, poi: str | None = None,
-         truth: Mapping[str, float] | None = None, randomize_global: bool = True) -> dict[str, np.ndarray]:
+         truth: Mapping[str, float] | None = None, randomize_global: bool = True, *,
+         executor: str | None = None, scheduler: str | None = None, client: object = None
+         ) -> dict[str, np.ndarray]:
     """Frequentist pseudo-experiments: Poisson data around the expectation at ``truth`` and
     (``randomize_global``) global observables theta0 ~ N(truth, 1), k beta0 ~ Poisson(k).
 
     Each toy is fitted from the truth (warm start); returns values, errors and pulls
-    (value - truth) / error of ``poi`` (default: the first POI) and a converged mask.
+    (value - truth) / error of ``poi`` (default: the first POI) and a converged mask.  The toys
+    are drawn here, in order, from one generator seeded with ``seed``; their fits are the tasks
+    of :func:`wmnb.engine.executors.run_tasks` (``executor`` None: the process's choice), the
+    model sent once to each worker, so any executor gives the same numbers.
     """
+    from wmnb.engine.executors import run_tasks
+
     lik = likelihood_for(model)
     ip = model.index(poi) if poi is not None else int(np.flatnonzero(model.kinds != NUIS)[0])
     xt = model.values_from(truth)
@@ -288,21 +315,52 @@ def toys(model: Model, n: int, seed: int, poi: str | None = None,
     mu = npb.numpy().sum(0)
     kstat, bbm = lik.kstat.numpy(), lik.bbmask.numpy()
     cons = model.kinds == NUIS
-    vals, errs, conv = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
-    for t in range(n):
-        lik.set_data(rng.poisson(mu).astype(np.float64))
+    inputs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+    for _ in range(n):     # the draws do not depend on the fits: drawn first, in the order of old
+        data = rng.poisson(mu).astype(np.float64)
         if randomize_global:
             theta0 = np.where(cons, xt + rng.normal(size=model.nparams), 0.0)
             beta0 = np.where(bbm, rng.poisson(np.where(bbm, kstat, 1.0)) / kstat, 1.0)
-            lik.set_global_obs(theta0, beta0)
+            inputs.append((data, theta0, beta0))
         else:
-            lik.set_global_obs(np.where(cons, xt, 0.0))
-        mr = minimize(lik, xt)
-        if mr.converged:
-            vals[t] = mr.x[ip]
-            errs[t] = np.sqrt(covariance_rows(mr, [ip])[0, ip])
-            conv[t] = True
-    lik.set_global_obs()
-    lik.set_data(model.data)
+            inputs.append((data, np.where(cons, xt, 0.0), None))
+    vals, errs, conv = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    try:
+        results = run_tasks(_toy_task, inputs, executor=executor, scheduler=scheduler, client=client,
+                            progress=False, desc="toys", shared=ToyContext(model, xt, ip))
+        for t, (value, error, converged) in enumerate(results):
+            if converged:
+                vals[t], errs[t], conv[t] = value, error, True
+    finally:
+        lik.set_global_obs()
+        lik.set_data(model.data)
     return {"values": vals, "errors": errs, "pulls": (vals - xt[ip]) / errs, "converged": conv,
             "truth": np.array([xt[ip]])}
+
+
+class ToyContext:
+    """What every toy fit of :func:`toys` needs: the model, the truth and the POI index.  Sent
+    to a worker without the model's cached TF likelihood, which each worker builds once."""
+
+    def __init__(self, model: Model, truth: np.ndarray, poi_index: int) -> None:
+        self.model, self.truth, self.poi_index = model, truth, poi_index
+
+    def __getstate__(self) -> dict[str, object]:
+        model = copy.copy(self.model)
+        model.__dict__.pop("_likelihood", None)
+        return {"model": model, "truth": self.truth, "poi_index": self.poi_index}
+
+
+def _toy_task(toy: tuple[np.ndarray, np.ndarray, np.ndarray | None], ctx: ToyContext
+              ) -> tuple[float, float, bool]:
+    """Fit one toy of :func:`toys` from the truth: value and error of the POI, and whether the
+    fit converged (NaNs if not)."""
+    data, theta0, beta0 = toy
+    with traced(ctx.model) as lik:
+        lik.set_data(data)
+        lik.set_global_obs(theta0, beta0)
+        mr = minimize(lik, ctx.truth)
+    if not mr.converged:
+        return float("nan"), float("nan"), False
+    ip = ctx.poi_index
+    return float(mr.x[ip]), float(np.sqrt(covariance_rows(mr, [ip])[0, ip])), True

@@ -8,8 +8,9 @@ hypothesis; the mass is *never* blinded here, blinding is applied where values a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,23 +201,98 @@ def injection_scan(ts: TemplateSet, backend: str = "auto") -> list[tuple[float, 
     return out
 
 
-def random_starts(ts: TemplateSet, n: int, seed: int, reference_mev: float) -> list[float]:
+def random_starts(ts: TemplateSet, n: int, seed: int, reference_mev: float, *, executor: str | None = None,
+                  scheduler: str | None = None, client: Any = None) -> list[float]:
     """Mass shifts (MeV) of ``n`` fits of the nominal model started at random points, *relative
     to* ``reference_mev`` (the nominal fit's mass): only differences are returned, so a list of
-    them written to an artefact cannot reveal a blinded mass."""
+    them written to an artefact cannot reveal a blinded mass.  Each fit is a task of
+    :func:`fit_toys` (``executor`` None: the process's choice); its start comes from its own
+    seed (wmnb.fit: ``seed + k``) or is drawn here in order (reference fit), so any executor
+    returns the same shifts."""
     spec = make_spec(ts)
+    opts = {"executor": executor, "scheduler": scheduler, "client": client}
     if fitter_available():
-        return [run_fit(spec, seed=seed + k, full_cov=False, keep_raw=False).values["mass"] - reference_mev
-                for k in range(n)]
+        fits = fit_toys(spec, [ToyInput(seed=seed + k) for k in range(n)], **opts)
+        return [f.values["mass"] - reference_mev for f in fits]
     model = reffit.RefModel(spec)
     rng = np.random.default_rng([seed, 8])
     free = ~model.constrained & ~model.is_norm
-    out = []
+    starts = []
     for _ in range(n):
         x0 = model.start() + rng.normal(0.0, 1.0, len(model.names)) * model.constrained
         x0[free] = rng.uniform(-3, 3, int(free.sum()))
-        out.append(run_fit(spec, backend="reference", start=x0).values["mass"] - reference_mev)
-    return out
+        starts.append(ToyInput(start=x0))
+    fits = fit_toys(spec, starts, backend="reference", full_cov=True, **opts)
+    return [f.values["mass"] - reference_mev for f in fits]
+
+
+@dataclass(frozen=True)
+class ToyInput:
+    """One fit of :func:`fit_toys`: its data (flat over the model's bins; None: the model's
+    own), its start (a parameter vector of the backend or name -> value; None: the common start
+    of :func:`fit_toys`) and its random-start ``seed`` (wmnb.fit)."""
+
+    data: np.ndarray | None = None
+    start: np.ndarray | Mapping[str, float] | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ToyFit:
+    """What :func:`fit_toys` keeps of one fit: POIs (MeV for masses) and their errors, and the
+    saturated statistic ``q`` (-2 ln λ of wmnb.fit; None for the reference fit)."""
+
+    values: dict[str, float]
+    errors: dict[str, float]
+    q: float | None
+
+
+class _FitContext:
+    """What every fit of :func:`fit_toys` shares: the model spec and the fit options.  Pickled
+    (sent to a worker once) without the spec's built fitter model, which each worker builds
+    once from the spec and reuses for all its fits."""
+
+    def __init__(self, spec: ModelSpec, start: np.ndarray | Mapping[str, float] | None, full_cov: bool,
+                 backend: str) -> None:
+        self.spec, self.start, self.full_cov, self.backend = spec, start, full_cov, backend
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "spec": dataclasses.replace(self.spec)}   # replace: no _fit_model
+
+
+def _fit_task(toy: ToyInput, ctx: _FitContext) -> ToyFit:
+    """One fit of :func:`fit_toys` (a task of :func:`wmnb.engine.executors.run_tasks`)."""
+    start = toy.start if toy.start is not None else ctx.start
+    with contextlib.ExitStack() as stack:
+        if ctx.backend == "wmnb" or (ctx.backend == "auto" and fitter_available()):
+            from wmnb.fit.fitter import traced
+
+            # compiled from the first call: the fit does not depend on the fits before it here
+            stack.enter_context(traced(_built(ctx.spec)))
+        fit = run_fit(ctx.spec, backend=ctx.backend, data=toy.data, start=start, seed=toy.seed,
+                      full_cov=ctx.full_cov, keep_raw=True)
+    q = float(fit.raw.gof()[0]) if hasattr(fit.raw, "gof") else None
+    return ToyFit(dict(fit.values), dict(fit.errors), q)
+
+
+def fit_toys(spec: ModelSpec, toys: Sequence[ToyInput], *, start: np.ndarray | Mapping[str, float] | None = None,
+             full_cov: bool = False, backend: str = "auto", executor: str | None = None,
+             scheduler: str | None = None, client: Any = None) -> list[ToyFit]:
+    """Fit ``spec`` once per :class:`ToyInput` (pseudo-data, random starts ...), in order.
+
+    Every fit is one task of :func:`wmnb.engine.executors.run_tasks` (``executor`` None: the
+    process's choice, :func:`wmnb.execution.active`); the spec goes to each worker once, whose
+    fitter model is built there once.  The toys' data and starts are made by the caller, each
+    from its own seed or drawn in order beforehand, so the fits are the same on any executor.
+    A fit that does not converge raises, as :func:`run_fit` does.
+    """
+    from ..engine.executors import run_tasks
+
+    for k, toy in enumerate(toys):
+        if not isinstance(toy, ToyInput):
+            raise TypeError(f"fit_toys: toys[{k}] must be a ToyInput, got {type(toy).__name__}")
+    return list(run_tasks(_fit_task, list(toys), executor=executor, scheduler=scheduler, client=client,
+                          progress=False, desc="fits", shared=_FitContext(spec, start, full_cov, backend)))
 
 
 def cross_check_fits(ts: TemplateSet, checks: Mapping[str, Mapping[str, Any]], which: list[str] | None = None,
@@ -275,7 +351,8 @@ def alternative_sets(ts: TemplateSet, group: str = "pdf", n_sets: int = 8, seed:
     return out
 
 
-def gof_toys(spec: ModelSpec, fit: TemplateFit, n_toys: int, seed: int) -> dict[str, Any]:
+def gof_toys(spec: ModelSpec, fit: TemplateFit, n_toys: int, seed: int, *, executor: str | None = None,
+             scheduler: str | None = None, client: Any = None) -> dict[str, Any]:
     """The saturated goodness of fit calibrated with toys instead of the asymptotic χ².
 
     With Barlow–Beeston-lite the per-bin MC-statistics parameters absorb part of the data's
@@ -287,6 +364,8 @@ def gof_toys(spec: ModelSpec, fit: TemplateFit, n_toys: int, seed: int) -> dict[
     same model and its statistic ``q`` compared with the observed one.  Returns ``q_obs``,
     ``p_toys`` ((1 + #q_toy ≥ q_obs)/(1 + n)), ``p_asymptotic``, ``ndf``, ``n_toys`` and the
     toys' ``q`` (sorted).  Needs the TensorFlow fitter (the statistic is its saturated NLL).
+    The toys are drawn here in order from ``seed``; their fits are the tasks of :func:`fit_toys`
+    (``executor`` None: the process's choice), the same numbers on any executor.
     """
     from .plots import parameter_vector
 
@@ -302,13 +381,12 @@ def gof_toys(spec: ModelSpec, fit: TemplateFit, n_toys: int, seed: int) -> dict[
     total = spec.nominal.sum(0)
     rel_mc = np.sqrt(spec.sumw2.sum(0)) / np.where(total > 0, total, 1.0)
     rng = np.random.default_rng([int(seed), 0x60F])
-    start = warm_start(spec, fit)
-    q = []
+    toys = []
     for _ in range(n_toys):
         mean = prediction * np.clip(1.0 + rel_mc * rng.standard_normal(prediction.size), 0.0, None)
-        toy = rng.poisson(mean).astype(np.float64)
-        res = run_fit(spec, data=toy, start=start, full_cov=False, keep_raw=True)
-        q.append(float(res.raw.gof()[0]))
-    qs = np.sort(np.asarray(q))
+        toys.append(ToyInput(data=rng.poisson(mean).astype(np.float64)))
+    fits = fit_toys(spec, toys, start=warm_start(spec, fit), backend="wmnb", executor=executor,
+                    scheduler=scheduler, client=client)
+    qs = np.sort(np.asarray([f.q for f in fits], dtype=np.float64))
     return {"q_obs": float(q_obs), "ndf": int(ndf), "p_asymptotic": float(p_asym), "n_toys": int(n_toys),
             "p_toys": float((1 + np.count_nonzero(qs >= q_obs)) / (1 + n_toys)), "q_toys": qs.tolist()}

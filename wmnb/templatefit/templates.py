@@ -16,6 +16,7 @@ and return ``{process: {"nominal": array|hist, "sumw2": ..., "variations": {name
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import warnings
@@ -259,14 +260,33 @@ def process_template(recipe: TemplateRecipe, cols: SampleInput, sample: str,
     second return value is empty.
     """
     shifts = tuple(mass_shifts_mev)
+    parts = (_chunk_template(recipe, chunk, sample, corrections, shifts) for chunk in _chunks(cols))
+    return _checked(_reduced(parts, sample))
+
+
+#: one chunk's partial template: (template, mass-shifted nominals, selected rows, whether its
+#: even/odd split is by row number, i.e. depends on the rows of the chunks before it)
+ChunkTemplate = tuple[ProcessTemplate, dict[float, np.ndarray], int, bool]
+
+
+def _reduced(parts: Iterable[ChunkTemplate], sample: str) -> tuple[ProcessTemplate, dict[float, np.ndarray]]:
+    """The chunks' partial templates summed in their order (how every executor reduces them)."""
     total: tuple[ProcessTemplate, dict[float, np.ndarray]] | None = None
-    selected = 0           # selected rows so far: the even/odd split continues across chunks
-    for chunk in _chunks(cols):
-        tmpl_c, shifted_c, n = _chunk_template(recipe, chunk, sample, corrections, shifts, selected)
+    selected = 0           # selected rows so far: the even/odd split by row continues across chunks
+    for tmpl_c, shifted_c, n, by_row in parts:
+        if by_row and selected % 2 and tmpl_c.mass_halves is not None:
+            # the chunk was split by its own row parity: after an odd number of rows the
+            # sample's even rows are the chunk's odd ones
+            tmpl_c.mass_halves = (tmpl_c.mass_halves[1], tmpl_c.mass_halves[0])
         selected += n
         total = (tmpl_c, shifted_c) if total is None else _added(total, (tmpl_c, shifted_c))
     if total is None:
         raise ValueError(f"sample {sample!r}: no chunk of columns to fill a template from")
+    return total
+
+
+def _checked(total: tuple[ProcessTemplate, dict[float, np.ndarray]]) -> tuple[ProcessTemplate, dict[float, np.ndarray]]:
+    """A sample's summed template with its unphysical variations moved to ``rejected``."""
     tmpl, shifted = total
     for nuis, shape in list(tmpl.shapes.items()):
         # a local variation leaves the other bins at nominal: only its own bins need checking
@@ -281,10 +301,9 @@ def process_template(recipe: TemplateRecipe, cols: SampleInput, sample: str,
 
 
 def _chunk_template(recipe: TemplateRecipe, cols: Columns, sample: str, corrections: Sequence[Any],
-                    mass_shifts_mev: tuple[float, ...], row_offset: int = 0
-                    ) -> tuple[ProcessTemplate, dict[float, np.ndarray], int]:
-    """:func:`process_template` of one chunk, before the sanity check of the variations, and
-    the number of selected rows (``row_offset``: selected rows of the chunks before)."""
+                    mass_shifts_mev: tuple[float, ...]) -> ChunkTemplate:
+    """:func:`process_template` of one chunk, before the sanity check of the variations (see
+    :data:`ChunkTemplate`): it depends on this chunk alone, so chunks can be filled anywhere."""
     binning = recipe.binning
     sel, weight, corr_vars = select_events(recipe, cols, sample, is_data=False, corrections=corrections)
     idx = binning.bin_index(sel)
@@ -298,17 +317,17 @@ def _chunk_template(recipe: TemplateRecipe, cols: Columns, sample: str, correcti
     for var in itertools.chain(builtin, corr_vars):
         tmpl.shapes[var.nuisance] = _varied(binning, idx_ext, weight, nominal, var)
     shifted: dict[float, np.ndarray] = {}
+    by_row = "event" not in sel
     if name in recipe.signal:
         step = recipe.mass_step_mev
         for s in {step, -step, *map(float, mass_shifts_mev)}:
             shifted[float(s)] = binning.fill_values(idx, weight * recipe.mass_factors(sel, s, sample))
-        even = (np.asarray(sel["event"]) % 2 == 0) if "event" in sel else \
-            (np.arange(row_offset, row_offset + idx.size) % 2 == 0)
+        even = (np.arange(idx.size) % 2 == 0) if by_row else (np.asarray(sel["event"]) % 2 == 0)
         half_diff = weight * (recipe.mass_factors(sel, step, sample)
                               - recipe.mass_factors(sel, -step, sample))   # = 2 × ½(up − down)
         tmpl.mass_halves = (binning.fill_values(np.where(even, idx, -1), half_diff),
                             binning.fill_values(np.where(even, -1, idx), half_diff))
-    return tmpl, shifted, int(idx.size)
+    return tmpl, shifted, int(idx.size), by_row
 
 
 def _added(a: tuple[ProcessTemplate, dict[float, np.ndarray]], b: tuple[ProcessTemplate, dict[float, np.ndarray]]
@@ -356,34 +375,61 @@ def superseded_groups(corrections: Sequence[Any]) -> set[str]:
 def observed(recipe: TemplateRecipe, cols: SampleInput, corrections: Sequence[Any] = ()) -> np.ndarray:
     """The data histogram (counts, shaped like the binning) of one data sample's skim columns
     (or chunks of them)."""
+    return _summed_counts(recipe, (_observed_chunk(recipe, chunk, corrections) for chunk in _chunks(cols)))
+
+
+def _observed_chunk(recipe: TemplateRecipe, cols: Columns, corrections: Sequence[Any]) -> np.ndarray:
+    sel, w, _ = select_events(recipe, cols, "data", is_data=True, corrections=corrections)
+    return recipe.binning.fill(recipe.binning.bin_index(sel), w)[0]
+
+
+def _summed_counts(recipe: TemplateRecipe, parts: Iterable[np.ndarray]) -> np.ndarray:
     counts = np.zeros(recipe.binning.shape)
-    for chunk in _chunks(cols):
-        sel, w, _ = select_events(recipe, chunk, "data", is_data=True, corrections=corrections)
-        counts += recipe.binning.fill(recipe.binning.bin_index(sel), w)[0]
+    for h in parts:         # in chunk order, whichever executor filled them
+        counts += h
     return counts
 
 
 def build_templates(recipe: TemplateRecipe, samples: Mapping[str, SampleInput],
                     data: SampleInput | np.ndarray, corrections: Sequence[Any] = (),
-                    mass_shifts_mev: Iterable[float] = ()) -> TemplateSet:
+                    mass_shifts_mev: Iterable[float] = (), *, executor: str | None = None,
+                    scheduler: str | None = None, client: Any = None) -> TemplateSet:
     """All templates of the fit from per-sample columns (``samples``: name -> columns, or
     chunks of them such as :class:`wmnb.engine.skims.SkimChunks`, read as they are filled).
 
     ``data`` is a data sample's columns (or chunks) or an already filled histogram of the
-    binning's shape.
+    binning's shape.  ``executor`` (None: the process's, :func:`wmnb.execution.active`) says
+    where the chunks are filled: ``local`` one after the other here; ``dask`` one task per chunk
+    (a :class:`~wmnb.engine.skims.SkimChunks` chunk is read by the worker, whose files must
+    therefore be visible there), the recipe and corrections scattered once, the partial templates
+    summed here in chunk order -- the very additions of the local executor, so the templates are
+    bit-identical.
     """
+    from ..execution import resolve
+
     missing = [s for s in recipe.signal if s not in {recipe.process_name(k) for k in samples}]
     if missing:
         raise KeyError(f"signal samples {missing} are missing: the fit needs every signal process")
     shifts = tuple(float(s) for s in mass_shifts_mev)
-    data_vals = (recipe.binning.as_array(data) if isinstance(data, np.ndarray)
-                 else observed(recipe, data, corrections))
+    if resolve(executor, scheduler).executor == "local":
+        data_vals = (recipe.binning.as_array(data) if isinstance(data, np.ndarray)
+                     else observed(recipe, data, corrections))
+        filled = ((sample, process_template(recipe, cols, sample, corrections, shifts))
+                  for sample, cols in samples.items())
+        return _assembled(recipe, samples, data_vals, filled, corrections, shifts, stacklevel=3)
+    return _built_on_tasks(recipe, samples, data, corrections, shifts, executor, scheduler, client)
+
+
+def _assembled(recipe: TemplateRecipe, samples: Mapping[str, SampleInput], data_vals: np.ndarray,
+               filled: Iterable[tuple[str, tuple[ProcessTemplate, dict[float, np.ndarray]]]],
+               corrections: Sequence[Any], shifts: tuple[float, ...], stacklevel: int) -> TemplateSet:
+    """The :class:`TemplateSet` of the samples' finished templates (``filled``, in sample order);
+    ``stacklevel`` puts the warning about rejected variations at build_templates' caller."""
     processes: dict[str, ProcessTemplate] = {}
     up: dict[str, np.ndarray] = {}
     down: dict[str, np.ndarray] = {}
     scan: dict[float, dict[str, np.ndarray]] = {s: {} for s in shifts}
-    for sample, cols in samples.items():
-        tmpl, shifted = process_template(recipe, cols, sample, corrections, shifts)
+    for _, (tmpl, shifted) in filled:
         processes[tmpl.name] = tmpl
         if shifted:
             up[tmpl.name] = shifted[recipe.mass_step_mev]
@@ -397,11 +443,66 @@ def build_templates(recipe: TemplateRecipe, samples: Mapping[str, SampleInput],
         warnings.warn(f"{len(dropped)} variations change a populated bin by more than a factor "
                       f"{MAX_VARIATION:g} or are not finite and are left out of the fit: "
                       f"{', '.join(f'{v!r} ({p})' for v, p in dropped[:6])}{' ...' if len(dropped) > 6 else ''}",
-                      stacklevel=2)
+                      stacklevel=stacklevel)
         ts.sources.append({"source": "rejected variations", "kind": "dropped", "group": "",
                            "detail": ", ".join(f"{v} ({p})" for v, p in dropped)})
     _apply_template_corrections(ts, corrections)
     return ts
+
+
+# ---------------------------------------------------------------- filling on an executor's tasks
+def _chunk_sources(cols: SampleInput) -> list[Any]:
+    """What each task of one sample receives: ``(SkimChunks, start, stop)`` per chunk of a skim
+    (read on the worker), else the columns themselves (in-memory columns: one task; another
+    iterable of chunks: one task per chunk, every chunk read here first and shipped)."""
+    from ..engine.skims import SkimChunks
+
+    if isinstance(cols, SkimChunks):
+        return [(cols, start, stop) for start, stop in cols.ranges()]
+    return [c for c in _chunks(cols)]
+
+
+def _fill_task(task: tuple[str, bool, Any], shared: tuple[TemplateRecipe, Sequence[Any], tuple[float, ...]]
+               ) -> np.ndarray | ChunkTemplate:
+    """One chunk of one sample (a task of :func:`build_templates` on the dask executor): the
+    data counts of a data chunk, the :data:`ChunkTemplate` of a simulated one."""
+    recipe, corrections, shifts = shared
+    sample, is_data, source = task
+    cols = source[0].read(source[1], source[2]) if isinstance(source, tuple) else source
+    if is_data:
+        return _observed_chunk(recipe, cols, corrections)
+    return _chunk_template(recipe, cols, sample, corrections, shifts)
+
+
+def _built_on_tasks(recipe: TemplateRecipe, samples: Mapping[str, SampleInput], data: SampleInput | np.ndarray,
+                    corrections: Sequence[Any], shifts: tuple[float, ...], executor: str | None,
+                    scheduler: str | None, client: Any) -> TemplateSet:
+    """:func:`build_templates` with every chunk a task of :func:`wmnb.engine.executors.run_tasks`."""
+    from ..engine.executors import run_tasks
+
+    tasks: list[tuple[str, bool, Any]] = []
+    if not isinstance(data, np.ndarray):
+        tasks += [("data", True, src) for src in _chunk_sources(data)]
+    n_data = len(tasks)
+    n_chunks: dict[str, int] = {}
+    for sample, cols in samples.items():
+        sources = _chunk_sources(cols)
+        if not sources:
+            raise ValueError(f"sample {sample!r}: no chunk of columns to fill a template from")
+        tasks += [(sample, False, src) for src in sources]
+        n_chunks[sample] = len(sources)
+    shared = (recipe, tuple(corrections), shifts)
+    # closing: a step that stops early cancels the rest; one that ends releases the scattered recipe
+    with contextlib.closing(run_tasks(_fill_task, tasks, executor=executor, scheduler=scheduler, client=client,
+                                      progress=False, desc="templates", shared=shared)) as results:
+        data_vals = (recipe.binning.as_array(data) if isinstance(data, np.ndarray)
+                     else _summed_counts(recipe, (next(results) for _ in range(n_data))))
+
+        def per_sample() -> Iterator[tuple[str, tuple[ProcessTemplate, dict[float, np.ndarray]]]]:
+            for sample in samples:      # the tasks are in sample order, each sample's in chunk order
+                yield sample, _checked(_reduced((next(results) for _ in range(n_chunks[sample])), sample))
+
+        return _assembled(recipe, samples, data_vals, per_sample(), corrections, shifts, stacklevel=4)
 
 
 def smoothed_mass_variation(ts: TemplateSet, merge: int | None = None

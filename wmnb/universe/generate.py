@@ -33,6 +33,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__, conventions
+from ..engine import executors as engine_executors
+from ..engine.executors import task_client
+from ..execution import resolve
 from ..artefacts import atomic_dir, read_json, remove_stale_dirs, write_json
 from ..paths import universe_dir
 from ..profiles import load_profile
@@ -424,7 +427,8 @@ def recorded_data_card(root: Path | str, manifest: Mapping[str, Any] | None = No
 def generate_universe(profile: str, out: Path | str | None = None, seed: int | None = None,
                       progress: bool = True, truth: str | os.PathLike | None = None,
                       workers: int | None = None, into_results: bool = False,
-                      settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      settings: Mapping[str, Any] | None = None, *, executor: str | None = None,
+                      scheduler: str | None = None, client: Any = None) -> dict[str, Any]:
     """Generate the mc + data + closure samples of ``profile`` into ``out`` and write
     ``manifest.json``; return the manifest.
 
@@ -439,7 +443,15 @@ def generate_universe(profile: str, out: Path | str | None = None, seed: int | N
     (:class:`GenerateError`, :class:`~wmnb.universe.card.CardError`); SIGTERM raises
     :class:`GenerationTerminated` after removing the temporary files.  ``settings`` override the
     profile's chapters.00_universe values (the notebook passes its checked parameters, so that
-    ``papermill -p events_scale default`` is honoured, not silently ignored)."""
+    ``papermill -p events_scale default`` is honoured, not silently ignored).
+
+    ``executor`` (None: the process's choice, :func:`wmnb.execution.active`, i.e. the profile's
+    ``executor`` in the chapter's notebook): ``local`` runs the jobs in a pool of ``workers``
+    processes; ``dask`` makes every job (one output file) a task of
+    :func:`wmnb.engine.executors.run_tasks` on ``client`` or the ``scheduler`` address (the
+    workers write the files themselves, so ``out`` must be a folder they see: a shared file
+    system on a cluster).  Every job draws from its own seeds, so the events are the same on
+    any executor and any number of workers."""
     t_start = time.perf_counter()
     if seed is not None:
         seed = check_count(seed, "seed", 0)
@@ -457,7 +469,11 @@ def generate_universe(profile: str, out: Path | str | None = None, seed: int | N
         cards, sources = _universe_cards(truth)
     hashes = {k: card_hash(v) for k, v in cards.items()}
     n_workers = workers if workers is not None else chosen["workers"]
-    with generation_guard() as guard:
+    execution = resolve(executor, scheduler)
+    with generation_guard() as guard, task_client(execution.executor, execution.scheduler, client) as cl:
+        if cl is not None:
+            n_workers = engine_executors.n_workers(cl)
+            out = out.absolute()      # the workers write the files: no path relative to this process
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_dirs(out, "samples")
         manifest_path = out / "manifest.json"
@@ -467,13 +483,16 @@ def generate_universe(profile: str, out: Path | str | None = None, seed: int | N
         with atomic_dir(out / "samples", guard) as tmp:
             jobs, info = plan_jobs(chosen, cards, hashes, tmp, seed)
             jobs.sort(key=_job_size, reverse=True)
-            results = _execute(jobs, n_workers, progress)
+            results = (_execute(jobs, n_workers, progress) if cl is None else
+                       list(engine_executors.run_tasks(_run_job, jobs, executor="dask", client=cl, progress=progress,
+                                                       desc="universe files")))
             manifest = _manifest(profile, chosen, seed, cards, hashes, results, info, tmp, out)
         manifest["data_card"] = {"file": DATA_CARD_FILE, "sha256": hashes["data"], "source": sources["data"]}
         sizes = sum(f.stat().st_size for f in (out / "samples").rglob("*.root"))
         wall = time.perf_counter() - t_start
         gen = manifest["generation"]
-        gen.update({"wall_s": round(wall, 2), "workers": n_workers, "size_mb": round(sizes / 1e6, 2),
+        gen.update({"wall_s": round(wall, 2), "workers": n_workers, "executor": execution.executor,
+                    "size_mb": round(sizes / 1e6, 2),
                     "events_per_s": round(gen["n_events_total"] / wall, 1)})
         write_json(out / DATA_CARD_FILE, cards["data"])  # before the manifest, which is written last
         write_json(manifest_path, manifest)
