@@ -152,8 +152,10 @@ def test_the_gate_answers_with_the_profile_card_and_only_for_that_profile(custom
 
 
 def test_a_notebook_run_by_hand_declares_its_profile_to_the_gate(custom):
-    ns = {"profile": custom["name"], "seed": 7, "executor": "local", "unblind": False, "n_random_starts": 0,
-          "cross_checks": False, "skim_chunk_rows": 20_000}
+    from wmnb.chapters import get_chapter
+
+    ns = {"profile": custom["name"], "seed": 7, "executor": "local",
+          **{p.name: p.default for p in get_chapter("08_mw_fit").parameters or ()}}
     params.notebook_config("08_mw_fit", ns)
     assert truth.compare("data", "physics.mz_mev", purpose="test") == MZ
     # the physics the theory comparisons see carries the card's PDF position, not its m_W
