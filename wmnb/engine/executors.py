@@ -47,14 +47,38 @@ def _local_cluster(n_workers: int) -> Any:
     return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=":0")
 
 
+#: ``dask_scheduler: "dask-gateway:<cluster name>"``: a running cluster of the facility's Dask Gateway
+GATEWAY_PREFIX = "dask-gateway:"
+
+
+def connect(scheduler: str) -> Any:
+    """A ``distributed.Client`` to a scheduler address (``tcp://host:8786``, ``tls://...`` with
+    its credentials in the Dask configuration) or to the Dask Gateway cluster named after
+    :data:`GATEWAY_PREFIX` (through the facility's gateway configuration and authentication)."""
+    if scheduler.startswith(GATEWAY_PREFIX):
+        name = scheduler[len(GATEWAY_PREFIX):].strip()
+        if not name:
+            raise ValueError(f"dask_scheduler {scheduler!r}: give the cluster's name after {GATEWAY_PREFIX!r} "
+                             "(gateway.list_clusters() lists them)")
+        try:
+            from dask_gateway import Gateway
+        except ImportError as err:
+            raise ImportError(f"dask_scheduler {scheduler!r} needs the dask-gateway package "
+                              "(pip install dask-gateway, or pip install -e '.[cluster]')") from err
+        return Gateway().connect(name).get_client()
+    from distributed import Client
+
+    return Client(scheduler)
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, n_workers: int = 2) -> Iterator[Any]:
-    """A ``distributed.Client`` to ``scheduler``, or to a new ``LocalCluster`` of ``n_workers``
-    single-threaded worker processes (closed again on exit)."""
+    """A ``distributed.Client`` to ``scheduler`` (see :func:`connect`), or to a new
+    ``LocalCluster`` of ``n_workers`` single-threaded worker processes (closed again on exit)."""
     from distributed import Client
 
     if scheduler:
-        client = Client(scheduler)
+        client = connect(scheduler)
         try:
             yield client
         finally:
@@ -70,8 +94,8 @@ def dask_client(scheduler: str | None = None, n_workers: int = 2) -> Iterator[An
 
 
 def shared_client(scheduler: str | None = None) -> Any:
-    """This process's client to ``scheduler`` (None: a 2-worker LocalCluster), made on first use
-    and kept until :func:`close_shared_clients` or the end of the process."""
+    """This process's client to ``scheduler`` (:func:`connect`; None: a 2-worker LocalCluster),
+    made on first use and kept until :func:`close_shared_clients` or the end of the process."""
     if scheduler in _SHARED:
         client, _ = _SHARED[scheduler]
         if client.status == "running":
@@ -80,7 +104,7 @@ def shared_client(scheduler: str | None = None) -> Any:
     from distributed import Client
 
     if scheduler:
-        _SHARED[scheduler] = (Client(scheduler), None)
+        _SHARED[scheduler] = (connect(scheduler), None)
     else:
         cluster = _local_cluster(2)
         _SHARED[scheduler] = (Client(cluster), cluster)
