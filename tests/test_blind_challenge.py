@@ -12,10 +12,11 @@ the smoke size: at the smoke size chapter 06's q_T reweighting refuses its binni
 among them the smoke profile's), at 16 times every one of 20 seeds tried passes.  Otherwise
 cheaper than the smoke profile only where nothing that chapter 08 fits changes: chapter 05 skips
 its validation fits (the biased pseudo-data test, the SV region), chapter 06 its Z validation fit,
-and chapter 08 its random starts and cross-checks; chapter 08 runs with ``unblind: true``, the
-explicit act that a challenge ends with.  Its results go to ``results/blind_challenge/`` like the
-smoke run's to ``results/smoke/``, so a second ``make test`` skips what is up to date (the card's
-content, not its temporary path, enters the run hashes).
+and chapter 08 its random starts, cross-checks, paper-size projection and goodness-of-fit toys.
+Chapter 08 runs with ``unblind: true``, the explicit act that a challenge ends with.  Its results
+go to ``results/blind_challenge/`` like the smoke run's to ``results/smoke/``, so a second
+``make test`` skips what is up to date (the card's content, not its temporary path, enters the
+run hashes).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ CHALLENGE_SEED = 9127
 #: cheaper than smoke where the m_W fit does not change (see the module docstring)
 OVERRIDES = {"00_universe": {"gen_factor": 16.0},
              "05_nonprompt": {"fits": False}, "06_theory": {"z_fit": False},
-             "08_mw_fit": {"unblind": True, "n_random_starts": 0, "cross_checks": False}}
+             "08_mw_fit": {"unblind": True, "n_random_starts": 0, "cross_checks": False, "projection": False,
+                           "n_gof_toys": 0}}
 CHAPTERS = ("00_universe", "01_selection", "02_calibration", "03_efficiencies", "04_recoil", "06_theory",
             "05_nonprompt", "08_mw_fit")
 
