@@ -197,8 +197,10 @@ def test_profile_top_level_is_checked(project, top, match):
 
 
 def test_notebook_gate_rejects_a_string_for_unblind():
-    ns = {"profile": "smoke", "seed": 1, "executor": "local", "unblind": "no", "n_random_starts": 3,
-          "cross_checks": True, "skim_chunk_rows": 500_000}
+    from wmnb.chapters import get_chapter
+
+    ns = {"profile": "smoke", "seed": 1, "executor": "local",
+          **{p.name: p.default for p in get_chapter("08_mw_fit").parameters or ()}, "unblind": "no"}
     with pytest.raises(params.ParameterError, match="'unblind' must be a boolean"):
         params.notebook_config("08_mw_fit", ns)
     assert params.notebook_config("08_mw_fit", {**ns, "unblind": False}).unblind is False
