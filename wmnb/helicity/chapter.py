@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..templatefit.wmass import PROCESSES, MwConfig
+from ..templatefit.wmass import PROCESSES, MwConfig, simulation_config
 from .binning import CHARGE_OF_SAMPLE, COMPONENTS, HelicityBinning
 from .templates import GROUP, HelicityDecomposition, HelicityRecipe, decompose, scale_priors, symmetric_helicity
 
@@ -31,12 +31,6 @@ PRIOR_SCANS: dict[str, dict[str, float]] = {
 }
 
 
-def simulation_config(**overrides: Any) -> MwConfig:
-    """The W-mass configuration with the simulation's mass and width."""
-    from wmnb import truth
-
-    phys = truth.simulation("physics")
-    return MwConfig(ref_mass_gev=phys["mw_mev"] * 1e-3, ref_width_gev=phys["gw_mev"] * 1e-3, **overrides)
 
 
 def make_recipe(helicity: HelicityBinning, config: MwConfig | None = None,

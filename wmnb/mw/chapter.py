@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..templatefit.wmass import simulation_config
 from .systematics import PROCESSES, MwConfig
 from .templates import TemplateSet, build_templates
 
@@ -22,12 +23,6 @@ INJECTION_SHIFTS = tuple(float(x) for x in np.arange(-95.0, 96.0, 10.0))
 PAPER = {"n_w_data": 117e6, "stat_err": 2.4, "total_err": 9.9, "mw": 80360.2}
 
 
-def simulation_config(**overrides: Any) -> MwConfig:
-    """:class:`MwConfig` with the mass and width the simulation was generated with."""
-    from wmnb import truth
-
-    phys = truth.simulation("physics")
-    return MwConfig(ref_mass_gev=phys["mw_mev"] * 1e-3, ref_width_gev=phys["gw_mev"] * 1e-3, **overrides)
 
 
 def _read_skim(profile: str, sample: str) -> dict[str, np.ndarray]:

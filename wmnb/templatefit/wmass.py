@@ -84,6 +84,15 @@ class MwConfig:
         return config_record(self)
 
 
+def simulation_config(**overrides: Any) -> MwConfig:
+    """:class:`MwConfig` with the W mass and width the simulation was generated with (its card
+    is public, as a generator configuration is)."""
+    from wmnb import truth
+
+    phys = truth.simulation("physics")
+    return MwConfig(ref_mass_gev=phys["mw_mev"] * 1e-3, ref_width_gev=phys["gw_mev"] * 1e-3, **overrides)
+
+
 def mass_factors(cols: Mapping[str, np.ndarray], config: MwConfig, shift_mev: float,
                  sample: str = "?") -> np.ndarray:
     """Weight factors moving the W mass by ``shift_mev`` (width following by Γ ∝ M³)."""
