@@ -132,7 +132,9 @@ _HELICITY_PARAMETERS = (
     Param("regularisation_scale", float, 10.0, "regularised mode: the priors widened by this factor "
           "(ridge strength 1/scale^2 in units of the paper's priors)", positive=True),
     Param("prior_scans", bool, True, "refits with the sigma_3 prior x0.5 and x2 and the others x2 and x5"),
-    Param("injection", bool, True, "Asimov pseudo-data with sigma_UL and A_i shifted within their priors"),
+    Param("injection", bool, True, "Asimov pseudo-data with every helicity parameter shifted within its prior"),
+    Param("injection_scenarios", bool, True, "pseudo-data of alternative productions (tilted q_T and |y| spectra, "
+          "A_i moved within their priors) fitted with the helicity and the nominal model"),
     Param("skim_chunk_rows", int, 500_000, "skim rows read and filled at a time", minimum=1000),
 )
 

@@ -10,6 +10,7 @@ lazily so that ``wmnb status`` does not pay for TensorFlow.
     wmnb clean [--profile P] [--all]                              remove artefacts
     wmnb select --selection S FILE... --out DIR                   one selection on NanoAOD files
     wmnb fit MODEL [--json]                                       fit a saved model
+    wmnb coverage [--profile P] [--toys N]                        m_W coverage toys of chapter 08's model
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "clean": ("wmnb.runner", "remove artefacts of a profile"),
     "select": ("wmnb.engine.cli", "run one event selection on NanoAOD(-like) files"),
     "fit": ("wmnb.fit.cli", "fit a saved binned likelihood model"),
+    "coverage": ("wmnb.mw.coverage", "m_W coverage toys of chapter 08's model on a profile"),
 }
 
 

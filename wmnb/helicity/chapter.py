@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..templatefit.fitting import releasing
 from ..templatefit.wmass import PROCESSES, MwConfig, simulation_config
 from .binning import CHARGE_OF_SAMPLE, COMPONENTS, HelicityBinning
-from .templates import GROUP, HelicityDecomposition, HelicityRecipe, decompose, scale_priors, symmetric_helicity
+from .templates import (GROUP, AlternativeProduction, HelicityDecomposition, HelicityRecipe, decompose,
+                        scale_priors, symmetric_helicity)
 
 CHAPTER = "09_helicity"
 SELECTION = "w"
@@ -30,7 +32,14 @@ PRIOR_SCANS: dict[str, dict[str, float]] = {
     "others ×2": {c: 2.0 for c in COMPONENTS if c != "A3"}, "others ×5": {c: 5.0 for c in COMPONENTS if c != "A3"},
 }
 
-
+#: the injection test's alternative productions (the paper validates the helicity fit on
+#: pseudo-data "generated with different PDF sets and/or y_W spectra"): spectra tilted by ±5 %
+#: across |y| and q_T (a tenth of the σ_UL prior, varying inside the bins), and A0..A3 moved
+#: by 0.7 of their priors with A4 by −0.3 of its prior
+INJECTIONS: tuple[AlternativeProduction, ...] = (
+    AlternativeProduction("y_W and q_T spectra", y_tilt=0.05, qt_tilt=0.05),
+    AlternativeProduction("A_i within the priors", coeff_shifts={"A0": 0.7, "A1": 0.7, "A2": 0.7, "A3": 0.7, "A4": -0.3}),
+)
 
 
 def make_recipe(helicity: HelicityBinning, config: MwConfig | None = None,
@@ -69,9 +78,10 @@ def build(recipe: HelicityRecipe, skims: tuple[dict, dict], corrections: Sequenc
 
 
 def decompositions(recipe: HelicityRecipe, skims: tuple[dict, dict], corrections: Sequence[Any],
-                   truth_universe: Literal["data", "closure"] | None = None) -> dict[str, HelicityDecomposition]:
+                   truth_universe: Literal["data", "closure"] | None = None,
+                   alternatives: Sequence[AlternativeProduction] = ()) -> dict[str, HelicityDecomposition]:
     """:func:`~wmnb.helicity.templates.decompose` of both signal samples."""
-    return {s: decompose(recipe, skims[0][s], s, corrections, truth_universe) for s in CHARGE_OF_SAMPLE}
+    return {s: decompose(recipe, skims[0][s], s, corrections, truth_universe, alternatives) for s in CHARGE_OF_SAMPLE}
 
 
 def helicity_spec(ts_hel: Any, mode: str = "constrained", regularisation_scale: float = 10.0) -> Any:
@@ -162,6 +172,47 @@ def unfolded(fit: Any, recipe: HelicityRecipe, decs: Mapping[str, HelicityDecomp
     return rows
 
 
+def sigma_ul_against_truth(rows: list[dict[str, Any]], recipe: HelicityRecipe,
+                           decs: Mapping[str, HelicityDecomposition], universe: Literal["data", "closure"] = "data"
+                           ) -> dict[str, Any]:
+    """The post-fit σ_UL q_T shape against the universe's truth, per charge and |y| row.
+
+    The truth gate gives the true q_T fractions of each |y| row (:func:`wmnb.truth.qt_shape`),
+    not the normalisation, so the comparison is of shapes.  The pre-fit prediction is the
+    simulation with its corrections (chapter 06's q_T reweighting among them), so the true
+    post/pre ratio of a bin is (data/simulation fractions) / (the corrections' factor on the
+    bin, :func:`~wmnb.helicity.templates.decompose`).  In each row (bins inside the edges) the
+    measured ratios are scaled so that their σ-weighted mean equals the true ratios', and each
+    bin's pull is (scaled − true) / error.
+    Adds ``sigma_ul_truth_ratio`` to the rows it compares; returns the pulls' RMS and count."""
+    from wmnb import truth
+
+    hb = recipe.helicity
+    why = "chapter 09: the unfolded sigma_UL q_T shape against the universe's truth (after the fit)"
+    pulls = []
+    for sample, charge in CHARGE_OF_SAMPLE.items():
+        boson = {"plus": "wplus", "minus": "wminus"}[charge]
+        corr = decs[sample].extra["correction_factor"]
+        ratio = (truth.qt_shape(universe, boson, hb.qt_edges, hb.absy_edges, purpose=why)
+                 / truth.qt_shape("simulation", boson, hb.qt_edges, hb.absy_edges, purpose=why))   # (|y|, q_T)
+        for iy in range(len(hb.absy_edges) - 1):
+            row = [r for r in rows if r["charge"] == charge and not r["overflow"] and r["bin"] % hb.n_absy == iy]
+            if len(row) < 2:
+                continue
+            w = np.array([r["sumw"] for r in row])
+            meas = np.array([r["sigma_ul_ratio"] for r in row])
+            err = np.array([r["sigma_ul_ratio_err"] for r in row])
+            true = np.array([ratio[iy, r["bin"] // hb.n_absy] / corr[r["bin"]] for r in row])
+            scale = float(np.sum(w * true) / np.sum(w * meas))
+            for r, t, m, e in zip(row, true, meas, err):
+                r["sigma_ul_truth_ratio"] = float(t)
+                if e > 0:
+                    pulls.append((scale * m - t) / (scale * e))
+    p = np.asarray(pulls)
+    return {"n": int(p.size), "pull_rms": float(np.sqrt(np.mean(p**2))) if p.size else None,
+            "pull_mean": float(np.mean(p)) if p.size else None}
+
+
 def ai_pulls(rows: Sequence[Mapping[str, Any]], constraint: float = 0.5) -> dict[str, Any]:
     """Pulls (post-fit − truth) / error of the A_i in every bin: per coefficient the mean, the
     RMS, the count and how many bins the data constrain (post-fit error below ``constraint``
@@ -182,6 +233,7 @@ def ai_pulls(rows: Sequence[Mapping[str, Any]], constraint: float = 0.5) -> dict
     return out
 
 
+@releasing
 def prior_scans(spec: Any, reference: Any, which: Mapping[str, Mapping[str, float]] = PRIOR_SCANS
                 ) -> list[dict[str, Any]]:
     """Refits with the priors scaled (:data:`PRIOR_SCANS`): m_W shift from the ``reference``
@@ -197,6 +249,7 @@ def prior_scans(spec: Any, reference: Any, which: Mapping[str, Mapping[str, floa
     return rows
 
 
+@releasing
 def injection_test(spec: Any, theta_scale: float = 0.7, seed: int = 0) -> dict[str, Any]:
     """Asimov pseudo-data with every helicity parameter moved by a random θ in
     [−theta_scale, theta_scale] of its prior (the fitter's own interpolation, m_W at the
@@ -229,6 +282,59 @@ def injection_test(spec: Any, theta_scale: float = 0.7, seed: int = 0) -> dict[s
             "max_departure_from_prediction": float(departure),
             "mw_shift_mev": float(fit.values["mass"]), "mw_shift_predicted_mev": float(predicted[im] * step),
             "mw_shift_over_err": float(fit.values["mass"] / fit.errors["mass"])}
+
+
+def alternative_data(spec: Any, decs: Mapping[str, HelicityDecomposition], name: str) -> np.ndarray:
+    """Asimov pseudo-data of ``spec`` (flat over its bins) with each signal sample replaced by
+    its reweighted template of the alternative production ``name``."""
+    data = spec.nominal.sum(0).astype(np.float64)
+    for dec in decs.values():
+        if name not in dec.alternatives:
+            raise KeyError(f"alternative production {name!r} was not filled; decompose with alternatives=... "
+                           f"(filled: {sorted(dec.alternatives)})")
+        data = data + (dec.alternatives[name] - dec.nominal)[spec.mask]
+    return data
+
+
+@releasing
+def injection_scenarios(helicity: Any, nominal: Any, decs: Mapping[str, HelicityDecomposition],
+                        recipe: HelicityRecipe, names: Sequence[str] | None = None,
+                        prior_factor: float = 1.0) -> list[dict[str, Any]]:
+    """The paper's validation: fit pseudo-data of alternative productions (:data:`INJECTIONS`,
+    filled in ``decs``) with the helicity model ``helicity`` and the nominal model ``nominal``.
+
+    Per production: the m_W shift of each fit (MeV and over its error; the pseudo-data are
+    Asimov, so the nominal production gives 0), and for the helicity fit the recovery of the
+    injected θ (bin averages, :attr:`HelicityDecomposition.injected_theta`): the largest and the
+    RMS of (θ̂ − θ_inj) / error, and the fraction within one error.  ``prior_factor``: the
+    factor the helicity priors of ``helicity`` were scaled by (the regularised mode's), whose θ
+    unit is that many of the paper's priors."""
+    from ..templatefit.fitting import run_fit
+
+    hb = recipe.helicity
+    names = list(names) if names is not None else sorted(next(iter(decs.values())).alternatives)
+    rows = []
+    for name in names:
+        data = alternative_data(helicity, decs, name)
+        hel = run_fit(helicity, data=data, full_cov=True, keep_raw=False)
+        nom = run_fit(nominal, data=alternative_data(nominal, decs, name), full_cov=False, keep_raw=False)
+        pulls = []
+        for sample, charge in CHARGE_OF_SAMPLE.items():
+            theta = decs[sample].injected_theta[name] / prior_factor
+            for k in range(hb.n_bins):
+                for ic, comp in enumerate(COMPONENTS):
+                    par = hb.parameter(charge, comp, k)
+                    if par in hel.values and hel.errors[par] > 0:
+                        pulls.append((hel.values[par] - theta[k, ic]) / hel.errors[par])
+        p = np.abs(np.asarray(pulls))
+        rows.append({"production": name, "mw_shift_mev": float(hel.values["mass"]), "mw_err": float(hel.errors["mass"]),
+                     "mw_shift_over_err": float(hel.values["mass"] / hel.errors["mass"]),
+                     "nominal_fit_mw_shift_mev": float(nom.values["mass"]),
+                     "nominal_fit_mw_shift_over_err": float(nom.values["mass"] / nom.errors["mass"]),
+                     "theta_max_abs_pull": float(p.max()) if p.size else None,
+                     "theta_pull_rms": float(np.sqrt(np.mean(p**2))) if p.size else None,
+                     "theta_within_error": float(np.mean(p < 1.0)) if p.size else None, "n_theta": int(p.size)})
+    return rows
 
 
 def impact_table(nominal: Mapping[str, float] | None, global_: Mapping[str, float] | None) -> str:

@@ -210,6 +210,49 @@ def symmetric_helicity(spec: ModelSpec) -> ModelSpec:
     return out
 
 
+# ---------------------------------------------------------------- alternative productions (the injection test)
+
+@dataclass(frozen=True)
+class AlternativeProduction:
+    """Another W production for the injection test (the paper's pseudo-data "generated with
+    different PDF sets and/or y_W spectra"): the simulated signal reweighted event by event by
+
+        r = g(q_T, |y|) · h(A') / h(A),   g = (1 + t_y (|y| − 1.5)/1.5) (1 + t_qT (min(q_T, 40) − 10)/30),
+
+    h the angular density (:func:`wmnb.angular.angular_density`), A the simulation's
+    coefficients and A'_i = A_i (1 + s_i p_i), with s_i the shift of ``coeff_shifts`` in units of
+    the component's prior p_i.  The weight is computed from the density itself, not from the
+    helicity fractions, so a wrong decomposition does not reproduce it; g varies inside the
+    generator bins, which the bin-wise parameters can follow only on average."""
+
+    name: str
+    y_tilt: float = 0.0
+    qt_tilt: float = 0.0
+    coeff_shifts: Mapping[str, float] = field(default_factory=dict)   # "A0".."A4" -> shift in prior units
+
+    def spectrum_factor(self, qt: np.ndarray, absy: np.ndarray) -> np.ndarray:
+        """g(q_T, |y|) of every event."""
+        return ((1.0 + self.y_tilt * (np.abs(absy) - 1.5) / 1.5)
+                * (1.0 + self.qt_tilt * (np.minimum(qt, 40.0) - 10.0) / 30.0))
+
+    def relative_shifts(self, recipe: HelicityRecipe) -> np.ndarray:
+        """(5,) relative change s_i p_i of A0..A4."""
+        unknown = sorted(set(self.coeff_shifts) - set(COMPONENTS[1:]))
+        if unknown:
+            raise ValueError(f"alternative production {self.name!r}: unknown coefficient(s) {unknown}; "
+                             f"use {list(COMPONENTS[1:])}")
+        return np.array([self.coeff_shifts.get(c, 0.0) * recipe.prior(c) for c in COMPONENTS[1:]])
+
+    def event_weights(self, cols: Mapping[str, np.ndarray], sample: str, recipe: HelicityRecipe) -> np.ndarray:
+        """r of every event of a signal sample."""
+        a = simulation_coefficients(cols, sample)
+        shifted = a.copy()
+        shifted[:5] = a[:5] * (1.0 + self.relative_shifts(recipe))[:, None]
+        c, phi = cols["gen_cos_cs"], cols["gen_phi_cs"]
+        return (self.spectrum_factor(cols["gen_qt"], cols["gen_y"])
+                * angular_density(c, phi, shifted) / angular_density(c, phi, a))
+
+
 # ---------------------------------------------------------------- decomposition (the check and the plots)
 
 @dataclass
@@ -224,6 +267,11 @@ class HelicityDecomposition:
     sumw: np.ndarray                      # (n_bins,) selected weighted events per generator bin
     coeff_sim: np.ndarray                 # (n_bins, 5) Σw A_i(simulation) / Σw
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    #: per alternative production (:class:`AlternativeProduction`): the reweighted reconstructed
+    #: template (binning.shape) and the injected θ of every (bin, component), (n_bins, 6): the
+    #: bin average of g times 1 + s_i p_i, in prior units
+    alternatives: dict[str, np.ndarray] = field(default_factory=dict)
+    injected_theta: dict[str, np.ndarray] = field(default_factory=dict)
 
     def total(self) -> np.ndarray:
         """Sum of every component of every bin and the out-of-acceptance part."""
@@ -231,11 +279,13 @@ class HelicityDecomposition:
 
 
 def decompose(recipe: HelicityRecipe, chunks: Any, sample: str, corrections: Sequence[Any] = (),
-              truth_universe: Literal["data", "closure"] | None = None) -> HelicityDecomposition:
+              truth_universe: Literal["data", "closure"] | None = None,
+              alternatives: Sequence[AlternativeProduction] = ()) -> HelicityDecomposition:
     """:class:`HelicityDecomposition` of one signal sample (its skim columns or chunks), with
     the corrections' nominal weights.  ``truth_universe`` (``"data"``): also the bin averages
     of that universe's true A_i through the truth gate (``extra["coeff_truth"]``), for the
-    measured-vs-truth comparison after the fit."""
+    measured-vs-truth comparison after the fit.  ``alternatives``: the same pass also fills the
+    reweighted template of each :class:`AlternativeProduction` and its injected θ."""
     from wmnb import truth
 
     from ..templatefit.templates import _chunks, select_events
@@ -247,6 +297,10 @@ def decompose(recipe: HelicityRecipe, chunks: Any, sample: str, corrections: Seq
     sumw = np.zeros(hb.n_bins)
     asim = np.zeros((hb.n_bins, 5))
     atru = np.zeros((hb.n_bins, 5))
+    alt = {a.name: np.zeros(binning.nbins) for a in alternatives}
+    g_sum = {a.name: np.zeros(hb.n_bins) for a in alternatives}
+    ul_sum = np.zeros(hb.n_bins)
+    sumw_raw = np.zeros(hb.n_bins)
     for chunk in _chunks(chunks):
         sel, w, _ = select_events(recipe, chunk, sample, is_data=False, corrections=corrections)
         idx = binning.bin_index(sel)
@@ -262,6 +316,14 @@ def decompose(recipe: HelicityRecipe, chunks: Any, sample: str, corrections: Seq
             templ[:, ic] += np.bincount(flat, (w * fr[ic])[ok & inside], hb.n_bins * binning.nbins
                                         ).reshape(hb.n_bins, binning.nbins)
         sumw += np.bincount(gb[inside], w[inside], hb.n_bins)
+        sumw_raw += np.bincount(gb[inside], np.asarray(sel["weight"], float)[inside], hb.n_bins)
+        reco_in = ok & inside
+        ul_sum += np.bincount(gb[reco_in], (w * fr[0])[reco_in], hb.n_bins)
+        for prod in alternatives:
+            r = prod.event_weights(sel, sample, recipe)
+            alt[prod.name] += np.bincount(idx[ok], (w * r)[ok], binning.nbins)
+            g = prod.spectrum_factor(sel["gen_qt"], sel["gen_y"])
+            g_sum[prod.name] += np.bincount(gb[reco_in], (w * fr[0] * g)[reco_in], hb.n_bins)
         a = simulation_coefficients(sel, sample)
         for i in range(5):
             asim[:, i] += np.bincount(gb[inside], (w * a[i])[inside], hb.n_bins)
@@ -274,6 +336,15 @@ def decompose(recipe: HelicityRecipe, chunks: Any, sample: str, corrections: Seq
     safe = np.where(sumw > 0, sumw, 1.0)[:, None]
     dec = HelicityDecomposition(sample, templ.reshape(hb.n_bins, len(COMPONENTS), *binning.shape),
                                 ooa.reshape(binning.shape), nominal.reshape(binning.shape), sumw, asim / safe)
+    # what the corrections (chapter 06's q_T reweighting among them) did to each bin's yield
+    dec.extra["correction_factor"] = np.where(sumw_raw > 0, sumw / np.where(sumw_raw > 0, sumw_raw, 1.0), 1.0)
     if truth_universe is not None:
         dec.extra["coeff_truth"] = atru / safe
+    priors = np.array([recipe.prior(c) for c in COMPONENTS])
+    for prod in alternatives:
+        dec.alternatives[prod.name] = alt[prod.name].reshape(binning.shape)
+        # the spectrum factor averaged over a bin's selected events with their unpolarised weight
+        g_bar = np.where(ul_sum > 0, g_sum[prod.name] / np.where(ul_sum > 0, ul_sum, 1.0), 1.0)
+        factor = g_bar[:, None] * np.concatenate([[1.0], 1.0 + prod.relative_shifts(recipe)])[None, :]
+        dec.injected_theta[prod.name] = (factor - 1.0) / priors[None, :]
     return dec
