@@ -79,3 +79,13 @@ def test_the_mass_fit_covers():
     assert cov["n_converged"] >= 295
     assert abs(cov["pull_mean"]) < 0.1
     assert abs(cov["pull_width"] - 1.0) < 0.1
+
+
+def test_the_coverage_command_refuses_bad_input_by_name(capsys):
+    from wmnb.mw.coverage import cli_coverage
+
+    assert cli_coverage(["--profile", "smoke", "--toys", "1"]) == 1
+    assert "at least 2 toys" in capsys.readouterr().err
+    assert cli_coverage(["--profile", "no_such_profile_here", "--toys", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "no_such_profile_here" in err and "run chapter 00 first" in err
