@@ -155,3 +155,22 @@ def test_toy_calibrated_gof_tells_a_bad_model_from_a_good_one(templates):
     assert out["good"]["p_toys"] > 0.1 and out["good"]["p_asymptotic"] < 0.05, out["good"]
     assert out["bad"]["p_toys"] == pytest.approx(1 / 20) and out["bad"]["q_obs"] > out["bad"]["q_toys"][-1]
     assert len(out["good"]["q_toys"]) == 19
+
+
+def test_toy_fits_started_on_the_start_hessian_reach_the_same_minima(templates):
+    """fit_toys(chord_from_start=True) begins each fit with Newton-chord steps on the Hessian
+    factor at the common start: the minima (mass, saturated q) are those of a fresh descent."""
+    from wmnb.templatefit.fitting import ToyInput, fit_toys, fitter_available, warm_start
+
+    if not fitter_available():
+        pytest.skip("wmnb.fit not importable")
+    spec = make_spec(templates)
+    nominal = run_fit(spec)
+    rng = np.random.default_rng(5)
+    mean = np.asarray(spec.nominal.sum(0))
+    toys = [ToyInput(data=rng.poisson(mean).astype(float)) for _ in range(3)]
+    plain = fit_toys(spec, toys, start=warm_start(spec, nominal), backend="wmnb")
+    chord = fit_toys(spec, toys, start=warm_start(spec, nominal), backend="wmnb", chord_from_start=True)
+    for a, b in zip(plain, chord):
+        assert a.values["mass"] == pytest.approx(b.values["mass"], abs=1e-4 * a.errors["mass"])
+        assert a.q == pytest.approx(b.q, abs=1e-6)

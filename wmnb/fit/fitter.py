@@ -174,7 +174,7 @@ def fit(model: Model, data: Template | None = None, asimov: bool = False,
         blind: Mapping[str, int] | None = None, impacts: bool = True, global_impacts: bool = True,
         start: Mapping[str, float] | np.ndarray | None = None, seed: int | None = None,
         fixed: Sequence[str] | None = None, full_cov: bool = True, tol: float = 1e-8,
-        max_iter: int = 100, nois: Sequence[str] = ()) -> FitResult:
+        max_iter: int = 100, nois: Sequence[str] = (), hessian_factor: linalg.Matrix | None = None) -> FitResult:
     """Maximum-likelihood fit of ``model``.
 
     data: observed counts (array or hist; default the model's own); ``asimov=True`` fits the
@@ -184,6 +184,9 @@ def fit(model: Model, data: Template | None = None, asimov: bool = False,
     covariance (faster; pulls and post-fit uncertainties then unavailable; impacts need it).
     nois: nuisances *of interest* (constrained, but reported like POIs): with ``full_cov=False``
     their covariance rows are kept too, so their values, errors and correlations are available.
+    hessian_factor: Cholesky factor of the Hessian near the start (of a nearby fit, e.g. the one
+    pseudo-data are drawn around; no parameter fixed): the descent begins with Newton-chord steps
+    on it (:func:`~wmnb.fit.minimize.minimize_chord`), the same minimum in fewer Hessians.
     """
     t0 = time.perf_counter()
     lik = likelihood_for(model)
@@ -203,7 +206,10 @@ def fit(model: Model, data: Template | None = None, asimov: bool = False,
         if model.kinds[model.index(b)] == NUIS:
             raise ValueError(f"blind: {b!r} is a nuisance parameter; only POIs can be blinded")
     t1 = time.perf_counter()
-    mr = minimize(lik, x0, fixed=fixed_mask, tol=tol, max_iter=max_iter)
+    if hessian_factor is not None and not fixed_mask.any():
+        mr = minimize_chord(lik, x0, hessian_factor, tol=tol)
+    else:
+        mr = minimize(lik, x0, fixed=fixed_mask, tol=tol, max_iter=max_iter)
     t2 = time.perf_counter()
     pois = [i for i in range(model.nparams) if model.kinds[i] != NUIS and not fixed_mask[i]]
     cov = None

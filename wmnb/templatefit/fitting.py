@@ -141,16 +141,17 @@ def _built(spec: ModelSpec) -> Any:
 
 def run_fit(spec: ModelSpec, impacts: bool = False, backend: str = "auto", data: np.ndarray | None = None,
             start: np.ndarray | Mapping[str, float] | None = None, seed: int | None = None,
-            full_cov: bool = True, keep_raw: bool = True) -> TemplateFit:
+            full_cov: bool = True, keep_raw: bool = True, hessian_factor: Any = None) -> TemplateFit:
     """Fit ``spec`` (to ``data``, flat over ``spec.mask``, instead of ``spec.data`` if given).
 
     ``backend``: ``"auto"`` (wmnb.fit if importable), ``"wmnb"`` or ``"reference"``.  ``start``
     (a parameter vector of the backend, or name -> value in TemplateFit units, e.g. from
     :func:`warm_start`) or ``seed`` (wmnb.fit: a random start) choose the starting point; ``full_cov=False`` skips the nuisances' covariance (no pulls; faster);
     ``keep_raw=False`` returns the fit :meth:`~TemplateFit.released` (cross-checks and scans:
-    what they report stays, the memory of the fitter's result does not).
+    what they report stays, the memory of the fitter's result does not); ``hessian_factor``
+    (wmnb.fit): see :func:`wmnb.fit.fit`.
     """
-    fit = _run_fit(spec, impacts, backend, data, start, seed, full_cov)
+    fit = _run_fit(spec, impacts, backend, data, start, seed, full_cov, hessian_factor)
     return fit if keep_raw else fit.released()
 
 
@@ -180,7 +181,8 @@ def _start_vector(names: list[str], default: np.ndarray, start: Mapping[str, flo
 
 
 def _run_fit(spec: ModelSpec, impacts: bool, backend: str, data: np.ndarray | None,
-             start: np.ndarray | Mapping[str, float] | None, seed: int | None, full_cov: bool) -> TemplateFit:
+             start: np.ndarray | Mapping[str, float] | None, seed: int | None, full_cov: bool,
+             hessian_factor: Any = None) -> TemplateFit:
     if backend not in ("auto", "wmnb", "reference"):
         raise ValueError(f"backend must be 'auto', 'wmnb' or 'reference', got {backend!r}")
     if data is not None and np.shape(data) != spec.data.shape:
@@ -198,7 +200,7 @@ def _run_fit(spec: ModelSpec, impacts: bool, backend: str, data: np.ndarray | No
     if isinstance(start, Mapping):
         start = _start_vector(model.params, model.default_values(), start, spec)
     res = fit(model, data=data, impacts=impacts, global_impacts=impacts, seed=seed, start=start,
-              full_cov=full_cov or impacts, nois=spec.nois)
+              full_cov=full_cov or impacts, nois=spec.nois, hessian_factor=hessian_factor)
     return _from_wmnb_fit(spec, res, impacts, full_cov or impacts)
 
 
@@ -285,11 +287,32 @@ class _FitContext:
     once from the spec and reuses for all its fits."""
 
     def __init__(self, spec: ModelSpec, start: np.ndarray | Mapping[str, float] | None, full_cov: bool,
-                 backend: str) -> None:
+                 backend: str, chord_from_start: bool = False) -> None:
         self.spec, self.start, self.full_cov, self.backend = spec, start, full_cov, backend
+        self.chord_from_start = chord_from_start
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "spec": dataclasses.replace(self.spec)}   # replace: no _fit_model
+        state = {k: v for k, v in self.__dict__.items() if k != "_factor"}
+        return {**state, "spec": dataclasses.replace(self.spec)}   # replace: no _fit_model
+
+    def start_factor(self) -> Any:
+        """Cholesky factor of the Hessian at the common start with the model's own data,
+        computed once per process (None if it is not positive definite)."""
+        if "_factor" not in self.__dict__:
+            import tensorflow as tf
+
+            from wmnb.fit import linalg
+            from wmnb.fit.fitter import likelihood_for
+
+            model = _built(self.spec)
+            x0 = (self.start if not isinstance(self.start, Mapping)
+                  else _start_vector(model.params, model.default_values(), self.start, self.spec))
+            lik = likelihood_for(model)
+            lik.set_data(np.asarray(model.data, np.float64))
+            lik.set_global_obs()
+            _, _, H = lik.value_grad_hess(tf.constant(np.asarray(x0, np.float64)))
+            self.__dict__["_factor"] = linalg.cholesky(H if linalg.on_gpu() else H.numpy())
+        return self.__dict__["_factor"]
 
 
 def _fit_task(toy: ToyInput, ctx: _FitContext) -> ToyFit:
@@ -301,22 +324,28 @@ def _fit_task(toy: ToyInput, ctx: _FitContext) -> ToyFit:
 
             # compiled from the first call: the fit does not depend on the fits before it here
             stack.enter_context(traced(_built(ctx.spec)))
+            factor = ctx.start_factor() if ctx.chord_from_start and toy.start is None and ctx.start is not None else None
+        else:
+            factor = None
         fit = run_fit(ctx.spec, backend=ctx.backend, data=toy.data, start=start, seed=toy.seed,
-                      full_cov=ctx.full_cov, keep_raw=True)
+                      full_cov=ctx.full_cov, keep_raw=True, hessian_factor=factor)
     q = float(fit.raw.gof()[0]) if hasattr(fit.raw, "gof") else None
     return ToyFit(dict(fit.values), dict(fit.errors), q)
 
 
 def fit_toys(spec: ModelSpec, toys: Sequence[ToyInput], *, start: np.ndarray | Mapping[str, float] | None = None,
              full_cov: bool = False, backend: str = "auto", executor: str | None = None,
-             scheduler: str | None = None, client: Any = None) -> list[ToyFit]:
+             scheduler: str | None = None, client: Any = None, chord_from_start: bool = False) -> list[ToyFit]:
     """Fit ``spec`` once per :class:`ToyInput` (pseudo-data, random starts ...), in order.
 
     Every fit is one task of :func:`wmnb.engine.executors.run_tasks` (``executor`` None: the
     process's choice, :func:`wmnb.execution.active`); the spec goes to each worker once, whose
     fitter model is built there once.  The toys' data and starts are made by the caller, each
     from its own seed or drawn in order beforehand, so the fits are the same on any executor.
-    A fit that does not converge raises, as :func:`run_fit` does.
+    A fit that does not converge raises, as :func:`run_fit` does.  ``chord_from_start``
+    (wmnb.fit, with a common ``start`` near every toy's minimum: pseudo-data around a fit):
+    each fit begins with Newton-chord steps on the Hessian factor at ``start``, computed once per
+    process (:func:`wmnb.fit.fit`'s ``hessian_factor``); the minima are the same.
     """
     from ..engine.executors import run_tasks
 
@@ -324,7 +353,8 @@ def fit_toys(spec: ModelSpec, toys: Sequence[ToyInput], *, start: np.ndarray | M
         if not isinstance(toy, ToyInput):
             raise TypeError(f"fit_toys: toys[{k}] must be a ToyInput, got {type(toy).__name__}")
     return list(run_tasks(_fit_task, list(toys), executor=executor, scheduler=scheduler, client=client,
-                          progress=False, desc="fits", shared=_FitContext(spec, start, full_cov, backend)))
+                          progress=False, desc="fits",
+                          shared=_FitContext(spec, start, full_cov, backend, chord_from_start)))
 
 
 def cross_check_fits(ts: TemplateSet, checks: Mapping[str, Mapping[str, Any]], which: list[str] | None = None,
@@ -429,7 +459,7 @@ def gof_toys(spec: ModelSpec, fit: TemplateFit, n_toys: int, seed: int, *, execu
         mean = prediction * np.clip(1.0 + rel_mc * rng.standard_normal(prediction.size), 0.0, None)
         toys.append(ToyInput(data=rng.poisson(mean).astype(np.float64)))
     fits = fit_toys(spec, toys, start=warm_start(spec, fit), backend="wmnb", executor=executor,
-                    scheduler=scheduler, client=client)
+                    scheduler=scheduler, client=client, chord_from_start=True)
     qs = np.sort(np.asarray([f.q for f in fits], dtype=np.float64))
     return {"q_obs": float(q_obs), "ndf": int(ndf), "p_asymptotic": float(p_asym), "n_toys": int(n_toys),
             "p_toys": float((1 + np.count_nonzero(qs >= q_obs)) / (1 + n_toys)), "q_toys": qs.tolist()}
