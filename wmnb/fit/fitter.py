@@ -365,13 +365,20 @@ def _truth_factor(ctx: ToyContext, lik: Likelihood) -> linalg.Matrix | None:
     most of the exact Hessians of a fresh descent; the end point is still checked with the
     toy's own exact Hessian, so the minimum and the error are those :func:`minimize` finds."""
     if "_chol" not in ctx.__dict__:
-        x = tf.constant(ctx.truth)
-        npb, _ = lik.yields(x)
-        lik.set_data(npb.numpy().sum(0))
-        lik.set_global_obs()
-        _, _, H = lik.value_grad_hess(x)
-        ctx.__dict__["_chol"] = linalg.cholesky(H if linalg.on_gpu() else H.numpy())
+        npb, _ = lik.yields(tf.constant(ctx.truth))
+        ctx.__dict__["_chol"] = hessian_factor_at(ctx.model, ctx.truth, npb.numpy().sum(0))
     return ctx.__dict__["_chol"]
+
+
+def hessian_factor_at(model: Model, x: np.ndarray, data: np.ndarray) -> linalg.Matrix | None:
+    """Cholesky factor of the Hessian of ``model`` at ``x`` with ``data`` and the nominal global
+    observables (None if not positive definite): the ``hessian_factor`` of :func:`fit` for fits
+    that start near ``x``."""
+    lik = likelihood_for(model)
+    lik.set_data(np.asarray(data, np.float64))
+    lik.set_global_obs()
+    _, _, H = lik.value_grad_hess(tf.constant(np.asarray(x, np.float64)))
+    return linalg.cholesky(H if linalg.on_gpu() else H.numpy())
 
 
 def _toy_task(toy: tuple[np.ndarray, np.ndarray, np.ndarray | None], ctx: ToyContext

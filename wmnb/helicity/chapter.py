@@ -19,7 +19,7 @@ import numpy as np
 from ..templatefit.fitting import releasing
 from ..templatefit.wmass import PROCESSES, MwConfig, simulation_config
 from .binning import CHARGE_OF_SAMPLE, COMPONENTS, HelicityBinning
-from .templates import (GROUP, AlternativeProduction, HelicityDecomposition, HelicityRecipe, decompose,
+from .templates import (BOSON_OF_SAMPLE, GROUP, AlternativeProduction, HelicityDecomposition, HelicityRecipe, decompose,
                         scale_priors, symmetric_helicity)
 
 CHAPTER = "09_helicity"
@@ -191,7 +191,7 @@ def sigma_ul_against_truth(rows: list[dict[str, Any]], recipe: HelicityRecipe,
     why = "chapter 09: the unfolded sigma_UL q_T shape against the universe's truth (after the fit)"
     pulls = []
     for sample, charge in CHARGE_OF_SAMPLE.items():
-        boson = {"plus": "wplus", "minus": "wminus"}[charge]
+        boson = BOSON_OF_SAMPLE[sample]
         corr = decs[sample].extra["correction_factor"]
         ratio = (truth.qt_shape(universe, boson, hb.qt_edges, hb.absy_edges, purpose=why)
                  / truth.qt_shape("simulation", boson, hb.qt_edges, hb.absy_edges, purpose=why))   # (|y|, q_T)

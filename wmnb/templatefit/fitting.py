@@ -299,19 +299,14 @@ class _FitContext:
         """Cholesky factor of the Hessian at the common start with the model's own data,
         computed once per process (None if it is not positive definite)."""
         if "_factor" not in self.__dict__:
-            import tensorflow as tf
+            from wmnb.fit.fitter import hessian_factor_at
 
-            from wmnb.fit import linalg
-            from wmnb.fit.fitter import likelihood_for
-
+            if self.start is None:
+                raise ValueError("the start factor needs a common start (fit_toys(start=...))")
             model = _built(self.spec)
             x0 = (self.start if not isinstance(self.start, Mapping)
                   else _start_vector(model.params, model.default_values(), self.start, self.spec))
-            lik = likelihood_for(model)
-            lik.set_data(np.asarray(model.data, np.float64))
-            lik.set_global_obs()
-            _, _, H = lik.value_grad_hess(tf.constant(np.asarray(x0, np.float64)))
-            self.__dict__["_factor"] = linalg.cholesky(H if linalg.on_gpu() else H.numpy())
+            self.__dict__["_factor"] = hessian_factor_at(model, x0, model.data)
         return self.__dict__["_factor"]
 
 
