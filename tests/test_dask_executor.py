@@ -150,6 +150,21 @@ class TinyWRecipe:
         return [("lumi", 1.012, "lumi")]
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitTinyWRecipe(TinyWRecipe):
+    """:class:`TinyWRecipe` with the W+ sample split into two fit processes by |eta| (how
+    chapter 09 splits off a signal's out-of-acceptance part)."""
+
+    signal: tuple[str, ...] = ("wplus_munu", "wplus_central", "wminus_munu")
+
+    def process_parts(self, sample):
+        return ("wplus_munu", "wplus_central") if sample == "wplus_munu" else (sample,)
+
+    def part_mask(self, cols, sample, part):
+        central = np.abs(np.asarray(cols["mu_eta"])) < 1.0
+        return central if part == "wplus_central" else ~central
+
+
 class ChargeWeight(Correction):
     """A weight correction with a nominal factor and a local (negative-charge) variation."""
 
@@ -167,9 +182,9 @@ class ChargeWeight(Correction):
         yield Variation("chargeMinus", "eff", np.full(rows.size, 1.05), None, rows=rows)
 
 
-def _templates(paths, executor, client=None, exclude=(), step=301):
+def _templates(paths, executor, client=None, exclude=(), step=301, recipe=None):
     samples = {s: SkimChunks(paths[s], step, exclude=exclude) for s in ("wplus_munu", "wminus_munu")}
-    return build_templates(TinyWRecipe(), samples, SkimChunks(paths["data"], step), [ChargeWeight()],
+    return build_templates(recipe or TinyWRecipe(), samples, SkimChunks(paths["data"], step), [ChargeWeight()],
                            mass_shifts_mev=(50.0,), executor=executor, client=client)
 
 
@@ -220,6 +235,20 @@ def test_templates_split_by_row_parity_are_bit_identical(w_skims, client):
         for h, g in zip(local.processes[p].mass_halves, one_pass.processes[p].mass_halves):
             np.testing.assert_allclose(h, g, rtol=1e-12, atol=1e-12)
         assert not np.allclose(*local.processes[p].mass_halves)
+
+
+def test_a_sample_split_into_processes_adds_up_and_is_bit_identical_on_dask(templates, w_skims, client):
+    paths, _ = w_skims
+    local = _templates(paths, "local", recipe=SplitTinyWRecipe())
+    _assert_same_templates(local, _templates(paths, "dask", client, recipe=SplitTinyWRecipe()))
+    whole, a, b = templates[0].processes["wplus_munu"], local.processes["wplus_munu"], local.processes["wplus_central"]
+    assert list(local.processes) == ["wplus_munu", "wplus_central", "wminus_munu"]
+    assert 0.2 < b.nominal.sum() / whole.nominal.sum() < 0.8
+    np.testing.assert_allclose(a.nominal + b.nominal, whole.nominal, rtol=1e-12)
+    np.testing.assert_allclose(local.mass_up["wplus_munu"] + local.mass_up["wplus_central"],
+                               templates[0].mass_up["wplus_munu"], rtol=1e-12)
+    for n in whole.shapes:
+        np.testing.assert_allclose(a.varied(n)[0] + b.varied(n)[0], whole.varied(n)[0], rtol=1e-12, err_msg=n)
 
 
 def test_the_process_executor_is_what_build_templates_uses(w_skims, client):

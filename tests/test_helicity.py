@@ -14,6 +14,7 @@ without corrections (what they check does not depend on them):
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -90,6 +91,9 @@ def _toy_set() -> TemplateSet:
                          f"hel_{'plus' if p == 'wplus_munu' else 'minus'}_UL_qT0_y0": GROUP})
              for p in ("wplus_munu", "wminus_munu")}
     procs["w_taunu"] = tmpl("w_taunu", {"tnp_hard": "pTV", "A3_MuR_W_qT1": "angularCoeffs"})
+    # an out-of-acceptance part (a binning without overflow bins): its helicity variation is empty
+    procs["wplus_munu_ooa"] = tmpl("wplus_munu_ooa", {"tnp_hard": "pTV", "A3_MuR_W_qT1": "angularCoeffs",
+                                                      "hel_plus_UL_qT0_y0": GROUP})
     assert isinstance(recipe, WMassRecipe)
     return TemplateSet(nom * 3, procs, {p: nom for p in procs}, {p: nom for p in procs}, recipe, float(nom.sum() * 3))
 
@@ -99,6 +103,8 @@ def test_the_helicity_model_drops_only_the_redundant_signal_nuisances():
     hel, nom = helicity_set(ts), nominal_set(ts)
     assert set(hel.processes["wplus_munu"].shapes) == {"np_kt_w", "muonScale0", "hel_plus_UL_qT0_y0"}
     assert set(hel.processes["w_taunu"].shapes) == {"tnp_hard", "A3_MuR_W_qT1"}     # no helicity parameter acts on it
+    # nothing measures the production outside the bins: the out-of-acceptance part keeps it all
+    assert set(hel.processes["wplus_munu_ooa"].shapes) == {"tnp_hard", "A3_MuR_W_qT1"}
     assert set(nom.processes["wminus_munu"].shapes) == {"tnp_hard", "np_kt_w", "A3_MuR_W_qT1", "muonScale0"}
 
 
@@ -157,6 +163,39 @@ def test_the_components_sum_to_the_nominal_template(smoke_inputs):
     dec = chapter.decompositions(narrow, skims, [])["wplus_munu"]
     assert 0.1 < dec.out_of_acceptance.sum() / dec.nominal.sum() < 0.9
     np.testing.assert_allclose(dec.total(), dec.nominal, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_the_out_of_acceptance_part_is_its_own_process(smoke_inputs):
+    recipe, skims, ts = smoke_inputs
+    narrow = chapter.make_recipe(HelicityBinning((0.0, 6.0, 16.0), (0.0, 1.2), overflow=False))
+    small = {s: skims[0][s] for s in ("wplus_munu", "wminus_munu", "w_taunu")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        split = chapter.build(narrow, (small, skims[1]), [])
+        whole = chapter.build(dataclasses.replace(narrow, helicity=dataclasses.replace(narrow.helicity, overflow=True)),
+                              (small, skims[1]), [])
+    dec = chapter.decompositions(narrow, skims, [])["wplus_munu"]
+    inside, outside = split.processes["wplus_munu"], split.processes["wplus_munu_ooa"]
+    assert {"wplus_munu_ooa", "wminus_munu_ooa"} <= set(split.signal)     # they follow m_W
+    assert "wplus_munu_ooa" not in whole.processes
+    # the two parts add up to the sample: nominal, m_W variation and every shared variation
+    np.testing.assert_allclose(outside.nominal, dec.out_of_acceptance, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(inside.nominal + outside.nominal, whole.processes["wplus_munu"].nominal, rtol=1e-10)
+    np.testing.assert_allclose(split.mass_up["wplus_munu"] + split.mass_up["wplus_munu_ooa"],
+                               whole.mass_up["wplus_munu"], rtol=1e-10)
+    shared = [n for n, sh in whole.processes["wplus_munu"].shapes.items() if sh.group != GROUP]
+    assert len(shared) > 10
+    for n in shared[:: max(1, len(shared) // 12)]:
+        np.testing.assert_allclose(inside.varied(n)[0] + outside.varied(n)[0], whole.processes["wplus_munu"].varied(n)[0],
+                                   rtol=1e-9, atol=1e-9)
+    # no helicity parameter acts on it
+    # (which theory nuisances it keeps: test_the_helicity_model_drops_only_the_redundant_signal_nuisances)
+    hel = helicity_set(split)
+    assert not [n for n, sh in hel.processes["wplus_munu_ooa"].shapes.items() if sh.group == GROUP]
+    assert [n for n, sh in hel.processes["wplus_munu"].shapes.items() if sh.group == GROUP]
+    spec = make_spec(hel)
+    assert "wplus_munu_ooa" in spec.processes
 
 
 @pytest.mark.slow

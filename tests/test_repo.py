@@ -40,6 +40,30 @@ def test_notebook_committed_clean(path):
     assert "use_style()" in source, f"{path.name} should call wmnb.style.use_style()"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(path):
+    """papermill parses each line of the parameters cell (a comment it cannot parse, e.g. one
+    with ``=`` or ``;`` in it, makes it warn that the parameter is unknown on every run)."""
+    import logging
+
+    import papermill
+
+    nb = json.loads(path.read_text())
+    params = "".join(next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))["source"])
+    names = {m for m in re.findall(r"^([A-Za-z_]\w*)\s*=", params, re.M)}
+    logger = logging.getLogger("papermill")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger.addHandler(handler)
+    try:
+        found = set(papermill.inspect_notebook(str(path)))
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in seen if "Unable to parse" in m], f"{path.name}: {seen}"
+    assert names == found, f"{path.name}: papermill does not see {sorted(names - found)}"
+
+
 def test_every_chapter_notebook_is_registered():
     ids = {c.id for c in CHAPTERS}
     assert {p.stem for p in NOTEBOOKS} <= ids, "notebooks/ holds a notebook that wmnb.chapters does not list"

@@ -282,6 +282,9 @@ PROCESS_STYLE: dict[str, tuple[str, str]] = {
     # simulated samples
     "wplus_munu": (r"W$^+\to\mu^+\nu$", "#f89c20"),
     "wminus_munu": (r"W$^-\to\mu^-\bar\nu$", "#e2a66b"),
+    # the helicity fit's out-of-acceptance parts of the signal (chapter 09 without overflow bins)
+    "wplus_munu_ooa": (r"W$^+\to\mu^+\nu$ out of acceptance", "#ffd08a"),
+    "wminus_munu_ooa": (r"W$^-\to\mu^-\bar\nu$ out of acceptance", "#f2d2b0"),
     "z_mumu": (r"Z$\to\mu\mu$", "#5790fc"),
     "w_taunu": (r"W$\to\tau\nu$", "#964a8b"),
     "z_tautau": (r"Z$\to\tau\tau$", "#7a21dd"),

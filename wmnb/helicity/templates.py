@@ -94,15 +94,60 @@ def _bin_rows(bins: np.ndarray, n_bins: int) -> list[np.ndarray]:
     return [order[starts[k]:starts[k + 1]] for k in range(n_bins)]
 
 
+#: suffix of a signal sample's out-of-acceptance process (its events beyond the last edges of a
+#: binning without overflow bins)
+OUT_OF_ACCEPTANCE = "_ooa"
+
+
+def out_of_acceptance(process: str) -> str:
+    """Name of the out-of-acceptance process of the signal process ``process``."""
+    return f"{process}{OUT_OF_ACCEPTANCE}"
+
+
+def is_out_of_acceptance(process: str) -> bool:
+    """Whether ``process`` is a signal sample's out-of-acceptance part."""
+    return process.endswith(OUT_OF_ACCEPTANCE)
+
+
 @dataclass(frozen=True)
 class HelicityRecipe(WMassRecipe):
-    """The W-mass recipe with the helicity parameters as local variations of the signal."""
+    """The W-mass recipe with the helicity parameters as local variations of the signal.
+
+    Without overflow bins each signal sample is split (:meth:`process_parts`) into the process
+    of the events inside the generator bins, which the helicity parameters describe, and its
+    out-of-acceptance process (``wplus_munu_ooa``), which no helicity parameter touches: it
+    carries the m_W POI and every theory nuisance of the nominal fit."""
 
     helicity: HelicityBinning = field(default_factory=HelicityBinning)
     priors: Mapping[str, float] = field(default_factory=dict)   # component -> fraction (default: theory_spread_priors)
 
+    def __post_init__(self) -> None:
+        # the out-of-acceptance processes follow m_W like their samples (recomputed on replace())
+        base = tuple(p for p in self.signal if not is_out_of_acceptance(p))
+        extra = () if self.helicity.overflow else tuple(
+            out_of_acceptance(self.process_name(s)) for s in CHARGE_OF_SAMPLE)
+        object.__setattr__(self, "signal", base + extra)
+
     def prior(self, component: str) -> float:
         return float(self.priors[component]) if component in self.priors else theory_spread_priors()[component]
+
+    def process_parts(self, sample: str) -> tuple[str, ...]:
+        """The fit processes of ``sample``: two for a signal sample without overflow bins."""
+        name = self.process_name(sample)
+        if self.helicity.overflow or sample not in CHARGE_OF_SAMPLE:
+            return (name,)
+        return (name, out_of_acceptance(name))
+
+    def part_mask(self, cols: Mapping[str, np.ndarray], sample: str, part: str) -> np.ndarray:
+        """Events of ``sample`` (selected columns) that belong to the process ``part``."""
+        inside = self.helicity.bin_index(cols["gen_qt"], cols["gen_y"]) >= 0
+        return ~inside if is_out_of_acceptance(part) else inside
+
+    def norms(self, process: str, source: str, float_norm: bool) -> list[tuple[str, float, str]]:
+        # the out-of-acceptance part shares its sample's normalisation nuisances
+        if is_out_of_acceptance(process):
+            process = process[: -len(OUT_OF_ACCEPTANCE)]
+        return super().norms(process, source, float_norm)
 
     def builtin_variations(self, cols: Mapping[str, np.ndarray], sample: str) -> Iterator[Variation]:
         yield from super().builtin_variations(cols, sample)
@@ -136,10 +181,14 @@ def nominal_set(ts: TemplateSet) -> TemplateSet:
 def helicity_set(ts: TemplateSet) -> TemplateSet:
     """The templates of the helicity fit: on the signal processes, the theory nuisances the
     helicity parameters make redundant (:data:`REDUNDANT_PTV`, :data:`REDUNDANT_GROUPS`) are
-    left out."""
+    left out; the out-of-acceptance processes keep them (and have no helicity parameter)."""
     signal = set(CHARGE_OF_SAMPLE)
 
     def keep(p: str, n: str, s: Any) -> bool:
+        if is_out_of_acceptance(p):
+            # no helicity parameter acts on these events (their variations are empty), and
+            # nothing measures their production: they keep every theory nuisance
+            return s.group != GROUP
         if p not in signal:
             return True
         return not (s.group in REDUNDANT_GROUPS or (s.group == "pTV" and REDUNDANT_PTV.match(n)))

@@ -13,6 +13,12 @@ variations.  Template corrections (kind ``template``, e.g. the data-driven nonpr
 of chapter 05) are called as ``correction.templates(selection=..., processes=[...], shape=...)``
 and return ``{process: {"nominal": array|hist, "sumw2": ..., "variations": {name: array|hist},
 "groups": {base name: group}}}``; the named process is replaced as a whole.
+
+A sample normally fills one fit process (``recipe.process_name``).  A recipe may split a sample
+into several (optional ``process_parts(sample)`` and ``part_mask(cols, sample, part)``, see
+:func:`process_parts`): chapter 09 puts a signal's events outside its generator bins into their
+own out-of-acceptance process.  Each part is filled from all the sample's events with the
+others' weights set to zero, so the parts add up to the unsplit template, variation by variation.
 """
 from __future__ import annotations
 
@@ -247,9 +253,24 @@ def _chunks(cols: SampleInput) -> Iterable[Columns]:
     return [cols] if isinstance(cols, Mapping) else cols
 
 
+def process_parts(recipe: TemplateRecipe, sample: str) -> tuple[str | None, ...]:
+    """The fit processes one sample's events go to: ``(None,)`` for the one process of
+    ``recipe.process_name(sample)``, else the names a recipe splits the sample into by its
+    optional ``process_parts(sample)`` (chapter 09: inside and outside the generator-level
+    acceptance of the helicity fit), each event selected by ``recipe.part_mask(cols, sample, part)``."""
+    split = getattr(recipe, "process_parts", None)
+    parts = tuple(split(sample)) if split is not None else ()
+    return parts if len(parts) > 1 else (None,)
+
+
+def process_names(recipe: TemplateRecipe, samples: Iterable[str]) -> list[str]:
+    """Every fit process the samples fill, in order (see :func:`process_parts`)."""
+    return [recipe.process_name(s) if p is None else p for s in samples for p in process_parts(recipe, s)]
+
+
 def process_template(recipe: TemplateRecipe, cols: SampleInput, sample: str,
-                     corrections: Sequence[Any] = (), mass_shifts_mev: Iterable[float] = ()
-                     ) -> tuple[ProcessTemplate, dict[float, np.ndarray]]:
+                     corrections: Sequence[Any] = (), mass_shifts_mev: Iterable[float] = (),
+                     part: str | None = None) -> tuple[ProcessTemplate, dict[float, np.ndarray]]:
     """Template (nominal + variations) of one simulated sample, plus mass-shifted nominals.
 
     ``cols`` is the sample's columns or an iterable of chunks of them: the template is then
@@ -257,10 +278,12 @@ def process_template(recipe: TemplateRecipe, cols: SampleInput, sample: str,
     the chunks equals the one-pass template up to the rounding of the additions).  For signal
     samples the ±``recipe.mass_step_mev`` variations and any ``mass_shifts_mev`` (exact
     reweighting, used by the injection closure) are filled as well; for other samples the
-    second return value is empty.
+    second return value is empty.  ``part``: only the events of that process of a split sample
+    (:func:`process_parts`); the others keep their rows with weight zero, so every part sees
+    the same events, variations and even/odd split and the parts add up to the whole sample.
     """
     shifts = tuple(mass_shifts_mev)
-    parts = (_chunk_template(recipe, chunk, sample, corrections, shifts) for chunk in _chunks(cols))
+    parts = (_chunk_template(recipe, chunk, sample, corrections, shifts, part) for chunk in _chunks(cols))
     return _checked(_reduced(parts, sample))
 
 
@@ -301,14 +324,17 @@ def _checked(total: tuple[ProcessTemplate, dict[float, np.ndarray]]) -> tuple[Pr
 
 
 def _chunk_template(recipe: TemplateRecipe, cols: Columns, sample: str, corrections: Sequence[Any],
-                    mass_shifts_mev: tuple[float, ...]) -> ChunkTemplate:
+                    mass_shifts_mev: tuple[float, ...], part: str | None = None) -> ChunkTemplate:
     """:func:`process_template` of one chunk, before the sanity check of the variations (see
     :data:`ChunkTemplate`): it depends on this chunk alone, so chunks can be filled anywhere."""
     binning = recipe.binning
     sel, weight, corr_vars = select_events(recipe, cols, sample, is_data=False, corrections=corrections)
+    if part is not None:
+        keep = np.asarray(recipe.part_mask(sel, sample, part), dtype=np.bool_)  # type: ignore[attr-defined]
+        weight = np.where(keep, weight, 0.0)
     idx = binning.bin_index(sel)
     nominal, sumw2 = binning.fill(idx, weight)
-    name = recipe.process_name(sample)
+    name = recipe.process_name(sample) if part is None else part
     tmpl = ProcessTemplate(name, nominal, sumw2)
     replaced = superseded_groups(corrections)
     builtin = (v for v in recipe.builtin_variations(sel, sample) if v.group not in replaced)
@@ -407,15 +433,15 @@ def build_templates(recipe: TemplateRecipe, samples: Mapping[str, SampleInput],
     """
     from ..execution import resolve
 
-    missing = [s for s in recipe.signal if s not in {recipe.process_name(k) for k in samples}]
+    missing = [s for s in recipe.signal if s not in set(process_names(recipe, samples))]
     if missing:
         raise KeyError(f"signal samples {missing} are missing: the fit needs every signal process")
     shifts = tuple(float(s) for s in mass_shifts_mev)
     if resolve(executor, scheduler).executor == "local":
         data_vals = (recipe.binning.as_array(data) if isinstance(data, np.ndarray)
                      else observed(recipe, data, corrections))
-        filled = ((sample, process_template(recipe, cols, sample, corrections, shifts))
-                  for sample, cols in samples.items())
+        filled = ((sample, process_template(recipe, cols, sample, corrections, shifts, part))
+                  for sample, cols in samples.items() for part in process_parts(recipe, sample))
         return _assembled(recipe, samples, data_vals, filled, corrections, shifts, stacklevel=3)
     return _built_on_tasks(recipe, samples, data, corrections, shifts, executor, scheduler, client)
 
@@ -462,16 +488,17 @@ def _chunk_sources(cols: SampleInput) -> list[Any]:
     return [c for c in _chunks(cols)]
 
 
-def _fill_task(task: tuple[str, bool, Any], shared: tuple[TemplateRecipe, Sequence[Any], tuple[float, ...]]
-               ) -> np.ndarray | ChunkTemplate:
+def _fill_task(task: tuple[str, bool, Any, str | None],
+               shared: tuple[TemplateRecipe, Sequence[Any], tuple[float, ...]]) -> np.ndarray | ChunkTemplate:
     """One chunk of one sample (a task of :func:`build_templates` on the dask executor): the
-    data counts of a data chunk, the :data:`ChunkTemplate` of a simulated one."""
+    data counts of a data chunk, the :data:`ChunkTemplate` of a simulated one (of one part
+    of a split sample, :func:`process_parts`)."""
     recipe, corrections, shifts = shared
-    sample, is_data, source = task
+    sample, is_data, source, part = task
     cols = source[0].read(source[1], source[2]) if isinstance(source, tuple) else source
     if is_data:
         return _observed_chunk(recipe, cols, corrections)
-    return _chunk_template(recipe, cols, sample, corrections, shifts)
+    return _chunk_template(recipe, cols, sample, corrections, shifts, part)
 
 
 def _built_on_tasks(recipe: TemplateRecipe, samples: Mapping[str, SampleInput], data: SampleInput | np.ndarray,
@@ -480,16 +507,17 @@ def _built_on_tasks(recipe: TemplateRecipe, samples: Mapping[str, SampleInput], 
     """:func:`build_templates` with every chunk a task of :func:`wmnb.engine.executors.run_tasks`."""
     from ..engine.executors import run_tasks
 
-    tasks: list[tuple[str, bool, Any]] = []
+    tasks: list[tuple[str, bool, Any, str | None]] = []
     if not isinstance(data, np.ndarray):
-        tasks += [("data", True, src) for src in _chunk_sources(data)]
+        tasks += [("data", True, src, None) for src in _chunk_sources(data)]
     n_data = len(tasks)
     n_chunks: dict[str, int] = {}
     for sample, cols in samples.items():
         sources = _chunk_sources(cols)
         if not sources:
             raise ValueError(f"sample {sample!r}: no chunk of columns to fill a template from")
-        tasks += [(sample, False, src) for src in sources]
+        for part in process_parts(recipe, sample):
+            tasks += [(sample, False, src, part) for src in sources]
         n_chunks[sample] = len(sources)
     shared = (recipe, tuple(corrections), shifts)
     # closing: a step that stops early cancels the rest; one that ends releases the scattered recipe
@@ -500,7 +528,8 @@ def _built_on_tasks(recipe: TemplateRecipe, samples: Mapping[str, SampleInput], 
 
         def per_sample() -> Iterator[tuple[str, tuple[ProcessTemplate, dict[float, np.ndarray]]]]:
             for sample in samples:      # the tasks are in sample order, each sample's in chunk order
-                yield sample, _checked(_reduced((next(results) for _ in range(n_chunks[sample])), sample))
+                for _part in process_parts(recipe, sample):
+                    yield sample, _checked(_reduced((next(results) for _ in range(n_chunks[sample])), sample))
 
         return _assembled(recipe, samples, data_vals, per_sample(), corrections, shifts, stacklevel=4)
 
