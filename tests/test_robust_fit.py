@@ -241,3 +241,20 @@ def test_json_safe_handles_numpy() -> None:
     obj = {"a": np.float32("nan"), "b": [np.inf, 1.5], "c": np.arange(2), "d": np.bool_(True), 3: -np.inf}
     expect = '{"a": null, "b": [null, 1.5], "c": [0, 1], "d": true, "3": null}'
     assert json.dumps(json_safe(obj), allow_nan=False) == expect
+
+
+def test_the_command_line_process_exits_with_the_fit_s_code_and_its_output(tmp_path: Path, saved: Path) -> None:
+    """``python -m wmnb.cli fit`` ends without the interpreter's teardown (wmnb.cli.console):
+    the exit code and everything printed or written must still come out."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "res.json"
+    ok = subprocess.run([sys.executable, "-m", "wmnb.cli", "fit", str(saved), "--json", "--out", str(out)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    line = strict_loads(ok.stdout.strip().splitlines()[-1])
+    assert isinstance(line, dict) and line["converged"] and out.is_file()
+    bad = subprocess.run([sys.executable, "-m", "wmnb.cli", "fit", str(tmp_path / "none.h5")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "cannot read model" in bad.stderr

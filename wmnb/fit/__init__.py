@@ -18,9 +18,30 @@ import os as _os
 # quieten TensorFlow C++ logging (failed trial Cholesky factorisations log warnings) unless asked
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from .model import Model, ModelBuilder, ModelError, ModelWarning  # noqa: E402
-from .result import FitResult, Yields  # noqa: E402
-from .fitter import fit, fit_datasets, scan, toys  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+if TYPE_CHECKING:
+    from .fitter import fit, fit_datasets, scan, toys
+    from .model import Model, ModelBuilder, ModelError, ModelWarning
+    from .result import FitResult, Yields
+
+#: public name -> submodule; imported on first use, so that reading a model (numpy only) or
+#: ``wmnb fit --help`` does not wait for TensorFlow, and ``wmnb fit`` can read its model while
+#: TensorFlow is being imported
+_LAZY = {"Model": "model", "ModelBuilder": "model", "ModelError": "model", "ModelWarning": "model",
+         "FitResult": "result", "Yields": "result",
+         "fit": "fitter", "fit_datasets": "fitter", "scan": "fitter", "toys": "fitter"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["Model", "ModelBuilder", "ModelError", "ModelWarning", "FitResult", "Yields", "fit", "fit_datasets",
            "scan", "toys"]

@@ -125,7 +125,7 @@ def _impacts(model: Model, lik: Likelihood, mr: MinResult, cov: np.ndarray, pois
     sel = sp.csr_matrix((bt["d1"], (m.rows_param, np.arange(lik.C))), shape=(m.nparams, lik.C))
     Jx = (sel @ Ju).tocsr()  # [N, B]: dn_b / dx_i
     if nominal:
-        H = mr.hess.numpy() if isinstance(mr.hess, tf.Tensor) else np.asarray(mr.hess)
+        H = mr.hess.numpy() if isinstance(mr.hess, tf.Tensor) else np.asarray(mr.hess)  # a tensor on a GPU
         # stat-only fits (every nuisance fixed): with beta profiled (H's POI block) and with beta
         # held at its fitted value (that block minus the profiling term J diag(f2 - f2_fixed) J^T).
         # data stat = the latter; binByBinStat = the quadrature difference (rabbit's convention).
@@ -220,7 +220,7 @@ def fit(model: Model, data: Template | None = None, asimov: bool = False,
     glob_p: Impacts = {}
     if mr.converged:
         if full_cov or impacts or global_impacts:
-            cov = covariance(mr)
+            cov = covariance(mr, consume=True)  # mr (and its factor) ends with this function
         elif pois or nois:
             wanted = pois + [i for i in (model.index(n) for n in nois) if i not in pois]
             rows = dict(zip(wanted, covariance_rows(mr, wanted)))

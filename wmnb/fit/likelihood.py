@@ -42,6 +42,10 @@ def _csr(indices: tf.Tensor, values: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
 class Likelihood:
     """TF graph of a :class:`Model`'s NLL. Data and global observables are variables (no retracing)."""
 
+    #: the Hessian's chain rule and diagonal on the sparse factors' entries (True) or on the
+    #: dense product (False); None: whichever makes fewer temporaries for the model
+    ENTRY_PATH: bool | None = None
+
     def __init__(self, model: Model, data: np.ndarray | None = None):
         m = model
         self.model = m
@@ -52,7 +56,9 @@ class Likelihood:
         rp = m.rows_param.astype(np.int64)
         self.rows_param = tf.constant(rp)
         self.rows_tf = tf.constant(m.rows_tf.astype(np.int32))
-        self.identity_rows = bool(C == N and np.array_equal(rp, np.arange(N)) and np.all(m.rows_tf == LIN))
+        #: one row per parameter, in order (rows may still be log or square: see _dphi)
+        self.identity_map = bool(C == N and np.array_equal(rp, np.arange(N)))
+        self.all_linear = bool(np.all(m.rows_tf == LIN))
         kr, kc, kv = m.k_row.astype(np.int64), m.k_col.astype(np.int64), m.k_val.astype(np.float64)
         self.k_col = tf.constant(kc)
         self.k_val = tf.constant(kv)
@@ -69,17 +75,34 @@ class Likelihood:
         self.k_b = tf.constant(kc % B)
         self.k_row = tf.constant(kr)
         self.j_b = tf.constant(jb)
-        # M = [K | J] as [C, PB + B]; left factor carries the weights
-        mi = np.concatenate([np.stack([kr, kc], 1), np.stack([jr, PB + jb], 1)])
+        # M = [K | J | I] as [C, PB + B (+ C)]; the left factor carries the weights.  The chain
+        # rule of non-linear rows scales the sparse factors' entries where they are fewer than
+        # the C^2 of the dense product (large models: no n x n temporary), else the product.
+        # With one row per parameter and the entry path (fold_diag) the diagonal of the
+        # Hessian (constraints, priors, phi'' terms) rides along as the identity block I: the
+        # product is then the Hessian itself
+        blocks = [np.stack([kr, kc], 1), np.stack([jr, PB + jb], 1)]
+        # (the entry path makes ~5 entry-sized temporaries, the dense one ~3 n x n: chapter 08's
+        # model, with more entries than C^2, keeps the dense one; the paper-sized benchmark,
+        # 1.2 M entries against 24 M, takes the entry path)
+        auto = 5 * (kr.size + jr.size) < 3 * C * C
+        self.sparse_scale = bool(auto if self.ENTRY_PATH is None else self.ENTRY_PATH)
+        self.fold_diag = self.identity_map and self.sparse_scale
+        self.j_row = tf.constant(jr if self.sparse_scale else np.zeros(0, np.int64))  # the K entries': k_row
+        ncol = PB + B
+        if self.fold_diag:
+            blocks.append(np.stack([np.arange(C), ncol + np.arange(C)], 1))
+            ncol += C
+        mi = np.concatenate(blocks)
         order = np.lexsort((mi[:, 1], mi[:, 0]))
         self.m_order = tf.constant(order.astype(np.int64))
         self.m_idx = tf.constant(mi[order])
-        self.m_shape = tf.constant([C, PB + B], tf.int64)
+        self.m_shape = tf.constant([C, ncol], tf.int64)
         mt = mi[:, ::-1]
         order_t = np.lexsort((mt[:, 1], mt[:, 0]))
         self.mt_order = tf.constant(order_t.astype(np.int64))
         self.mt_idx = tf.constant(mt[order_t])
-        self.mt_shape = tf.constant([PB + B, C], tf.int64)
+        self.mt_shape = tf.constant([ncol, C], tf.int64)
         # Barlow-Beeston lite
         n0 = m.nominal.sum(0)
         var = m.sumw2.sum(0) * m.bb_scale**2
@@ -258,13 +281,43 @@ class Likelihood:
         w1 = tf.gather(f1, self.k_b) * n_of_k  # f'_b n_pb on the K entries
         left = tf.concat([self.k_val * w1, jval * tf.gather(f2, self.j_b)], 0)
         right = tf.concat([self.k_val, jval], 0)
+        if not self.sparse_scale:
+            return self._assemble_dense(x, left, right, w1, data_only)
+        diag_u = tf.zeros([self.C], DT)
+        if not self.all_linear:
+            # chain rule u = phi(x): D1 H_u D1, phi'(x) of each entry's row on both factors
+            d1, d2 = self._dphi(x)
+            s = tf.concat([tf.gather(d1, self.k_row), tf.gather(d1, self.j_row)], 0)
+            left, right = left * s, right * s
+            gu = tf.math.unsorted_segment_sum(self.k_val * w1, self.k_row, self.C)
+            diag_u = d2 * gu
+        prior = tf.zeros([self.N], DT) if data_only else self.cons_w + self.prior_w
+        if self.fold_diag:
+            left = tf.concat([left, diag_u + prior], 0)
+            right = tf.concat([right, tf.ones([self.C], DT)], 0)
+        a = _csr(self.m_idx, tf.gather(left, self.m_order), self.m_shape)
+        b = _csr(self.mt_idx, tf.gather(right, self.mt_order), self.mt_shape)
+        prod = tf.raw_ops.SparseMatrixSparseMatMul(a=a, b=b, type=DT)
+        h = tf.raw_ops.CSRSparseMatrixToDense(sparse_input=prod, type=DT)
+        if self.fold_diag:
+            return h
+        # several rows per parameter: sum them (rows and columns) into the parameters
+        del a, b, prod   # run eagerly, the sparse product would live through the dense steps below
+        h = tf.math.unsorted_segment_sum(h, self.rows_param, self.N)
+        h = tf.transpose(tf.math.unsorted_segment_sum(tf.transpose(h), self.rows_param, self.N))
+        diag = tf.math.unsorted_segment_sum(diag_u, self.rows_param, self.N) + prior
+        return tf.linalg.set_diag(h, tf.linalg.diag_part(h) + diag)
+
+    def _assemble_dense(self, x: tf.Tensor, left: tf.Tensor, right: tf.Tensor, w1: tf.Tensor,
+                        data_only: bool) -> tf.Tensor:
+        """:meth:`_assemble` with the chain rule and the diagonal on the dense product (fewer
+        temporaries where the factors' entries outnumber the product's n x n)."""
         a = _csr(self.m_idx, tf.gather(left, self.m_order), self.m_shape)
         b = _csr(self.mt_idx, tf.gather(right, self.mt_order), self.mt_shape)
         prod = tf.raw_ops.SparseMatrixSparseMatMul(a=a, b=b, type=DT)
         hu = tf.raw_ops.CSRSparseMatrixToDense(sparse_input=prod, type=DT)
-        # gradient of the data term with respect to u (for phi'' terms)
         gu = tf.math.unsorted_segment_sum(self.k_val * w1, self.k_row, self.C)
-        if self.identity_rows:
+        if self.identity_map and self.all_linear:
             h = hu
         else:
             d1, d2 = self._dphi(x)

@@ -58,16 +58,27 @@ def cho_solve(L: Matrix, b: Matrix) -> np.ndarray:
     return x
 
 
-def cho_inverse(L: Matrix) -> np.ndarray:
-    """Full inverse ``(L L^T)^-1`` (symmetric)."""
+def cho_inverse(L: Matrix, overwrite: bool = False) -> np.ndarray:
+    """Full inverse ``(L L^T)^-1`` (symmetric).  ``overwrite=True`` (CPU) computes it in the
+    memory of the numpy factor ``L``, which is then gone: at thousands of parameters that is
+    two n x n matrices fewer at the peak (potri's copy and the symmetrised sum)."""
     if isinstance(L, tf.Tensor):
         n = int(L.shape[0])
         inv = tf.linalg.cholesky_solve(L, tf.eye(n, dtype=L.dtype)).numpy()
         return 0.5 * (inv + inv.T)
-    inv, info = lapack.dpotri(L, lower=1)
+    inv, info = lapack.dpotri(L, lower=1, overwrite_c=int(overwrite))
     if info != 0:
         raise np.linalg.LinAlgError(f"potri failed (info={info})")
-    # potri fills the lower triangle only (the upper one is zero: potrf ran with clean=1)
-    full = inv + inv.T
-    full[np.diag_indices_from(full)] *= 0.5
-    return full
+    # potri fills the lower triangle only; the strict upper one is zero (potrf ran with
+    # clean=1): mirror it in place, a block of rows at a time, so no second n x n array
+    n = inv.shape[0]
+    for i0 in range(0, n, _MIRROR_BLOCK):
+        i1 = min(i0 + _MIRROR_BLOCK, n)
+        diag = inv[i0:i1, i0:i1]
+        diag += np.tril(diag, -1).T
+        inv[i0:i1, i1:] = inv[i1:, i0:i1].T
+    return inv
+
+
+#: rows mirrored per block by :func:`cho_inverse` (a 256 x n slice: a few MB at n = 5000)
+_MIRROR_BLOCK = 256

@@ -29,13 +29,25 @@ class MinResult:
     x: np.ndarray
     nll: float
     grad: np.ndarray
-    hess: tf.Tensor
+    hess: linalg.Matrix      # the Hessian at x (numpy on the CPU, a tensor on a GPU)
     chol: linalg.Matrix | None
     free: np.ndarray
     edm: float
     niter: int
     converged: bool
     message: str
+
+
+def _host_hessian(H: tf.Tensor) -> linalg.Matrix:
+    """The Hessian where its linear algebra runs: numpy on the CPU, the tensor on a GPU.
+
+    ``Tensor.numpy()`` copies (n x n more at the peak, 195 MB at 5000 parameters);
+    ``_numpy()`` is TensorFlow's zero-copy view, whose base keeps the tensor's buffer alive.
+    It is private API, hence the fallback; nothing writes to the view."""
+    if linalg.on_gpu():
+        return H
+    view = getattr(H, "_numpy", None)
+    return view() if callable(view) else H.numpy()
 
 
 #: Newton-chord steps tried after each good undamped Newton step of :func:`minimize`
@@ -83,12 +95,15 @@ def minimize(lik: Likelihood, x0: np.ndarray, fixed: np.ndarray | None = None, t
     msg = "maximum number of iterations reached"
     edm = np.inf
     for it in range(1, max_iter + 1):
+        H = H_all = L = None     # the last iteration's n x n matrices go before the new ones come
         f_t, g_t, H_t = lik.value_grad_hess(tf.constant(x))
         f, g = float(f_t), g_t.numpy()
+        H_all = _host_hessian(H_t)
+        del H_t
         if not np.isfinite(f):
-            return MinResult(x, f, g, H_t, None, free, np.inf, it, False,
+            return MinResult(x, f, g, H_all, None, free, np.inf, it, False,
                              "NLL is not finite at the starting point: check the data and the start values")
-        H = H_t if linalg.on_gpu() else H_t.numpy()
+        H = H_all
         gf = g if all_free else g[fidx]
         if not all_free:
             H = tf.gather(tf.gather(H, fidx), fidx, axis=1) if linalg.on_gpu() else H[np.ix_(fidx, fidx)]
@@ -111,7 +126,7 @@ def minimize(lik: Likelihood, x0: np.ndarray, fixed: np.ndarray | None = None, t
                     ft = float(lik.value(tf.constant(xt)))
                     if np.isfinite(ft) and ft <= f:
                         x, f = xt, ft
-                    return MinResult(x, f, g, H_t, L, free, edm, it, True, "converged")
+                    return MinResult(x, f, g, H_all, L, free, edm, it, True, "converged")
             hs = (H @ step) if not linalg.on_gpu() else tf.linalg.matvec(H, tf.constant(step)).numpy()
             pred = float(gf @ step + 0.5 * step @ hs)
             xt = x.copy()
@@ -134,7 +149,7 @@ def minimize(lik: Likelihood, x0: np.ndarray, fixed: np.ndarray | None = None, t
         if not accepted:
             msg = "no decreasing step found (trust region collapsed)"
             break
-    return MinResult(x, f, g, H_t, None, free, edm, it, False, msg)
+    return MinResult(x, f, g, H_all, None, free, edm, it, False, msg)
 
 
 def minimize_chord(lik: Likelihood, x0: np.ndarray, chol: linalg.Matrix, tol: float = 1e-8,
@@ -169,7 +184,9 @@ def minimize_chord(lik: Likelihood, x0: np.ndarray, chol: linalg.Matrix, tol: fl
             break
     f_t, g_t, H_t = lik.value_grad_hess(tf.constant(x))
     f, g = float(f_t), g_t.numpy()
-    L = linalg.cholesky(H_t if linalg.on_gpu() else H_t.numpy())
+    H_all = _host_hessian(H_t)
+    del H_t
+    L = linalg.cholesky(H_all)
     if L is not None:
         step = -linalg.cho_solve(L, g)
         edm = float(-0.5 * g @ step)
@@ -178,16 +195,21 @@ def minimize_chord(lik: Likelihood, x0: np.ndarray, chol: linalg.Matrix, tol: fl
             ft = float(lik.value(tf.constant(x + step)))
             if np.isfinite(ft) and ft <= f:
                 x, f = x + step, ft
-            return MinResult(x, f, g, H_t, L, np.ones(x.size, bool), edm, steps + 1, True,
+            return MinResult(x, f, g, H_all, L, np.ones(x.size, bool), edm, steps + 1, True,
                              f"converged ({steps} Newton-chord steps)")
     return minimize(lik, x, tol=tol)
 
 
-def covariance(res: MinResult) -> np.ndarray:
-    """Full covariance H^-1 (zeros for fixed parameters) from the converged Cholesky factor."""
+def covariance(res: MinResult, consume: bool = False) -> np.ndarray:
+    """Full covariance H^-1 (zeros for fixed parameters) from the converged Cholesky factor.
+    ``consume=True``: the inverse is computed in the factor's memory and ``res.chol`` becomes
+    None (for callers that need the factor no more: an n x n matrix less)."""
     if res.chol is None:
         raise RuntimeError(f"no positive-definite Hessian at the end of the fit ({res.message})")
-    cf = linalg.cho_inverse(res.chol)
+    own = consume and isinstance(res.chol, np.ndarray)
+    cf = linalg.cho_inverse(res.chol, overwrite=own)
+    if own:
+        res.chol = None
     if res.free.all():
         return cf
     N = res.free.size

@@ -366,18 +366,16 @@ class Model:
                 missing = [k for k in need if k not in npz.files]
                 if missing:
                     raise ModelError(f"{path} lacks arrays {missing}; expected the format of shared/bench/wmodel.py")
-                z = {k: npz[k] for k in need}
+                z = {k: npz[k] for k in need if k != "logk"}
+                logk_shape, logk_dtype, row, col, k_val = _nonzero_rows(npz, "logk", path)
         except (OSError, EOFError, zipfile.BadZipFile) as err:
             raise ModelError(f"{path} is not a readable .npz model file ({err})") from err
         except ValueError as err:  # e.g. object arrays, which would need pickle
             raise ModelError(f"{path}: {err}") from err
-        _check_npz_shapes(z, path)
-        logk = z["logk"]
-        S, P, B = logk.shape
+        _check_npz_shapes(z, logk_shape, logk_dtype, path)
+        S, P, B = logk_shape
         systs = [str(s) for s in z["systs"]]
         constrained = z["constrained"].astype(bool)
-        flat = logk.reshape(S, P * B)
-        row, col = np.nonzero(flat)
         # order: POIs first (readable output), rows = params (one linear row each)
         order = np.concatenate([np.flatnonzero(~constrained), np.flatnonzero(constrained)])
         inv = np.empty(S, np.int64)
@@ -394,7 +392,7 @@ class Model:
             data=z["data"].astype(np.float64), params=params, kinds=kinds, groups=groups,
             rows_param=np.arange(S, dtype=np.int64), rows_tf=np.zeros(S, np.int8),
             k_row=new_row[srt].astype(np.int64), k_col=col[srt].astype(np.int64),
-            k_val=np.asarray(flat[row, col], np.float64)[srt],
+            k_val=k_val[srt],
             prior_sigma=np.full(S, np.nan), bb_scale=bb_scale, attrs={"source": str(path)},
         )
         if signal_strength:
@@ -471,20 +469,57 @@ def _read_datasets(f: h5py.File, path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _check_npz_shapes(z: Mapping[str, np.ndarray], path: Path) -> None:
+#: bytes of an ``.npz`` model's ``logk`` decompressed at a time by :func:`_nonzero_rows`
+NPZ_BLOCK_BYTES = 32 << 20
+
+
+def _nonzero_rows(npz: Any, key: str, path: Path) -> tuple[tuple[int, ...], np.dtype, np.ndarray, np.ndarray, np.ndarray]:
+    """Shape, dtype and the nonzero entries (row, column, float64 value) of the array ``key``
+    of an open ``np.load`` archive, flattened to [shape[0], rest] in C order.  A C-ordered
+    array is decompressed a block of :data:`NPZ_BLOCK_BYTES` at a time, so the dense array
+    (454 MB for the paper-sized model, nearly all zeros) never exists whole."""
+    with npz.zip.open(f"{key}.npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(f)
+        if fortran or dtype.hasobject or len(shape) < 2:
+            whole = npz[key]    # the general path; bad dtypes and shapes are reported by the caller
+            flat = whole.reshape(whole.shape[0], -1) if whole.ndim >= 2 else whole.reshape(1, -1)
+            r, c = np.nonzero(flat)
+            return whole.shape, whole.dtype, r, c, np.asarray(flat[r, c], np.float64)
+        width = int(np.prod(shape[1:]))
+        per = max(1, NPZ_BLOCK_BYTES // max(1, width * dtype.itemsize))
+        buf = np.empty(per * width, dtype)
+        rows, cols, vals = [], [], []
+        for s0 in range(0, shape[0], per):
+            n = min(per, shape[0] - s0)
+            block = buf[: n * width]
+            if f.readinto(block.view(np.uint8)) != block.nbytes:
+                raise ModelError(f"{path}: {key}.npy ends before its {shape} entries: the file is truncated")
+            block2 = block.reshape(n, width)
+            r, c = np.nonzero(block2)
+            rows.append(r + s0)
+            cols.append(c)
+            vals.append(block2[r, c].astype(np.float64))
+    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
+    return tuple(shape), dtype, cat(rows, np.int64), cat(cols, np.int64), cat(vals, np.float64)
+
+
+def _check_npz_shapes(z: Mapping[str, np.ndarray], logk_shape: tuple[int, ...], logk_dtype: np.dtype,
+                      path: Path) -> None:
     """The arrays of a neutral ``.npz`` agree: logk [S, P, B], nominal/sumw2 [P, B], data [B] ..."""
-    logk = z["logk"]
-    if logk.ndim != 3:
-        raise ModelError(f"{path}: logk must be [systs, processes, bins], got shape {logk.shape}")
-    S, P, B = logk.shape
+    if len(logk_shape) != 3:
+        raise ModelError(f"{path}: logk must be [systs, processes, bins], got shape {logk_shape}")
+    S, P, B = logk_shape
     expect = {"nominal": (P, B), "sumw2": (P, B), "data": (B,), "processes": (P,), "systs": (S,),
               "constrained": (S,)}
     for key, shape in expect.items():
         if z[key].shape != shape:
-            raise ModelError(f"{path}: {key} has shape {z[key].shape}, expected {shape} from logk {logk.shape}")
-    for key in ("nominal", "sumw2", "data", "logk"):
-        if not (np.issubdtype(z[key].dtype, np.number) or z[key].dtype == np.bool_):
-            raise ModelError(f"{path}: {key} has dtype {z[key].dtype}, expected numbers")
+            raise ModelError(f"{path}: {key} has shape {z[key].shape}, expected {shape} from logk {logk_shape}")
+    dtypes = {**{k: z[k].dtype for k in ("nominal", "sumw2", "data")}, "logk": logk_dtype}
+    for key, dt in dtypes.items():
+        if not (np.issubdtype(dt, np.number) or dt == np.bool_):
+            raise ModelError(f"{path}: {key} has dtype {dt}, expected numbers")
 
 
 def _default_group(name: str) -> str:

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.stats
 
 from .model import NUIS, Model
 
@@ -126,6 +125,8 @@ class FitResult:
         npoi = int(np.sum((m.kinds != NUIS) & ~np.isfinite(m.prior_sigma)))
         ndf = int(np.sum(~m.empty_bins)) - npoi
         q = 2.0 * self.nll
+        import scipy.stats  # here, not at import: scipy.stats alone costs ~0.5 s of every fit's start
+
         return float(q), int(ndf), float(scipy.stats.chi2.sf(q, ndf))
 
     # ---------------------------------------------------------------- yields
