@@ -295,27 +295,29 @@ class Likelihood:
         if self.fold_diag:
             left = tf.concat([left, diag_u + prior], 0)
             right = tf.concat([right, tf.ones([self.C], DT)], 0)
-        a = _csr(self.m_idx, tf.gather(left, self.m_order), self.m_shape)
-        b = _csr(self.mt_idx, tf.gather(right, self.mt_order), self.mt_shape)
-        prod = tf.raw_ops.SparseMatrixSparseMatMul(a=a, b=b, type=DT)
-        h = tf.raw_ops.CSRSparseMatrixToDense(sparse_input=prod, type=DT)
+        h = self._product(left, right)
         if self.fold_diag:
             return h
         # several rows per parameter: sum them (rows and columns) into the parameters
-        del a, b, prod   # run eagerly, the sparse product would live through the dense steps below
         h = tf.math.unsorted_segment_sum(h, self.rows_param, self.N)
         h = tf.transpose(tf.math.unsorted_segment_sum(tf.transpose(h), self.rows_param, self.N))
         diag = tf.math.unsorted_segment_sum(diag_u, self.rows_param, self.N) + prior
         return tf.linalg.set_diag(h, tf.linalg.diag_part(h) + diag)
 
+    def _product(self, left: tf.Tensor, right: tf.Tensor) -> tf.Tensor:
+        """Dense M_left M_right^T from the factors' entry values (in M's entry order).  The
+        sparse operands and product are this function's locals: run eagerly, they are freed
+        before the caller's dense steps."""
+        a = _csr(self.m_idx, tf.gather(left, self.m_order), self.m_shape)
+        b = _csr(self.mt_idx, tf.gather(right, self.mt_order), self.mt_shape)
+        prod = tf.raw_ops.SparseMatrixSparseMatMul(a=a, b=b, type=DT)
+        return tf.raw_ops.CSRSparseMatrixToDense(sparse_input=prod, type=DT)
+
     def _assemble_dense(self, x: tf.Tensor, left: tf.Tensor, right: tf.Tensor, w1: tf.Tensor,
                         data_only: bool) -> tf.Tensor:
         """:meth:`_assemble` with the chain rule and the diagonal on the dense product (fewer
         temporaries where the factors' entries outnumber the product's n x n)."""
-        a = _csr(self.m_idx, tf.gather(left, self.m_order), self.m_shape)
-        b = _csr(self.mt_idx, tf.gather(right, self.mt_order), self.mt_shape)
-        prod = tf.raw_ops.SparseMatrixSparseMatMul(a=a, b=b, type=DT)
-        hu = tf.raw_ops.CSRSparseMatrixToDense(sparse_input=prod, type=DT)
+        hu = self._product(left, right)
         gu = tf.math.unsorted_segment_sum(self.k_val * w1, self.k_row, self.C)
         if self.identity_map and self.all_linear:
             h = hu

@@ -484,25 +484,25 @@ def _nonzero_rows(npz: Any, key: str, path: Path) -> tuple[tuple[int, ...], np.d
         shape, fortran, dtype = header(f)
         if fortran or dtype.hasobject or len(shape) < 2:
             whole = npz[key]    # the general path; bad dtypes and shapes are reported by the caller
-            flat = whole.reshape(whole.shape[0], -1) if whole.ndim >= 2 else whole.reshape(1, -1)
-            r, c = np.nonzero(flat)
-            return whole.shape, whole.dtype, r, c, np.asarray(flat[r, c], np.float64)
+            r, c, v = _entries(whole.reshape(whole.shape[0], -1) if whole.ndim >= 2 else whole.reshape(1, -1), 0)
+            return whole.shape, whole.dtype, r, c, v
         width = int(np.prod(shape[1:]))
         per = max(1, NPZ_BLOCK_BYTES // max(1, width * dtype.itemsize))
         buf = np.empty(per * width, dtype)
-        rows, cols, vals = [], [], []
+        parts = [_entries(np.zeros((0, width)), 0)]
         for s0 in range(0, shape[0], per):
-            n = min(per, shape[0] - s0)
-            block = buf[: n * width]
+            block = buf[: min(per, shape[0] - s0) * width]
             if f.readinto(block.view(np.uint8)) != block.nbytes:
                 raise ModelError(f"{path}: {key}.npy ends before its {shape} entries: the file is truncated")
-            block2 = block.reshape(n, width)
-            r, c = np.nonzero(block2)
-            rows.append(r + s0)
-            cols.append(c)
-            vals.append(block2[r, c].astype(np.float64))
-    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
-    return tuple(shape), dtype, cat(rows, np.int64), cat(cols, np.int64), cat(vals, np.float64)
+            parts.append(_entries(block.reshape(-1, width), s0))
+    r, c, v = (np.concatenate(p) for p in zip(*parts))
+    return tuple(shape), dtype, r, c, v
+
+
+def _entries(flat: np.ndarray, row0: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row (offset by ``row0``), column and float64 value of the nonzero entries of 2-d ``flat``."""
+    r, c = np.nonzero(flat)
+    return r + row0, c, np.asarray(flat[r, c], np.float64)
 
 
 def _check_npz_shapes(z: Mapping[str, np.ndarray], logk_shape: tuple[int, ...], logk_dtype: np.dtype,
